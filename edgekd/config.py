@@ -1,0 +1,259 @@
+"""Typed build configuration: TOML loading, ``--set section.key=value`` overrides, validation.
+
+Usage::
+
+    cfg = load_config("edgekd.toml", overrides=["distill.epochs=0"])
+    cfg.distill.epochs  # -> 0
+
+Every option is a dataclass field with a default (the defaults reproduce the embedded digits
+build) and a one-line ``help``. ``edgekd config`` prints them all; ``edgekd.example.toml`` in the
+repository lists them too. Unknown sections or keys, wrong types and out-of-range values raise
+:class:`ConfigError` with a sentence naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+        max: float | None = None) -> Any:
+    """A config field: default, one-line help, optional choices and numeric bounds."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = opt("digits", "dataset: digits (scikit-learn's bundled 8x8 digits)",
+                    choices=("digits",))
+    image_size: int = opt(32, "side in pixels the images are presented at (digits are upscaled)",
+                          min=8, max=1024)
+    test_fraction: float = opt(0.2, "fraction of the data held out for testing", min=0.05, max=0.5)
+    calib_samples: int = opt(200, "images held out (disjoint from train and test) for INT8 "
+                             "calibration", min=1)
+    split_seed: int = opt(0, "seed of the train / calibration / test split")
+
+
+@dataclass
+class TeacherConfig:
+    arch: str = opt("digits_teacher", "teacher architecture name (see `edgekd models`)")
+    weights: str = opt("", "state_dict file of the teacher; empty = train one on the train split")
+    device: str = opt("auto", "where the teacher runs: auto (cuda if available), cpu, cuda",
+                      choices=("auto", "cpu", "cuda"))
+    epochs: int = opt(6, "epochs when edgekd trains the teacher itself", min=0)
+    lr: float = opt(3e-3, "Adam learning rate for teacher training", min=0.0)
+    batch_size: int = opt(64, "batch size for teacher training", min=1)
+    seed: int = opt(0, "seed for teacher initialisation and training")
+
+
+@dataclass
+class StudentConfig:
+    arch: str = opt("digits_student", "student architecture name (see `edgekd models`)")
+    min_compression: float = opt(5.0, "teacher params / student params must be at least this",
+                                 min=1.0)
+
+
+@dataclass
+class DistillConfig:
+    loss: str = opt("hinton", "distillation loss (see `edgekd losses`)")
+    epochs: int = opt(12, "student training epochs; 0 leaves the student untrained", min=0)
+    temperature: float = opt(4.0, "softmax temperature T of the soft targets", min=1e-3)
+    alpha: float = opt(0.9, "weight of the soft-target term; 1 - alpha weighs hard-label CE",
+                       min=0.0, max=1.0)
+    lr: float = opt(5e-3, "Adam learning rate", min=0.0)
+    batch_size: int = opt(64, "batch size", min=1)
+    seed: int = opt(0, "seed for student initialisation and batch order")
+
+
+@dataclass
+class ExportConfig:
+    opset: int = opt(17, "ONNX opset (>= 17)", min=17, max=23)
+    parity_atol: float = opt(1e-3, "max |logit difference| allowed between torch and ONNX",
+                             min=0.0)
+    parity_samples: int = opt(128, "held-out images used for the parity check", min=1)
+
+
+@dataclass
+class QuantizeConfig:
+    calibrate_method: str = opt("minmax", "INT8 calibration: minmax, entropy, percentile",
+                                choices=("minmax", "entropy", "percentile"))
+    per_channel: bool = opt(True, "per-channel weight quantisation")
+
+
+@dataclass
+class MeasureConfig:
+    latency_runs: int = opt(100, "timed runs at batch 1 per model", min=50)
+    warmup_runs: int = opt(10, "untimed runs before timing", min=0)
+    threads: int = opt(1, "intra-op threads for torch and onnxruntime during timing", min=1)
+    eval_batch_size: int = opt(256, "batch size for accuracy evaluation", min=1)
+
+
+@dataclass
+class RobustnessConfig:
+    enabled: bool = opt(True, "run the perturbed-input sweep in `edgekd build`")
+    perturbations: list[str] = opt(["all"], "perturbations to run: all, common, extra, missing, "
+                                   "or names from `edgekd perturb list`")
+    severities: list[int] = opt([1, 2, 3, 4, 5], "severities 1..5 to run")
+    adversarial: bool = opt(True, "run FGSM / PGD-Linf (white-box on torch, transfer on ONNX)")
+    epsilons: list[int] = opt([1, 2, 4, 8], "adversarial L-inf budgets in pixel levels (/255)")
+    pgd_steps: int = opt(10, "PGD iterations (step = epsilon / 4)", min=1)
+    seed: int = opt(0, "seed of every perturbation and attack")
+    cache_dir: str = opt("", "cache of perturbed sets; empty = ~/.cache/edgekd/perturbed, "
+                         "'none' disables it")
+
+
+@dataclass
+class BuildConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    # Gate policy lives in its own section; its schema is owned by gate.py.
+    gate: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f for f in dataclasses.fields(BuildConfig)}
+
+
+def _check_value(where: str, key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
+    meta = f.metadata
+    origin = get_origin(hint)
+    if origin is list:
+        (item_t,) = get_args(hint)
+        if not isinstance(value, list):
+            value = [value]
+        return [_check_scalar(where, key, v, item_t, meta) for v in value]
+    return _check_scalar(where, key, value, hint, meta)
+
+
+def _check_scalar(where: str, key: str, value: Any, typ: type, meta: Any) -> Any:
+    bad = ConfigError(f"{where}: {key} must be {typ.__name__}, got {value!r}")
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise bad
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise bad
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {key} = {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{where}: {key} = {value!r} is below its minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{where}: {key} = {value!r} is above its maximum {meta['max']}")
+    return value
+
+
+def from_dict(raw: dict, where: str = "config") -> BuildConfig:
+    """Validate a nested dict (as read from TOML) into a :class:`BuildConfig`."""
+    cfg = BuildConfig()
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{section}]; valid: {', '.join(SECTIONS)}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table of keys")
+        if section == "gate":
+            cfg.gate = dict(body)  # validated by gate.load_policy, which owns its schema
+            continue
+        target = getattr(cfg, section)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        hints = get_type_hints(type(target))
+        for key, value in body.items():
+            if key not in fields:
+                raise ConfigError(f"{where}: unknown key {section}.{key}; valid keys of "
+                                  f"[{section}]: {', '.join(fields)}")
+            checked = _check_value(where, f"{section}.{key}", value, fields[key], hints[key])
+            setattr(target, key, checked)
+    _cross_checks(cfg, where)
+    return cfg
+
+
+def _cross_checks(cfg: BuildConfig, where: str) -> None:
+    bad = [s for s in cfg.robustness.severities if s not in range(1, 6)]
+    if bad:
+        raise ConfigError(f"{where}: robustness.severities must lie in 1..5, got {bad}")
+    bad = [e for e in cfg.robustness.epsilons if not 0 < e <= 64]
+    if bad:
+        raise ConfigError(f"{where}: robustness.epsilons must lie in 1..64 (/255), got {bad}")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"distill.epochs=0"`` -> ``("distill", "epochs", 0)``; the value is read as TOML."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r} must look like section.key=value")
+    path, raw = text.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words are strings: --set teacher.device=cpu
+    return section, key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> BuildConfig:
+    """Read a TOML file (or the defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict = {}
+    where = "defaults"
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p} is not valid TOML: {e}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"--set {text}: [{section}] is not a table")
+        raw[section][key] = value
+    return from_dict(raw, where + (" with --set overrides" if overrides else ""))
+
+
+def describe() -> str:
+    """Every option with its default and help, as TOML (used for the example config)."""
+    lines = ["# edgekd build configuration; every key is optional (defaults shown).", ""]
+    for name, f in SECTIONS.items():
+        if name == "gate":
+            continue
+        section = f.default_factory()
+        lines.append(f"[{name}]")
+        for sf in dataclasses.fields(section):
+            value = getattr(section, sf.name)
+            lines.append(f"{sf.name} = {_toml(value)}  # {sf.metadata['help']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
