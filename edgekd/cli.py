@@ -1,0 +1,64 @@
+"""Command line: ``edgekd COMMAND ...``. The only place that prints errors and maps them to exit codes.
+
+Exit codes: 0 success / gate passed, 1 gate failed, 2 usage or input error, 3 internal error.
+Each command lives in ``edgekd/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from .errors import EdgekdError
+
+# name -> module under edgekd.commands; listed explicitly so `edgekd --help` is complete.
+COMMANDS = ("build", "eval", "perturb", "gate", "config", "models")
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep its one-line form
+        self.print_usage(sys.stderr)
+        print(f"edgekd: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgekd", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        mod = importlib.import_module(f"edgekd.commands.{name}")
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args))
+    except EdgekdError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgekd: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgekd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in edgekd: say so, keep the traceback behind --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgekd: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
