@@ -87,6 +87,8 @@ class QuantizeConfig:
     calibrate_method: str = opt("minmax", "INT8 calibration: minmax, entropy, percentile",
                                 choices=("minmax", "entropy", "percentile"))
     per_channel: bool = opt(True, "per-channel weight quantisation")
+    reduce_range: bool = opt(True, "7-bit weights: avoids int16 saturation of onnxruntime's U8S8 "
+                             "kernels on x86 CPUs without VNNI (AVX2); set false for ARM / VNNI targets")
 
 
 @dataclass

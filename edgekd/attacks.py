@@ -1,0 +1,65 @@
+"""Adversarial examples (white-box, L-inf) on torch models that take pixel images.
+
+    adv = craft("pgd", model, images_uint8, labels, eps=8, steps=10, seed=0)   # uint8, |adv - x| <= 8
+
+- FGSM (Goodfellow et al. 2015): x' = clip(x + eps * sign(grad_x CE(f(x), y))).
+- PGD-L-inf (Madry et al. 2018): random start in the eps-ball, ``steps`` steps of size eps/4,
+  projection onto the ball and onto [0, 255] after each step.
+
+``eps`` is in pixel levels (eps=8 means 8/255 of the range). Examples are rounded to uint8: since x
+is integer and eps is integer, rounding keeps them within the ball, and the very same bytes can be
+fed to onnxruntime artifacts (transfer attacks: onnxruntime is not differentiable).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .registry import Registry
+
+ATTACKS = ("fgsm", "pgd")
+
+
+def _grad(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y)
+    (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **_) -> torch.Tensor:
+    return (x + eps * _grad(model, x, y).sign()).clamp(0, 255)
+
+
+def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+        gen: torch.Generator) -> torch.Tensor:
+    step = eps / 4
+    noise = torch.rand(x.shape, generator=gen).to(x.device) * 2 - 1
+    adv = (x + eps * noise).clamp(0, 255)
+    for _ in range(steps):
+        adv = adv + step * _grad(model, adv, y).sign()
+        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 255)
+    return adv
+
+
+def craft(attack: str, model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, eps: int,
+          steps: int = 10, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """Adversarial uint8 copies of ``images`` against ``model`` (in eval mode, batched)."""
+    fn = ATTACK_FNS.get(attack)
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed * 1000 + eps)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i:i + batch_size]).to(device).float()
+        y = torch.from_numpy(labels[i:i + batch_size]).to(device)
+        adv = fn(model, x, y, float(eps), steps=steps, gen=gen)
+        out.append(adv.detach().round().clamp(0, 255).to(torch.uint8).cpu().numpy())
+    return np.concatenate(out)
+
+
+ATTACK_FNS: Registry = Registry("attack")
+ATTACK_FNS.add("fgsm", fgsm)
+ATTACK_FNS.add("pgd", pgd)

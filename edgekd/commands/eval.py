@@ -1,0 +1,103 @@
+"""edgekd eval: accuracy of one model (torch checkpoint or ONNX file) on clean and perturbed data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "accuracy of a student.pt or .onnx model on clean and perturbed inputs"
+DESCRIPTION = """\
+Evaluate MODEL (an edgekd checkpoint such as student.pt, or an ONNX file taking uint8 NHWC
+images) on the test split of --data, clean and under perturbations (see `edgekd perturb list`).
+Torch checkpoints also get white-box FGSM / PGD with --adversarial."""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="student.pt (edgekd checkpoint) or a .onnx file")
+    p.add_argument("--data", default="digits", help="dataset name (default: digits)")
+    p.add_argument("-c", "--config", help="build config whose [data] / [robustness] sections to use")
+    p.add_argument("--perturb", default="all",
+                   help="all, common, extra, missing, none, or comma-separated names (default: all)")
+    p.add_argument("--severities", type=_ints, default=[1, 2, 3, 4, 5], help="e.g. 1,3,5")
+    p.add_argument("--adversarial", action="store_true", help="FGSM / PGD (torch checkpoints only)")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import perturb
+    from ..attacks import ATTACKS, craft
+    from ..config import load_config
+    from ..data import load_dataset
+    from ..errors import InputError
+    from ..harness import accuracy, evaluate
+    from ..models import load_checkpoint
+    from ..robustness import PerturbedSets, cache_dir_from_config, sweep_predictions
+    from ..runtimes import OrtRunner, TorchRunner
+
+    cfg = load_config(args.config, [f'data.name="{args.data}"',
+                                    f"robustness.severities={args.severities}"])
+    path = Path(args.model)
+    if not path.is_file():
+        raise InputError(f"{path}: model file does not exist")
+    model = None
+    if path.suffix == ".onnx":
+        runner = OrtRunner(path)
+    elif path.suffix in (".pt", ".pth"):
+        model, _ = load_checkpoint(path)
+        runner = TorchRunner(model, "cpu")
+    else:
+        raise InputError(f"{path}: expected an edgekd checkpoint (.pt) or an ONNX file (.onnx)")
+    ds = load_dataset(cfg.data)
+    names = [] if args.perturb == "none" else perturb.resolve(args.perturb.split(","))
+    sevs = sorted(set(cfg.robustness.severities))
+    try:
+        clean = evaluate(runner, ds.test.x, cfg.measure.eval_batch_size)
+    except Exception as e:  # wrong input shape / dtype for this ONNX model
+        raise InputError(f"{path}: cannot run on {ds.name} images {ds.image_shape} uint8 NHWC "
+                         f"({str(e).splitlines()[0][:160]})") from None
+    result = {"model": str(path), "data": ds.name, "n_test": len(ds.test),
+              "accuracy": {"clean": accuracy(clean, ds.test.y)}}
+    sets = PerturbedSets(ds.test, cfg.robustness.seed, cache_dir_from_config(cfg.robustness.cache_dir))
+    preds = sweep_predictions({"m": runner}, sets, names, sevs, cfg.measure.eval_batch_size,
+                              not args.quiet)
+    table = {n: [None] * 5 for n in names}
+    for n in names:
+        for s in sevs:
+            table[n][s - 1] = accuracy(preds[f"m/{n}/{s}"], ds.test.y)
+    result["accuracy"]["perturbed"] = table
+    common = [table[n][s - 1] for n in perturb.COMMON if n in table for s in sevs]
+    if common:
+        result["accuracy"]["mca_over_run_cells"] = float(np.mean(common))
+    if args.adversarial:
+        if model is None:
+            raise InputError("--adversarial needs a torch checkpoint: onnxruntime has no gradients "
+                             "(the build measures ONNX artifacts by transfer)")
+        result["accuracy"]["adversarial"] = {
+            a: {str(e): accuracy(evaluate(runner, craft(a, model, ds.test.x, ds.test.y, e,
+                                                          cfg.robustness.pgd_steps, cfg.robustness.seed)),
+                                 ds.test.y) for e in cfg.robustness.epsilons} for a in ATTACKS}
+    print(f"{path.name} on {ds.name} ({len(ds.test)} test images): clean accuracy "
+          f"{100 * result['accuracy']['clean']:.1f}%")
+    if names:
+        print(f"{'perturbation':20s} " + " ".join(f"s{s:<5d}" for s in sevs))
+        for n in names:
+            print(f"{n:20s} " + " ".join(f"{100 * table[n][s - 1]:5.1f}%" for s in sevs))
+    if "mca_over_run_cells" in result["accuracy"]:
+        print(f"mean accuracy over the common corruptions run: "
+              f"{100 * result['accuracy']['mca_over_run_cells']:.1f}%")
+    for a, by_eps in result["accuracy"].get("adversarial", {}).items():
+        print(f"{a}: " + ", ".join(f"eps {e}/255 {100 * v:.1f}%" for e, v in by_eps.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0

@@ -1,0 +1,128 @@
+"""Distillation losses (a registry) and the training loops: teacher training when the config names
+no teacher, and knowledge distillation of the student.
+
+    loss = LOSSES.get("hinton")(student_logits, teacher_logits, labels, cfg)
+    distill(student, teacher_logits_train, train_split, cfg.distill, device="cpu")
+
+Teacher outputs on the (unaugmented) training split are computed once and reused every epoch:
+teacher inference dominates distillation cost on small machines.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .config import DistillConfig, TeacherConfig
+from .data import Split
+from .registry import Registry
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DistillConfig], torch.Tensor]
+LOSSES: Registry[LossFn] = Registry("distillation loss")
+
+
+@LOSSES.register("hinton")
+def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+              cfg: DistillConfig) -> torch.Tensor:
+    """Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
+
+    L = (1 - a) * CE(z_s, y) + a * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)),
+    KL averaged over the batch; T = ``cfg.temperature``, a = ``cfg.alpha``. The T^2 factor keeps the
+    soft-target gradients on the scale of the hard-label ones.
+    """
+    t = cfg.temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                  reduction="batchmean", log_target=True)
+    ce = F.cross_entropy(student_logits, labels)
+    return (1 - cfg.alpha) * ce + cfg.alpha * t * t * kl
+
+
+@LOSSES.register("ce")
+def cross_entropy_only(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       labels: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """Plain cross-entropy on the labels, ignoring the teacher (the no-KD baseline)."""
+    return F.cross_entropy(student_logits, labels)
+
+
+def resolve_device(name: str) -> str:
+    """"auto" -> "cuda" when available, else "cpu"; "cuda" without a GPU is an input error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError("teacher.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return name
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    return list(torch.randperm(n, generator=gen).split(batch_size))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray, device: str, batch_size: int = 512) -> np.ndarray:
+    """Logits of a torch model over uint8 NHWC images, batched, in eval mode."""
+    model.eval()
+    out = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def train_teacher(model: nn.Module, train: Split, cfg: TeacherConfig, device: str,
+                  progress: bool = True) -> list[dict]:
+    """Cross-entropy training with Adam + cosine schedule; returns a per-epoch log."""
+    return _fit(model, train, None, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device, progress,
+                "teacher", lambda s, _t, y: F.cross_entropy(s, y))
+
+
+def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: DistillConfig,
+            device: str, progress: bool = True) -> list[dict]:
+    """Train ``student`` on ``train`` against cached ``teacher_logits`` with ``cfg.loss``.
+
+    ``cfg.epochs == 0`` leaves the student at its (seeded) initialisation.
+    """
+    loss_fn = LOSSES.get(cfg.loss)
+    return _fit(student, train, teacher_logits, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device,
+                progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg))
+
+
+def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epochs: int, lr: float,
+         batch_size: int, seed: int, device: str, progress: bool, what: str,
+         loss_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]) -> list[dict]:
+    model.to(device)
+    log: list[dict] = []
+    if epochs == 0:
+        return log
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(train.x).to(device)
+    y = torch.from_numpy(train.y).to(device)
+    t = torch.from_numpy(teacher_logits).to(device) if teacher_logits is not None else None
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * ((len(y) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    bar = tqdm(total=steps, desc=f"train {what}", disable=not progress, leave=False, unit="step")
+    for epoch in range(epochs):
+        model.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        for idx in _batches(len(y), batch_size, gen):
+            idx = idx.to(device)
+            out = model(x[idx])
+            loss = loss_fn(out, t[idx] if t is not None else None, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += len(idx)
+            correct += int((out.argmax(1) == y[idx]).sum())
+            loss_sum += float(loss.detach()) * len(idx)
+            bar.update(1)
+        log.append({"epoch": epoch + 1, "loss": loss_sum / total, "train_accuracy": correct / total})
+        bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+    bar.close()
+    model.eval()
+    return log

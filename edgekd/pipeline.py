@@ -1,0 +1,277 @@
+"""``edgekd build``: every stage in order, written atomically into an artifact directory.
+
+    result = build(load_config(None), Path("edgekd-out"), progress=False)
+    result.report["models"]["student_int8"]["accuracy"]["clean"]  # -> 0.97...
+
+Stages: data -> teacher (train or load) -> distil student -> export ONNX (parity) -> quantise INT8
+-> measure all four models (clean, perturbed, latency) -> report -> gate. The directory is built in
+a hidden sibling folder and moved into place only when complete, so a failed build never leaves
+a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import BuildConfig
+from .data import Dataset, load_dataset
+from .distill import distill, predict_logits, resolve_device, train_teacher
+from .errors import ConfigError
+from .export import check_parity, export_onnx
+from .harness import accuracy, agreement, evaluate, measure_latency
+from .models import Preprocessed, build_model, count_params, load_weights, save_checkpoint
+from .quantize import quantize_static_int8
+from .runtimes import OrtRunner, TorchRunner
+
+MODEL_IDS = ("teacher", "student_torch", "student_fp32", "student_int8")
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    report: dict
+    manifest: dict
+    exit_code: int = 0
+    gate_text: str = ""
+    timings_s: dict = field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def library_versions() -> dict:
+    import onnx
+    import onnxruntime
+    import sklearn
+
+    return {"edgekd": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse to replace a non-empty folder that is not an earlier edgekd build (nothing is lost)."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ConfigError(f"output path {out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+            raise ConfigError(f"output directory {out_dir} exists, is not empty and is not an edgekd "
+                              "artifact directory; choose another -o")
+
+
+def _state_dict_bytes(model: torch.nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def prepare_teacher(cfg: BuildConfig, ds: Dataset, device: str, progress: bool) -> tuple[Preprocessed, dict]:
+    n_cls = len(ds.classes)
+    torch.manual_seed(cfg.teacher.seed)
+    net = build_model(cfg.teacher.arch, n_cls)
+    teacher = Preprocessed(net, ds.mean, ds.std)
+    if cfg.teacher.weights:
+        load_weights(net, cfg.teacher.weights, cfg.teacher.arch, n_cls, "teacher.weights")
+        rec = {"source": "loaded", "weights": cfg.teacher.weights,
+               "weights_sha256": sha256_file(Path(cfg.teacher.weights))}
+    else:
+        log = train_teacher(teacher, ds.train, cfg.teacher, device, progress)
+        rec = {"source": "trained", "epochs": cfg.teacher.epochs, "log": log}
+    return teacher.to(device).eval(), rec
+
+
+def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
+          say: Callable[[str], None] = lambda s: None) -> BuildResult:
+    """Run the whole pipeline; returns the report and manifest (the gate verdict included)."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        result = _build_into(cfg, tmp, progress, say)
+        _move_into_place(tmp, out_dir)
+        result.out_dir = out_dir
+        return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_into(cfg: BuildConfig, out: Path, progress: bool, say: Callable[[str], None]) -> BuildResult:
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    def stage(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 3)
+
+    t0 = time.perf_counter()
+    ds = load_dataset(cfg.data)
+    n_cls = len(ds.classes)
+    stage("data", t0)
+    say(f"data: {ds.name}, {len(ds.train)} train / {len(ds.calib)} calibration / {len(ds.test)} test "
+        f"images of {ds.image_shape}")
+
+    # 1. teacher
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.teacher.device)
+    teacher, teacher_rec = prepare_teacher(cfg, ds, device, progress)
+    stage("teacher", t0)
+    say(f"teacher: {cfg.teacher.arch} ({teacher_rec['source']}) on {device}")
+
+    # 2. student by distillation, against teacher logits computed once
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.distill.seed)
+    student = Preprocessed(build_model(cfg.student.arch, n_cls), ds.mean, ds.std)
+    t_params, s_params = count_params(teacher.net), count_params(student.net)
+    if t_params < cfg.student.min_compression * s_params:
+        raise ConfigError(f"student.arch {cfg.student.arch!r} has {s_params} parameters, teacher "
+                          f"{t_params}: less than student.min_compression = "
+                          f"{cfg.student.min_compression:g}x fewer")
+    teacher_train_logits = predict_logits(teacher, ds.train.x, device)
+    distill_log = distill(student, teacher_train_logits, ds.train, cfg.distill, device, progress)
+    student = student.cpu().eval()
+    save_checkpoint(student, cfg.student.arch, n_cls, out / "student.pt",
+                    {"classes": ds.classes, "config": cfg.to_dict()})
+    stage("distill", t0)
+    say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
+        f"teacher), {cfg.distill.epochs} epochs of {cfg.distill.loss} distillation")
+
+    # 3. export + parity on held-out (calibration) images
+    t0 = time.perf_counter()
+    fp32 = out / "student.fp32.onnx"
+    export_rec = export_onnx(student, ds.calib.x, fp32, cfg.export.opset)
+    export_rec["parity"] = check_parity(student, fp32, ds.calib.x[:cfg.export.parity_samples],
+                                        cfg.export.parity_atol)
+    stage("export", t0)
+
+    # 4. static INT8
+    t0 = time.perf_counter()
+    int8 = out / "student.int8.onnx"
+    quant_rec = quantize_static_int8(fp32, int8, ds.calib.x, cfg.quantize)
+    stage("quantize", t0)
+    say(f"exported {fp32.name} (max |logit diff| {export_rec['parity']['max_abs_logit_diff']:.2g}) "
+        f"and {int8.name}")
+
+    # 5. measure
+    t0 = time.perf_counter()
+    runners = {
+        "teacher": TorchRunner(teacher, device),
+        "student_torch": TorchRunner(student, "cpu"),
+        "student_fp32": OrtRunner(fp32),
+        "student_int8": OrtRunner(int8),
+    }
+    models = _describe_models(teacher, student, teacher_rec, out, t_params, s_params, device)
+    bs = cfg.measure.eval_batch_size
+    preds = {mid: evaluate(r, ds.test.x, bs, progress, f"evaluate {mid}") for mid, r in runners.items()}
+    for mid, m in models.items():
+        m["accuracy"] = {"clean": accuracy(preds[mid], ds.test.y)}
+        m["agreement_with_teacher"] = {"clean": agreement(preds[mid], preds["teacher"])}
+    predictions = {"labels": ds.test.y.astype(np.int64)}
+    predictions.update({f"{mid}/clean": p for mid, p in preds.items()})
+    stage("evaluate_clean", t0)
+
+    robustness_meta: dict = {}
+    if cfg.robustness.enabled:
+        from .robustness import run_sweep
+
+        t0 = time.perf_counter()
+        robustness_meta = run_sweep(cfg, ds, runners, {"teacher": teacher, "student_torch": student},
+                                    models, predictions, progress, say)
+        stage("evaluate_perturbed", t0)
+
+    t0 = time.perf_counter()
+    torch_threads = torch.get_num_threads()
+    for mid, r in runners.items():
+        models[mid]["latency_ms"] = measure_latency(r, ds.test.x[:1], cfg.measure.latency_runs,
+                                                    cfg.measure.warmup_runs, cfg.measure.threads)
+    torch.set_num_threads(torch_threads)
+    stage("latency", t0)
+
+    from .report import build_report, write_report_files
+
+    report = build_report(cfg, ds, models, robustness_meta, device)
+    np.savez_compressed(out / "predictions.npz", **predictions)
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+
+    gate_rec, exit_code, gate_text = _run_gate(cfg, out, report)
+    manifest = {
+        "schema_version": 1,
+        "edgekd_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg.to_dict(),
+        "seeds": {"split": cfg.data.split_seed, "teacher": cfg.teacher.seed,
+                  "distill": cfg.distill.seed, "perturbations": cfg.robustness.seed},
+        "versions": library_versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cpu_count": os.cpu_count(), "teacher_device": device},
+        "input_contract": ds.contract(),
+        "dataset": {"name": ds.name, "test_sha256": ds.fingerprint(),
+                    "sizes": {"train": len(ds.train), "calib": len(ds.calib), "test": len(ds.test)}},
+        "stages": {"teacher": {k: v for k, v in teacher_rec.items() if k != "log"},
+                   "distill": {"loss": cfg.distill.loss, "epochs": cfg.distill.epochs,
+                               "log": distill_log},
+                   "export": export_rec, "quantize": quant_rec},
+        "timings_s": timings,
+        "gate": gate_rec,
+    }
+    write_report_files(out, report, gate_text)
+    manifest["files"] = {p.name: {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+                         for p in sorted(out.iterdir()) if p.is_file()}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return BuildResult(out, report, manifest, exit_code, gate_text, timings)
+
+
+def _describe_models(teacher, student, teacher_rec, out: Path, t_params: int, s_params: int,
+                     device: str) -> dict:
+    return {
+        "teacher": {"kind": "teacher", "format": "torch", "precision": "fp32",
+                    "runtime": f"torch-{device}", "device": device, "file": None,
+                    "source": teacher_rec["source"], "params": t_params,
+                    "size_bytes": _state_dict_bytes(teacher.net)},
+        "student_torch": {"kind": "student", "format": "torch", "precision": "fp32",
+                          "runtime": "torch-cpu", "device": "cpu", "file": "student.pt",
+                          "params": s_params, "size_bytes": (out / "student.pt").stat().st_size},
+        "student_fp32": {"kind": "student", "format": "onnx", "precision": "fp32",
+                         "runtime": "onnxruntime-cpu", "device": "cpu", "file": "student.fp32.onnx",
+                         "params": s_params,
+                         "size_bytes": (out / "student.fp32.onnx").stat().st_size},
+        "student_int8": {"kind": "student", "format": "onnx", "precision": "int8",
+                         "runtime": "onnxruntime-cpu", "device": "cpu", "file": "student.int8.onnx",
+                         "params": s_params,
+                         "size_bytes": (out / "student.int8.onnx").stat().st_size},
+    }
+
+
+def _run_gate(cfg: BuildConfig, out: Path, report: dict) -> tuple[dict, int, str]:
+    """Placeholder until gate.py lands: no verdict."""
+    return {"verdict": "not run"}, 0, ""

@@ -1,0 +1,145 @@
+"""report.json (versioned schema), report.md and the end-of-build summary table.
+
+Schema (``schema_version`` 1) — documented in docs/report.md; later versions only add fields:
+
+    {"schema_version": 1, "edgekd_version", "created", "dataset": {...}, "teacher_device",
+     "corruption_table", "robustness": {...what was run...},
+     "models": {MODEL_ID: {"kind", "format", "precision", "runtime", "device", "file", "params",
+                           "size_bytes", "accuracy": {"clean", ...}, "agreement_with_teacher":
+                           {"clean", ...}, "latency_ms": {"batch", "threads", "p50", "p90", "p99", ...},
+                           ...}}}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import BuildConfig
+from .data import Dataset
+
+SCHEMA_VERSION = 1
+
+
+def build_report(cfg: BuildConfig, ds: Dataset, models: dict, robustness_meta: dict,
+                 teacher_device: str) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgekd_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dataset": {"name": ds.name, "n_test": len(ds.test), "image_shape": list(ds.image_shape),
+                    "classes": ds.classes, "test_sha256": ds.fingerprint()},
+        "teacher_device": teacher_device,
+        "corruption_table": robustness_meta.get("corruption_table"),
+        "robustness": robustness_meta,
+        "models": models,
+    }
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def summary_rows(report: dict) -> list[list[str]]:
+    rows = [["model", "format", "params", "size", "clean acc", "mCA", "agree(T)", "p50 ms", "p90 ms"]]
+    for mid, m in report["models"].items():
+        lat = m.get("latency_ms", {})
+        rows.append([mid, f"{m['format']}/{m['precision']}", f"{m['params']:,}", _size(m["size_bytes"]),
+                     _pct(m["accuracy"]["clean"]), _pct(m["accuracy"].get("mca")),
+                     _pct(m["agreement_with_teacher"]["clean"]),
+                     f"{lat['p50']:.3f}" if lat else "—", f"{lat['p90']:.3f}" if lat else "—"])
+    return rows
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def render_markdown(report: dict, gate_text: str = "") -> str:
+    ds = report["dataset"]
+    parts = [f"# edgekd report", "",
+             f"Dataset **{ds['name']}**, {ds['n_test']} test images of shape {ds['image_shape']}; "
+             f"teacher ran on **{report['teacher_device']}**. Latency: batch "
+             f"{_first_latency(report).get('batch', 1)}, {_first_latency(report).get('threads', '?')} "
+             "thread(s), onnxruntime CPU / torch.", "", "## Models", "",
+             markdown_table(summary_rows(report)), ""]
+    parts += markdown_sections(report)
+    if gate_text:
+        parts += ["## Gate", "", "```", gate_text.rstrip(), "```", ""]
+    return "\n".join(parts)
+
+
+def _first_latency(report: dict) -> dict:
+    for m in report["models"].values():
+        if "latency_ms" in m:
+            return m["latency_ms"]
+    return {}
+
+
+def write_report_files(out: Path, report: dict, gate_text: str = "") -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(report, gate_text))
+
+
+def _f(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def markdown_sections(report: dict) -> list[str]:
+    """Per-corruption table (teacher vs each artifact) and headline robustness figures."""
+    models = report["models"]
+    if not any("corruptions" in m["accuracy"] for m in models.values()):
+        return []
+    ids = list(models)
+    rows = ["| model | clean | mCA | mCE | rel. mCE | retention | mean flip rate |", "|---|---|---|---|---|---|---|"]
+    for mid in ids:
+        m = models[mid]
+        rb = m.get("robustness", {})
+        mce = rb.get("mce")
+        rel = rb.get("relative_mce")
+        rows.append(f"| {mid} | {_f(m['accuracy']['clean'])} | {_f(m['accuracy'].get('mca'))} | "
+                    f"{'—' if mce is None else f'{100 * mce:.1f}'} | "
+                    f"{'—' if rel is None else f'{100 * rel:.1f}'} | {_f(rb.get('retention'))} | "
+                    f"{_f(rb.get('mean_flip_rate'))} |")
+    out = ["## Robustness", "",
+           f"Corruption table: **{report.get('corruption_table')}**; accuracies in %, mean over the "
+           "severities run. mCE and relative mCE use the teacher as reference (100 = as good as the "
+           "teacher); retention = model mCA / teacher mCA.", "", *rows, ""]
+    head = "| perturbation | " + " | ".join(ids) + " |"
+    table = [head, "|---|" + "---|" * len(ids)]
+    first = models[ids[0]]["accuracy"]
+    for group in ("corruptions", "missing"):
+        for name in first.get(group, {}):
+            cells = []
+            for mid in ids:
+                vals = [v for v in models[mid]["accuracy"][group][name] if v is not None]
+                cells.append(_f(float(np.mean(vals)) if vals else None))
+            table.append(f"| {name} | " + " | ".join(cells) + " |")
+    out += ["### Accuracy per perturbation (mean over severities)", "", *table, ""]
+    if "adversarial" in first:
+        t = ["| attack | eps (/255) | " + " | ".join(ids) + " |", "|---|---|" + "---|" * len(ids)]
+        for attack, by_eps in first["adversarial"].items():
+            for eps in by_eps:
+                t.append(f"| {attack} | {eps} | " + " | ".join(
+                    _f(models[mid]["accuracy"]["adversarial"][attack][eps]) for mid in ids) + " |")
+        src = ", ".join(f"{mid}: {models[mid].get('adversarial_source')}" for mid in ids)
+        out += ["### Adversarial accuracy", "", f"Sources: {src}.", "", *t, ""]
+    return out

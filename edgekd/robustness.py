@@ -1,0 +1,221 @@
+"""The perturbed-input sweep: generate each perturbed test set once (cached on disk by content
+hash), run every model on it, craft adversarial examples, and turn predictions into metrics.
+
+    sets = PerturbedSets(test_split, seed=0, cache_dir=default_cache_dir())
+    images = sets.get("fog", 3)                    # uint8, same shape as the clean test images
+    metrics = corruption_metrics(predictions, labels, ["teacher", "student_int8"], names, sevs)
+
+Metric names in report.json, under each model (definitions: Hendrycks & Dietterich 2019, see
+../shared/ROBUSTNESS.md and docs/report.md):
+
+- ``accuracy.corruptions[name]``: 5 accuracies (severity 1..5; null where a severity was not run)
+  for each of the 19 corruptions; ``accuracy.missing[name]`` likewise for occlusion / pixel_dropout;
+- ``accuracy.mca``: mean over the 15 common corruptions x 5 severities;
+- ``accuracy.adversarial[attack][eps]``: white-box for torch models, transfer from the fp32 torch
+  student for ONNX artifacts (``adversarial_source`` says which); ``accuracy.adversarial_transfer
+  [source][attack][eps]``: every model on the examples crafted on each source;
+- ``robustness.ce[name]``, ``robustness.mce``, ``robustness.relative_mce`` (teacher = reference),
+  ``robustness.retention`` (model mCA / teacher mCA), ``robustness.flip_rate[name]`` (5 values),
+  ``robustness.mean_flip_rate``;
+- ``agreement_with_teacher.corruptions[name]`` (5 values) and ``agreement_with_teacher.mean_corrupted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import perturb
+from .attacks import ATTACKS, craft
+from .data import Split
+from .harness import evaluate
+
+CACHE_VERSION = "1"  # bump when a perturbation's definition changes
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgekd" / "perturbed"
+
+
+def cache_dir_from_config(value: str) -> Path | None:
+    if value == "none":
+        return None
+    return Path(value) if value else default_cache_dir()
+
+
+class PerturbedSets:
+    """Perturbed copies of one clean set, generated once and cached by content hash."""
+
+    def __init__(self, clean: Split, seed: int, cache_dir: Path | None) -> None:
+        self.clean = clean
+        self.seed = seed
+        self.cache_dir = cache_dir
+        h = hashlib.sha256(clean.x.tobytes())
+        h.update(clean.indices.astype(np.int64).tobytes())
+        self._clean_hash = h.hexdigest()[:24]
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, name: str, severity: int) -> str:
+        text = f"{self._clean_hash}|{name}|{severity}|{self.seed}|{CACHE_VERSION}|{getattr(perturb, 'VERSION', '1')}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def get(self, name: str, severity: int) -> np.ndarray:
+        path = None
+        if self.cache_dir is not None:
+            path = self.cache_dir / f"{name}-s{severity}-{self.key(name, severity)}.npy"
+            if path.is_file():
+                try:
+                    arr = np.load(path)
+                    if arr.shape == self.clean.x.shape and arr.dtype == np.uint8:
+                        self.hits += 1
+                        return arr
+                except (OSError, ValueError):
+                    pass  # a damaged cache entry is regenerated
+        self.misses += 1
+        arr = perturb.apply(name, self.clean.x, severity, self.seed, self.clean.indices)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+                np.save(tmp, arr)
+                tmp.replace(path)
+            except OSError:
+                pass  # the cache is an optimisation; a read-only home must not fail a build
+        return arr
+
+
+def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], severities: list[int],
+                      batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+    """``{"{model}/{name}/{severity}": predicted classes}`` for every model on every perturbed set."""
+    out: dict[str, np.ndarray] = {}
+    cells = [(n, s) for n in names for s in severities]
+    for name, sev in tqdm(cells, desc="perturbed sweep", disable=not progress, leave=False):
+        images = sets.get(name, sev)
+        for mid, r in runners.items():
+            out[f"{mid}/{name}/{sev}"] = evaluate(r, images, batch_size)
+    return out
+
+
+def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],
+                            steps: int, seed: int, batch_size: int, progress: bool) -> dict:
+    """Craft FGSM / PGD examples on each torch ``source`` model, run every model on them.
+
+    Keys: ``"{model}/adv_from/{source}/{attack}/{eps}"``.
+    """
+    out: dict[str, np.ndarray] = {}
+    jobs = [(s, a, e) for s in sources for a in ATTACKS for e in epsilons]
+    for src, attack, eps in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
+        adv = craft(attack, sources[src], clean.x, clean.y, eps, steps, seed, batch_size)
+        for mid, r in runners.items():
+            out[f"{mid}/adv_from/{src}/{attack}/{eps}"] = evaluate(r, adv, batch_size)
+    return out
+
+
+def _acc(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float((pred == labels).mean())
+
+
+def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], names: list[str],
+                       severities: list[int], teacher: str = "teacher") -> dict[str, dict]:
+    """Per model: accuracy / agreement / flip rate per (name, severity), mCA, CE, mCE, retention."""
+    common = [n for n in perturb.COMMON if n in names]
+    full_mca = len(common) == len(perturb.COMMON) and len(severities) == 5
+    res: dict[str, dict] = {}
+    for mid in model_ids:
+        clean = preds[f"{mid}/clean"]
+        acc, agree, flip = {}, {}, {}
+        for n in names:
+            acc[n], agree[n], flip[n] = [None] * 5, [None] * 5, [None] * 5
+            for s in severities:
+                p = preds[f"{mid}/{n}/{s}"]
+                acc[n][s - 1] = _acc(p, labels)
+                agree[n][s - 1] = _acc(p, preds[f"{teacher}/{n}/{s}"])
+                flip[n][s - 1] = float((p != clean).mean())
+        cells = [acc[n][s - 1] for n in common for s in severities]
+        res[mid] = {"acc": acc, "agree": agree, "flip": flip,
+                    "mca": float(np.mean(cells)) if cells else None,
+                    "mca_complete": full_mca, "clean": _acc(clean, labels)}
+    t = res.get(teacher)
+    for mid, r in res.items():
+        ce, rel = {}, {}
+        for n in common:
+            e = [1 - r["acc"][n][s - 1] for s in severities]
+            er = [1 - t["acc"][n][s - 1] for s in severities]
+            ce[n] = sum(e) / sum(er) if sum(er) > 0 else None
+            d_ref = sum(x - (1 - t["clean"]) for x in er)
+            rel[n] = sum(x - (1 - r["clean"]) for x in e) / d_ref if d_ref > 0 else None
+        r["ce"] = ce
+        vals = [v for v in ce.values() if v is not None]
+        rvals = [v for v in rel.values() if v is not None]
+        r["mce"] = float(np.mean(vals)) if vals and len(vals) == len(ce) else None
+        r["relative_mce"] = float(np.mean(rvals)) if rvals and len(rvals) == len(rel) else None
+        r["relative_ce"] = rel
+        r["retention"] = (r["mca"] / t["mca"]) if r["mca"] is not None and t["mca"] else None
+    return res
+
+
+def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predictions: dict,
+              progress: bool, say) -> dict:
+    """The build's perturbed-input stage: fills ``models[...]`` and ``predictions``; returns what
+    was run (for report.json's ``robustness`` section)."""
+    rc = cfg.robustness
+    names = perturb.resolve(rc.perturbations)
+    sevs = sorted(set(rc.severities))
+    sets = PerturbedSets(ds.test, rc.seed, cache_dir_from_config(rc.cache_dir))
+    bs = cfg.measure.eval_batch_size
+    predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress))
+    corr = [n for n in names if perturb.PERTURBATIONS.get(n).family != "missing"]
+    missing = [n for n in names if n not in corr]
+    met = corruption_metrics(predictions, ds.test.y, list(runners), names, sevs)
+    for mid, m in models.items():
+        r = met[mid]
+        m["accuracy"]["corruptions"] = {n: r["acc"][n] for n in corr}
+        m["accuracy"]["missing"] = {n: r["acc"][n] for n in missing}
+        m["accuracy"]["mca"] = r["mca"]
+        m["agreement_with_teacher"]["corruptions"] = {n: r["agree"][n] for n in names}
+        vals = [v for n in corr for v in r["agree"][n] if v is not None]
+        m["agreement_with_teacher"]["mean_corrupted"] = float(np.mean(vals)) if vals else None
+        flips = [v for n in corr for v in r["flip"][n] if v is not None]
+        m["robustness"] = {"ce": r["ce"], "relative_ce": r["relative_ce"], "mce": r["mce"],
+                           "relative_mce": r["relative_mce"], "retention": r["retention"],
+                           "flip_rate": {n: r["flip"][n] for n in names},
+                           "mean_flip_rate": float(np.mean(flips)) if flips else None}
+    meta = {"corruption_table": perturb.table_for(ds.image_shape[0]), "perturbations": names,
+            "severities": sevs, "seed": rc.seed, "mca_complete": met["teacher"]["mca_complete"],
+            "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,
+                      "generated": sets.misses}}
+    if rc.adversarial:
+        adv = adversarial_predictions(runners, torch_models, ds.test, rc.epsilons, rc.pgd_steps,
+                                      rc.seed, bs, progress)
+        predictions.update(adv)
+        for mid, m in models.items():
+            # white-box where the model is differentiable (torch), transfer from the torch student
+            # for ONNX artifacts (onnxruntime has no gradients)
+            src = mid if mid in torch_models else "student_torch"
+            m["adversarial_source"] = "white-box" if src == mid else f"transfer:{src}"
+            m["accuracy"]["adversarial"] = {}
+            m["accuracy"]["adversarial_transfer"] = {s: {} for s in torch_models}
+            for attack in ATTACKS:
+                m["accuracy"]["adversarial"][attack] = {}
+                for s in torch_models:
+                    m["accuracy"]["adversarial_transfer"][s][attack] = {}
+                for eps in rc.epsilons:
+                    for s in torch_models:
+                        p = adv[f"{mid}/adv_from/{s}/{attack}/{eps}"]
+                        m["accuracy"]["adversarial_transfer"][s][attack][str(eps)] = _acc(p, ds.test.y)
+                    p = adv[f"{mid}/adv_from/{src}/{attack}/{eps}"]
+                    predictions[f"{mid}/adv/{attack}/{eps}"] = p
+                    m["accuracy"]["adversarial"][attack][str(eps)] = _acc(p, ds.test.y)
+        meta["adversarial"] = {"attacks": list(ATTACKS), "epsilons_255": rc.epsilons,
+                               "pgd_steps": rc.pgd_steps, "pgd_step_size": "epsilon / 4",
+                               "sources": list(torch_models)}
+    say(f"robustness: {len(names)} perturbations x {len(sevs)} severities "
+        f"({sets.misses} sets generated, {sets.hits} from cache)"
+        + (f", FGSM/PGD at eps {rc.epsilons}/255" if rc.adversarial else ""))
+    return meta

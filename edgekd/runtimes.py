@@ -1,0 +1,92 @@
+"""One interface to run a model: ``runner.predict(uint8 NHWC images) -> float32 logits``.
+
+    r = RUNTIMES.get("onnxruntime")(Path("student.int8.onnx"), threads=1)
+    r.predict(images)  # (N, classes)
+
+Runtimes: ``torch`` (cpu / cuda) and ``onnxruntime`` (CPU execution provider).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import InputError
+from .registry import Registry
+
+
+class Runner(Protocol):
+    runtime: str
+    device: str
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+    def set_threads(self, threads: int) -> None: ...
+
+
+RUNTIMES: Registry = Registry("runtime")
+
+
+@RUNTIMES.register("torch")
+class TorchRunner:
+    runtime = "torch"
+
+    def __init__(self, model, device: str = "cpu") -> None:
+        import torch
+
+        self._torch = torch
+        self.model = model.to(device).eval()
+        self.device = device
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(images)).to(self.device))
+            return out.float().cpu().numpy()
+
+    def set_threads(self, threads: int) -> None:
+        self._torch.set_num_threads(threads)
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            self._torch.cuda.synchronize()
+
+
+@RUNTIMES.register("onnxruntime")
+class OrtRunner:
+    runtime = "onnxruntime"
+    device = "cpu"
+
+    def __init__(self, path: str | Path, threads: int = 0,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
+        self.path = Path(path)
+        self.providers = providers
+        self._make(threads)
+
+    def _make(self, threads: int) -> None:
+        import onnxruntime as ort
+
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: ONNX file does not exist")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=list(self.providers))
+        except Exception as e:
+            raise InputError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.threads = threads
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
+
+    def set_threads(self, threads: int) -> None:
+        if threads != self.threads:
+            self._make(threads)
+
+    def synchronize(self) -> None:
+        pass
