@@ -1,0 +1,396 @@
+"""The gate: statistics against hand computations, policy validation, verdicts on synthetic builds,
+and the `edgekd gate` command's exit codes, messages and output files.
+
+Synthetic artifact directories have exactly the shape `edgekd build` writes (report.json +
+predictions.npz), with predictions drawn from chosen per-model accuracies and the report's
+figures computed from those predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd import cli
+from edgekd import gate as g
+from edgekd.errors import ConfigError, InputError
+
+COMMON = g.COMMON_CORRUPTIONS
+EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+MISSING = ("occlusion", "pixel_dropout")
+MODELS = ("teacher", "student_torch", "student_fp32", "student_int8")
+# only the clean-accuracy check: for tests about one check's arithmetic or decision rule
+ONLY_CLEAN = {"max_mca_drop": False, "max_corruption_drop": False, "max_adversarial_drop": False,
+              "min_agreement": False}
+
+
+def make_artifact(d: Path, student: float = 0.95, teacher: float = 0.97, *, n: int = 400,
+                  corr: dict | None = None, adv: dict | None = None, students: dict | None = None,
+                  noise: float = 0.3, seed: int = 0, memory: bool = False) -> Path:
+    """An artifact dir with report.json + predictions.npz.
+
+    Clean accuracy per model: ``teacher`` / ``student`` (every student id) or ``students`` per id.
+    ``corr[model]``: accuracy on every corruption cell (float) or {name: float}; default 0.1 below
+    clean. ``adv[model]``: accuracy under every attack; default 0.6 / 0.5. Exactly round(acc * n)
+    images are right in each cell; which ones follows a difficulty shared by all models plus
+    ``noise`` (0 = nested sets, larger = more discordant pairs).
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.int64)
+    clean = {"teacher": teacher, **{m: student for m in MODELS[1:]}, **(students or {})}
+    corr, adv = corr or {}, adv or {}
+    cells = ["clean"] + [f"{c}/{s}" for c in COMMON + EXTRA + MISSING for s in range(1, 6)] + [
+        f"adv/{a}/{e}" for a in ("fgsm", "pgd") for e in (1, 2, 4, 8)]
+    difficulty = {cell: rng.random(n) for cell in cells}
+    wrong = (labels + 1 + rng.integers(0, 9, n)) % 10  # one wrong class per image, shared
+    preds: dict[str, np.ndarray] = {"labels": labels}
+    report_models = {}
+    for mid, acc in clean.items():
+        def target(cell: str, mid=mid, acc=acc) -> float:
+            if cell == "clean":
+                return acc
+            if cell.startswith("adv/"):
+                return adv.get(mid, 0.6 if mid == "teacher" else 0.5)
+            c = corr.get(mid, acc - 0.1)
+            return c.get(cell.split("/")[0], acc - 0.1) if isinstance(c, dict) else c
+
+        accuracy = {}
+        for cell in cells:
+            score = difficulty[cell] + noise * rng.random(n)
+            k = int(round(min(max(target(cell), 0), 1) * n))
+            right = np.zeros(n, bool)
+            right[np.argsort(score, kind="stable")[:k]] = True
+            preds[f"{mid}/{cell}"] = np.where(right, labels, wrong).astype(np.int16)
+            accuracy[cell] = float(right.mean())
+        m = {"kind": "teacher" if mid == "teacher" else "student",
+             "format": "onnx" if mid in ("student_fp32", "student_int8") else "torch",
+             "precision": "int8" if mid == "student_int8" else "fp32", "runtime": "torch",
+             "params": 390000 if mid == "teacher" else 40000,
+             "size_bytes": {"teacher": 1560000, "student_int8": 60000}.get(mid, 160000),
+             "accuracy": {
+                 "clean": accuracy["clean"],
+                 "corruptions": {c: [accuracy[f"{c}/{s}"] for s in range(1, 6)] for c in COMMON + EXTRA},
+                 "mca": float(np.mean([accuracy[f"{c}/{s}"] for c in COMMON for s in range(1, 6)])),
+                 "missing": {c: [accuracy[f"{c}/{s}"] for s in range(1, 6)] for c in MISSING},
+                 "adversarial": {a: {str(e): accuracy[f"adv/{a}/{e}"] for e in (1, 2, 4, 8)}
+                                 for a in ("fgsm", "pgd")}},
+             "adversarial_source": "transfer:student_torch" if m_is_onnx(mid) else "white-box",
+             "latency_ms": {"batch": 1, "threads": 1, "p50": 0.3, "p90": 0.35, "p99": 0.5}}
+        if memory:
+            m["memory"] = {"peak_rss_bytes": 123456789}
+        report_models[mid] = m
+    for mid, m in report_models.items():
+        m["agreement_with_teacher"] = {"clean": float((preds[f"{mid}/clean"] ==
+                                                       preds["teacher/clean"]).mean())}
+    d.mkdir(parents=True, exist_ok=True)
+    report = {"schema_version": 1, "dataset": {"name": "digits", "n_test": n,
+                                               "classes": [str(i) for i in range(10)]},
+              "corruption_table": "cifar10-c", "models": report_models}
+    (d / "report.json").write_text(json.dumps(report, indent=1))
+    np.savez_compressed(d / "predictions.npz", **preds)
+    return d
+
+
+def m_is_onnx(mid: str) -> bool:
+    return mid in ("student_fp32", "student_int8")
+
+
+@pytest.fixture
+def run_gate(monkeypatch, capsys):
+    """Run `edgekd gate ...` through cli.main (only the gate command registered, so the test does
+    not depend on the other commands' modules); returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(cli, "COMMANDS", ("gate",))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = cli.main(["gate", *map(str, argv)])
+        except SystemExit as e:  # argparse usage errors
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+# ---------------------------------------------------------------------------- statistics
+
+def test_paired_interval_hand_computed():
+    # n = 100, b = 10 (teacher right, student wrong), c = 4:
+    # delta = (4 - 10)/100 = -0.06; SE = sqrt(14 - 36/100)/100 = sqrt(13.64)/100 = 0.0369324
+    # CI = -0.06 -+ 1.959964 * 0.0369324 = [-0.132386, 0.012386]
+    # McNemar exact: 2 * P(X <= 4 | 14, 1/2) = 2 * (1 + 14 + 91 + 364 + 1001)/2^14 = 2942/16384
+    pd = g.paired_difference_from_counts(100, 10, 4)
+    assert pd.delta == pytest.approx(-0.06)
+    assert pd.se == pytest.approx(0.0369324, abs=1e-7)
+    assert (pd.lo, pd.hi) == (pytest.approx(-0.132386, abs=1e-6), pytest.approx(0.012386, abs=1e-6))
+    assert pd.p_mcnemar == pytest.approx(2942 / 16384)
+    # the same from per-image correctness vectors
+    teacher = np.array([1] * 10 + [0] * 4 + [1] * 80 + [0] * 6, bool)
+    student = np.array([0] * 10 + [1] * 4 + [1] * 80 + [0] * 6, bool)
+    assert g.paired_difference(teacher, student) == pd
+
+
+def test_holm_hand_computed():
+    # sorted p: 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max
+    # 0.02, 0.03, 0.06, 0.06; back in input order:
+    adjusted = g.holm_adjust([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    assert list(adjusted < 0.05) == [True, False, False, True]
+    np.testing.assert_allclose(g.holm_adjust([0.5, 0.9]), [1.0, 1.0])  # 2 x 0.5 capped at 1; monotone
+
+
+def test_one_sided_pvalue_and_wilson_hand_computed():
+    # drop 1 on 25 of 100 images: mean 0.25, population sd sqrt(0.25*0.75) = 0.4330127,
+    # SE = 0.04330127; margin 0.15: z = 0.10/0.04330127 = 2.3094011, p = 1 - Phi(z) = 0.0104606
+    d = np.array([1.0] * 25 + [0.0] * 75)
+    assert g.one_sided_pvalue(d, 0.15) == pytest.approx(0.0104606, abs=1e-6)
+    assert g.one_sided_pvalue(np.zeros(10), 0.15) == 1.0
+    # Wilson, 90 of 100: z^2 = 3.841459, denominator 1 + z^2/100 = 1.0384146,
+    # centre (0.9 + 0.0192073)/1.0384146 = 0.8852026,
+    # half = 1.959964/1.0384146 * sqrt(0.0009 + 3.841459/40000) = 0.0595683
+    lo, hi = g.wilson_interval(90, 100)
+    assert (lo, hi) == (pytest.approx(0.8256343, abs=1e-6), pytest.approx(0.9447709, abs=1e-6))
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.random(500), np.full(500, 0.25)])
+    a = g.paired_bootstrap(x, 1000, 0.95, seed=3)
+    b = g.paired_bootstrap(x, 1000, 0.95, seed=3)
+    np.testing.assert_array_equal(a.draws, b.draws)
+    assert a.lo[0] < a.point[0] < a.hi[0] and a.hi[0] - a.lo[0] < 0.06
+    assert a.lo[1] == a.hi[1] == pytest.approx(0.25)  # a constant column has no spread
+    assert a.draws.shape == (1000, 2)
+    # close to the normal interval of a mean
+    se = x[:, 0].std() / math.sqrt(500)
+    assert a.hi[0] - a.lo[0] == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+# ---------------------------------------------------------------------------- policy
+
+def test_policy_defaults_and_validation():
+    p = g.load_policy({})
+    assert (p.max_clean_drop, p.max_mca_drop, p.max_corruption_drop) == (0.03, 0.05, 0.15)
+    assert (p.adversarial_attack, p.adversarial_epsilon, p.max_adversarial_drop) == ("pgd", 2, 0.30)
+    assert (p.min_agreement, p.mode, p.models) == (0.90, "confident", ("student_int8",))
+    assert g.load_policy({"max_mca_drop": False}).max_mca_drop is None  # false disables a check
+    with pytest.raises(ConfigError, match="unknown key 'max_clean_dorp'; valid keys: .*max_clean_drop"):
+        g.load_policy({"max_clean_dorp": 0.1})
+    with pytest.raises(ConfigError, match="max_clean_drop must be a fraction"):
+        g.load_policy({"max_clean_drop": "3"})
+    with pytest.raises(ConfigError, match="max_clean_drop must be a fraction"):
+        g.load_policy({"max_clean_drop": 3})
+    with pytest.raises(ConfigError, match="mode = 'lenient' is not one of strict, confident"):
+        g.load_policy({"mode": "lenient"})
+    with pytest.raises(ConfigError, match="unknown key budgets.student_int8.max_size"):
+        g.load_policy({"budgets": {"student_int8": {"max_size": 1}}})
+    with pytest.raises(ConfigError, match="per_corruption = true needs max_corruption_drop"):
+        g.load_policy({"per_corruption": True, "max_corruption_drop": False})
+    with pytest.raises(ConfigError, match="bootstrap_samples = 5 must lie in"):
+        g.load_policy({"bootstrap_samples": 5})
+
+
+def test_policy_file_forms(tmp_path):
+    top = tmp_path / "top.toml"
+    top.write_text('mode = "strict"\nmax_clean_drop = 0.02\n[budgets.student_int8]\nmax_size_bytes = 50000\n')
+    section = tmp_path / "edgekd.toml"
+    section.write_text('[distill]\nepochs = 3\n[gate]\nmode = "strict"\nmax_clean_drop = 0.02\n'
+                       '[gate.budgets.student_int8]\nmax_size_bytes = 50000\n')
+    a, b = g.load_policy_file(top), g.load_policy_file(section)
+    assert a == b and a.budgets["student_int8"].max_size_bytes == 50000
+    # dotted keys, as `edgekd build --set gate.budgets.student_int8.max_latency_p90_ms=2` gives them
+    c = g.load_policy({"budgets.student_int8.max_latency_p90_ms": 2, "models": "student_fp32"})
+    assert c.budgets["student_int8"].max_latency_p90_ms == 2 and c.models == ("student_fp32",)
+    stray = tmp_path / "stray.toml"
+    stray.write_text('max_clean_drop = 0.02\n[gate]\nmode = "strict"\n')
+    with pytest.raises(ConfigError, match="max_clean_drop outside \\[gate\\]"):
+        g.load_policy_file(stray)
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+def test_same_report_passes_one_policy_and_fails_another(tmp_path):
+    art = make_artifact(tmp_path / "a", student=0.93, teacher=0.97, n=1000)
+    lenient = g.evaluate_gate(art, g.load_policy({"max_clean_drop": 0.10}))
+    assert lenient.passed and lenient.exit_code == 0 and lenient.verdict == "pass"
+    assert {c.id for c in lenient.checks} >= {"student_int8.clean_drop", "student_int8.mca_drop",
+                                              "student_int8.worst_corruption_drop",
+                                              "student_int8.adversarial_drop", "student_int8.agreement"}
+    strict = g.evaluate_gate(art, g.load_policy({"max_clean_drop": 0.01}))
+    assert not strict.passed and strict.exit_code == 1
+    assert [c.id for c in strict.failed] == ["student_int8.clean_drop"]
+    clean = strict.failed[0]
+    # the point estimate equals the report's figures
+    report = json.loads((art / "report.json").read_text())["models"]
+    assert clean.value == pytest.approx(report["teacher"]["accuracy"]["clean"]
+                                        - report["student_int8"]["accuracy"]["clean"])
+    assert clean.interval[0] > 0.01 and "McNemar" in clean.detail
+    mca = next(c for c in strict.checks if c.id == "student_int8.mca_drop")
+    assert mca.value == pytest.approx(report["teacher"]["accuracy"]["mca"]
+                                      - report["student_int8"]["accuracy"]["mca"])
+
+
+def test_damaged_student_fails_and_table_names_the_checks(tmp_path):
+    art = make_artifact(tmp_path / "bad", students={"student_int8": 0.10},
+                        corr={"student_int8": 0.10}, adv={"student_int8": 0.10})
+    result = g.evaluate_gate(art, g.load_policy({}))
+    failed = {c.id for c in result.failed}
+    assert failed == {"student_int8.clean_drop", "student_int8.mca_drop",
+                      "student_int8.worst_corruption_drop", "student_int8.adversarial_drop",
+                      "student_int8.agreement"}
+    table = g.format_table(result)
+    assert table.count("FAIL") >= len(failed) + 1
+    last = table.splitlines()[-1]
+    assert last.startswith("gate: FAIL (5 of 5 checks failed")
+    for cid in failed:
+        assert cid in last
+    assert "markdown" not in table and "| student_int8.clean_drop |" in g.markdown_summary(result)
+
+
+def test_strict_and_confident_differ_on_a_borderline_student(tmp_path):
+    # drop 4 points on 200 images with many discordant pairs: beyond 3 points as a point
+    # estimate, but the 95% interval reaches well below 3 points
+    art = make_artifact(tmp_path / "b", student=0.86, teacher=0.90, n=200, noise=2.0)
+    strict = g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "mode": "strict"}))
+    confident = g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "mode": "confident"}))
+    (cs,), (cc,) = strict.checks, confident.checks
+    assert cs.value == pytest.approx(0.04) and cs.interval[0] < 0.03 < cs.interval[1]
+    assert not strict.passed and confident.passed
+
+
+def test_per_corruption_checks_are_holm_corrected(tmp_path):
+    teacher_corr = 0.85
+    art = make_artifact(tmp_path / "c", corr={"teacher": teacher_corr,
+                                              "student_int8": {"fog": 0.30, "frost": 0.73}},
+                        students={"student_int8": 0.95}, n=400)
+    policy = g.load_policy({"per_corruption": True})
+    result = g.evaluate_gate(art, policy)
+    per = [c for c in result.checks if ".corruption_drop." in c.id]
+    assert len(per) == 15
+    assert [c.id for c in per if not c.passed] == ["student_int8.corruption_drop.fog"]
+    frost = next(c for c in per if c.id.endswith("frost"))
+    # teacher 85% - frost 73% = 12 points: within 15, passes; Holm-adjusted p reported
+    assert frost.passed and frost.value == pytest.approx(0.12) and "Holm-adjusted" in frost.detail
+    worst = next(c for c in result.checks if c.id == "student_int8.worst_corruption_drop")
+    assert "fog" in worst.detail and not worst.passed
+
+
+def test_baseline_regression_detected_paired_and_unpaired(tmp_path):
+    old = make_artifact(tmp_path / "old", student=0.96, n=500, corr={"student_int8": 0.85})
+    new = make_artifact(tmp_path / "new", student=0.92, n=500, corr={"student_int8": 0.85})
+    same = g.evaluate_gate(old, g.load_policy({}), baseline=old)
+    base = [c for c in same.checks if ".baseline_" in c.id]
+    assert [c.id for c in base] == ["student_int8.baseline_clean_drop", "student_int8.baseline_mca_drop"]
+    assert all(c.passed and c.value == 0 for c in base)
+    result = g.evaluate_gate(new, g.load_policy({"max_clean_drop": 0.10}), baseline=old / "report.json")
+    assert [c.id for c in result.failed] == ["student_int8.baseline_clean_drop"]
+    assert result.failed[0].value == pytest.approx(0.04) and "paired images" in result.failed[0].detail
+    (old / "predictions.npz").unlink()  # an old build without predictions: unpaired interval
+    result = g.evaluate_gate(new, g.load_policy({"max_clean_drop": 0.10}), baseline=old)
+    failed = result.failed[0]
+    assert failed.id == "student_int8.baseline_clean_drop" and "unpaired" in failed.detail
+    # SE = sqrt(.96*.04/500 + .92*.08/500) = sqrt(2.24e-4) = 0.0149666; CI = 0.04 -+ 1.959964 * SE
+    assert failed.interval == (pytest.approx(0.04 - 1.959964 * 0.0149666, abs=1e-5),
+                               pytest.approx(0.04 + 1.959964 * 0.0149666, abs=1e-5))
+
+
+def test_budgets_and_report_dict_input(tmp_path):
+    art = make_artifact(tmp_path / "d", memory=True)
+    report = json.loads((art / "report.json").read_text())
+    policy = g.load_policy({"budgets": {"student_int8": {"max_size_bytes": 50000,
+                                                         "max_latency_p90_ms": 1.0,
+                                                         "max_peak_memory_bytes": 2e8}}})
+    result = g.evaluate_gate(report, policy, predictions=art / "predictions.npz")
+    assert [c.id for c in result.failed] == ["student_int8.size_bytes"]  # 60000 B > 50000 B
+    assert {"student_int8.latency_p90_ms", "student_int8.peak_memory_bytes"} <= {c.id for c in result.checks}
+
+
+# ---------------------------------------------------------------------------- the command
+
+def test_command_exit_codes_and_outputs(tmp_path, run_gate, monkeypatch):
+    good = make_artifact(tmp_path / "good")
+    code, out, err = run_gate(good)
+    assert code == 0 and "gate: PASS" in out and err == ""
+    verdict = json.loads((good / "gate.json").read_text())  # default: next to the report
+    assert verdict["verdict"] == "pass" and verdict["n_checks"] == 5
+
+    bad = make_artifact(tmp_path / "bad", students={"student_int8": 0.10}, corr={"student_int8": 0.1})
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    junit = tmp_path / "gate.xml"
+    code, out, err = run_gate(bad / "report.json", "--junit", junit, "--json", tmp_path / "v.json")
+    assert code == 1 and "student_int8.clean_drop" in out.splitlines()[-1]
+    verdict = json.loads((tmp_path / "v.json").read_text())
+    assert verdict["verdict"] == "fail" and verdict["exit_code"] == 1
+    root = ET.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite.get("name") == "edgekd.gate"
+    assert int(suite.get("tests")) == len(suite.findall("testcase")) == verdict["n_checks"]
+    failures = suite.findall("testcase/failure")
+    assert int(suite.get("failures")) == len(failures) == len(verdict["failed"]) >= 4
+    assert any("clean accuracy drop" in f.get("message") and " pp" in f.get("message") for f in failures)
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "### edgekd gate: FAIL" in text
+
+    # --mode and --set override the policy file
+    policy = tmp_path / "gate.toml"
+    policy.write_text("max_clean_drop = 0.9\nmax_mca_drop = 0.9\nmax_corruption_drop = 0.9\n"
+                      "max_adversarial_drop = 0.9\nmin_agreement = 0.0\n")
+    assert run_gate(bad, "--policy", policy, "--mode", "strict")[0] == 0
+    assert run_gate(bad, "--policy", policy, "--set", "max_clean_drop=0.5")[0] == 1
+
+
+@pytest.mark.parametrize("setup, args, needles", [
+    ("none", ["no-such-report.json"], ["no-such-report.json"]),
+    ("art", ["--policy", "{tmp}/typo.toml"], ["unknown key 'max_clean_dorp'", "valid keys:"]),
+    ("art", ["--policy", "{tmp}/type.toml"], ["max_mca_drop must be a fraction", "'five'"]),
+    ("art", ["--set", "budgets.student_int8.max_peak_memory_bytes=1000000"],
+     ["model student_int8 has no memory.peak_rss_bytes, which the budget max_peak_memory_bytes "
+      "needs; remove that budget or rebuild with memory measurement"]),
+    ("art", ["--set", 'models=["student_fp16"]'],
+     ["'student_fp16' is not in the report", "teacher, student_torch, student_fp32, student_int8"]),
+    ("art", ["--set", "adversarial_epsilon=16"], ["has no accuracy.adversarial.pgd.16"]),
+    ("nosweep", [], ["has no accuracy.mca, which max_mca_drop needs"]),
+    ("nonpz", [], ["predictions.npz is missing"]),
+    ("badjson", [], ["report.json: not valid JSON"]),
+    ("mismatch", [], ["accuracy.clean is 0.5 but predictions.npz gives"]),
+    ("art", ["--baseline", "{tmp}/nothing"], ["nothing: no such report file"]),
+])
+def test_command_input_errors_exit_2_with_one_line(tmp_path, run_gate, setup, args, needles):
+    (tmp_path / "typo.toml").write_text("max_clean_dorp = 0.1\n")
+    (tmp_path / "type.toml").write_text('[gate]\nmax_mca_drop = "five"\n')
+    art = tmp_path / "art"
+    if setup != "none":
+        make_artifact(art, n=120)
+    report = json.loads((art / "report.json").read_text()) if setup != "none" else None
+    if setup == "nosweep":
+        for m in report["models"].values():
+            del m["accuracy"]["corruptions"], m["accuracy"]["mca"]
+    if setup == "mismatch":
+        report["models"]["student_int8"]["accuracy"]["clean"] = 0.5
+    if report is not None:
+        (art / "report.json").write_text(json.dumps(report))
+    if setup == "nonpz":
+        (art / "predictions.npz").unlink()
+    if setup == "badjson":
+        (art / "report.json").write_text('{"models": ')
+    target = [] if args and args[0] == "no-such-report.json" else [art]
+    code, out, err = run_gate(*target, *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("usage:")]
+    assert len(lines) == 1 and lines[0].startswith("edgekd: error: ")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_command_usage_error_exits_2(tmp_path, run_gate):
+    code, _, err = run_gate(make_artifact(tmp_path / "a", n=100), "--mode", "lax")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("edgekd: error: argument --mode")
