@@ -498,7 +498,7 @@ def _load_artifact(source: Any, predictions: Any = None, *, need_predictions: bo
     """``source``: an artifact directory, a report.json path, or a report dict (then ``predictions``
     is a mapping of arrays or a path to predictions.npz)."""
     if isinstance(source, Mapping):
-        label = "report"
+        label = "report.json"  # the in-memory report the build is about to write
         pred_path = Path(predictions) if isinstance(predictions, (str, os.PathLike)) else None
         report = dict(source)
     else:
@@ -555,6 +555,13 @@ class Check:
     detail: str
     unit: str = "pp"
     p_value: float | None = None
+
+    def __post_init__(self) -> None:  # plain Python numbers (numpy scalars do not serialise)
+        self.value, self.threshold, self.passed = float(self.value), float(self.threshold), bool(self.passed)
+        if self.interval is not None:
+            self.interval = (float(self.interval[0]), float(self.interval[1]))
+        if self.p_value is not None:
+            self.p_value = float(self.p_value)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -927,7 +934,7 @@ def format_table(result: GateResult) -> str:
              + (f", baseline {result.baseline}" if result.baseline else "") + ")"]
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w)
-                               for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+                               for j, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     for c in result.failed:

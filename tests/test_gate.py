@@ -213,6 +213,17 @@ def test_policy_file_forms(tmp_path):
         g.load_policy_file(stray)
 
 
+def test_example_policy_and_docs_match_the_defaults():
+    root = Path(__file__).resolve().parents[1]
+    example = g.load_policy_file(root / "gate.example.toml").to_dict()
+    defaults = g.Policy().to_dict()
+    assert {k: v for k, v in example.items() if k != "budgets"} == {
+        k: v for k, v in defaults.items() if k != "budgets"}
+    docs = (root / "docs" / "gate.md").read_text()
+    for key in g.POLICY_KEYS + g.BUDGET_KEYS:
+        assert f"`{key}" in docs or f".{key}`" in docs, key
+
+
 # ---------------------------------------------------------------------------- verdicts
 
 def test_same_report_passes_one_policy_and_fails_another(tmp_path):
@@ -261,6 +272,7 @@ def test_strict_and_confident_differ_on_a_borderline_student(tmp_path):
     confident = g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "mode": "confident"}))
     (cs,), (cc,) = strict.checks, confident.checks
     assert cs.value == pytest.approx(0.04) and cs.interval[0] < 0.03 < cs.interval[1]
+    assert (cc.value, cc.interval) == (cs.value, cs.interval)  # same statistics, other decision rule
     assert not strict.passed and confident.passed
 
 
@@ -309,6 +321,9 @@ def test_budgets_and_report_dict_input(tmp_path):
     result = g.evaluate_gate(report, policy, predictions=art / "predictions.npz")
     assert [c.id for c in result.failed] == ["student_int8.size_bytes"]  # 60000 B > 50000 B
     assert {"student_int8.latency_p90_ms", "student_int8.peak_memory_bytes"} <= {c.id for c in result.checks}
+    del report["models"]["teacher"]
+    with pytest.raises(InputError, match="no teacher model to compare with; models in it: student_torch"):
+        g.evaluate_gate(report, policy, predictions=art / "predictions.npz")
 
 
 # ---------------------------------------------------------------------------- the command
