@@ -103,12 +103,13 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
     """Run the whole pipeline; returns the report and manifest (the gate verdict included)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
+    policy = build_policy(cfg)  # a bad [gate] section fails before any training
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        result = _build_into(cfg, tmp, progress, say)
+        result = _build_into(cfg, tmp, policy, progress, say)
         _move_into_place(tmp, out_dir)
         result.out_dir = out_dir
         return result
@@ -127,7 +128,8 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_into(cfg: BuildConfig, out: Path, progress: bool, say: Callable[[str], None]) -> BuildResult:
+def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
+                say: Callable[[str], None]) -> BuildResult:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
@@ -223,7 +225,11 @@ def _build_into(cfg: BuildConfig, out: Path, progress: bool, say: Callable[[str]
     np.savez_compressed(out / "predictions.npz", **predictions)
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
-    gate_rec, exit_code, gate_text = _run_gate(cfg, out, report)
+    from .gate import evaluate_gate, format_table, write_gate_json
+
+    gate = evaluate_gate(report, policy, predictions=predictions)
+    write_gate_json(gate, out / "gate.json")
+    gate_rec, exit_code, gate_text = gate.to_dict(), gate.exit_code, format_table(gate)
     manifest = {
         "schema_version": 1,
         "edgekd_version": __version__,
@@ -272,6 +278,15 @@ def _describe_models(teacher, student, teacher_rec, out: Path, t_params: int, s_
     }
 
 
-def _run_gate(cfg: BuildConfig, out: Path, report: dict) -> tuple[dict, int, str]:
-    """Placeholder until gate.py lands: no verdict."""
-    return {"verdict": "not run"}, 0, ""
+def build_policy(cfg: BuildConfig):
+    """The gate policy of a build: the config's [gate] section; with the perturbed sweep switched
+    off, the robustness checks it cannot feed are switched off too (unless the section sets them)."""
+    from .gate import load_policy
+
+    raw = dict(cfg.gate)
+    if not cfg.robustness.enabled:
+        for key in ("max_mca_drop", "max_corruption_drop", "max_adversarial_drop"):
+            raw.setdefault(key, False)
+    elif not cfg.robustness.adversarial:
+        raw.setdefault("max_adversarial_drop", False)
+    return load_policy(raw, "config [gate]")
