@@ -1,0 +1,292 @@
+"""edgekd.perturb: each perturbation does what it claims, is faithful where the reference can be
+reproduced, and is deterministic per (seed, name, severity, dataset index)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+from sklearn.datasets import load_digits
+
+from edgekd import _corruptions as K
+from edgekd import perturb as P
+from edgekd.errors import ConfigError, InputError
+
+RANDOM = [n for n in P.resolve("all") if n not in {
+    "defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression",
+    "gaussian_blur", "saturate"}]
+# Tables that are monotone in strength: mean |change| must grow at every step.
+STRICT = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "defocus_blur", "zoom_blur",
+          "fog", "brightness", "contrast", "pixelate", "jpeg_compression", "gaussian_blur", "occlusion",
+          "pixel_dropout"]
+# Tables that mix parameters (glass: sigma and iterations; motion: radius and sigma; snow: threshold
+# goes .6, .5, .55, .6, .65; spatter: water for 1-3, mud for 4-5): only severity 5 > severity 1.
+ENDS = ["glass_blur", "motion_blur", "snow", "spatter"]
+
+
+def _digits(n: int = 16, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Digits upscaled to size x size, a random foreground and background colour per image."""
+    rng = np.random.default_rng(seed)
+    d = load_digits().images[:n] / 16.0
+    up = np.stack([np.asarray(Image.fromarray(np.uint8(v * 255)).resize((size, size), Image.BILINEAR))
+                   for v in d]) / 255.0
+    fg, bg = rng.uniform(0, 1, (n, 1, 1, 3)), rng.uniform(0, 1, (n, 1, 1, 3))
+    return np.uint8((up[..., None] * fg + (1 - up[..., None]) * bg) * 255)
+
+
+X = _digits()
+
+
+def _mad(name: str, x: np.ndarray = X, seed: int = 0) -> list[float]:
+    return [float(np.abs(P.apply(name, x, s, seed).astype(float) - x).mean()) for s in range(1, 6)]
+
+
+# ------------------------------------------------------------------ API
+
+def test_groups_and_registry():
+    assert len(P.resolve("all")) == 21
+    assert P.resolve(["common"]) == list(P.COMMON) and len(P.COMMON) == 15
+    assert P.resolve(["extra"]) == ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
+    assert P.resolve(["fog", "missing", "fog", "occlusion", " common "])[:3] == ["fog", "occlusion", "pixel_dropout"]
+    assert len(P.resolve(["fog", "common"])) == 15
+    assert P.PERTURBATIONS.names() == P.resolve("all")
+    for name in P.PERTURBATIONS:
+        p = P.PERTURBATIONS.get(name)
+        assert p.name == name and p.family in ("common", "extra", "missing")
+        assert p.description and "\n" not in p.description
+    assert set(P.TABLES["cifar10-c"]) == set(P.TABLES["imagenet-c"]) == set(P.PERTURBATIONS.names())
+    assert P.table_for(32) == P.table_for(64) == "cifar10-c" and P.table_for(65) == "imagenet-c"
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ConfigError, match="gaussian_noise.*pixel_dropout"):
+        P.resolve(["gausian_noise"])
+    with pytest.raises(ConfigError, match="common"):
+        P.resolve(["everything"])
+    with pytest.raises(ConfigError, match="valid: .*jpeg_compression"):
+        P.apply("jpeg", X[:1], 1, 0)
+
+
+@pytest.mark.parametrize("severity", [0, 6, 2.0, True])
+def test_bad_severity(severity):
+    with pytest.raises(ConfigError, match="1..5"):
+        P.apply("fog", X[:1], severity, 0)
+
+
+def test_bad_images():
+    with pytest.raises(InputError):
+        P.apply("fog", X.astype(np.float32), 1, 0)
+    with pytest.raises(InputError):
+        P.apply("fog", X[..., :2], 1, 0)
+    with pytest.raises(InputError):
+        P.apply("fog", X, 1, 0, indices=np.arange(3))
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32, 3), (2, 32, 32, 1), (2, 64, 64, 3), (1, 72, 72, 1)])
+def test_shapes_and_dtypes(shape):
+    x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    for name in P.resolve("all"):
+        y = P.apply(name, x, 5, 0)
+        assert y.shape == x.shape and y.dtype == np.uint8, name
+    assert P.apply("fog", x[:0], 3, 0).shape == (0, *shape[1:])
+
+
+# ------------------------------------------------------------------ determinism
+
+def test_same_seed_same_bytes_other_seed_other_bytes():
+    x = X[:4]
+    for name in P.resolve("all"):
+        a, b = P.apply(name, x, 3, 11), P.apply(name, x, 3, 11)
+        assert np.array_equal(a, b), name
+        if name in RANDOM:
+            assert not np.array_equal(a, P.apply(name, x, 3, 12)), name
+
+
+def test_image_output_independent_of_batch():
+    idx = np.arange(500, 500 + len(X))
+    for name in P.resolve("all"):
+        full = P.apply(name, X, 4, 3, idx)
+        alone = P.apply(name, X[9:10], 4, 3, idx[9:10])
+        reordered = P.apply(name, X[[12, 9, 0]], 4, 3, idx[[12, 9, 0]])
+        assert np.array_equal(full[9], alone[0]) and np.array_equal(full[9], reordered[1]), name
+
+
+def test_index_keys_the_noise():
+    same = np.repeat(X[:1], 2, axis=0)
+    y = P.apply("gaussian_noise", same, 3, 0, np.array([7, 7]))
+    assert np.array_equal(y[0], y[1])
+    y = P.apply("gaussian_noise", same, 3, 0, np.array([7, 8]))
+    assert not np.array_equal(y[0], y[1])
+
+
+# ------------------------------------------------------------------ each does what it claims
+
+@pytest.mark.parametrize("name", STRICT)
+def test_monotone_tables_grow_strictly(name):
+    m = _mad(name)
+    assert m[0] > 0 and all(b > a for a, b in zip(m, m[1:])), m
+
+
+@pytest.mark.parametrize("name", ENDS)
+def test_mixed_tables_grow_end_to_end(name):
+    m = _mad(name)
+    assert min(m) > 0 and m[4] > m[0], m
+
+
+def test_saturate_follows_its_two_legs():
+    m = _mad("saturate")  # scale .3, .1 (desaturate harder), then 1.5, 2 +.1, 2.5 +.2 (saturate harder)
+    assert m[1] > m[0] and m[2] < m[3] < m[4], m
+    s = [K.rgb2hsv(P.apply("saturate", X, k, 0) / 255.0)[..., 1].mean() for k in (1, 2, 3, 4, 5)]
+    s0 = K.rgb2hsv(X / 255.0)[..., 1].mean()
+    assert s[1] < s[0] < s0 < s[2] < s[3] < s[4], s
+
+
+def test_frost_covers_more_of_the_image():
+    """Image weight 1, 1, .9, .85, .75 vs frost weight .2 .. .45: the clean image explains less."""
+    def corr(s):
+        y = P.apply("frost", X, s, 0).reshape(len(X), -1).astype(float)
+        x = X.reshape(len(X), -1).astype(float)
+        return np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(x, y)])
+    c = [corr(s) for s in (1, 3, 5)]
+    assert c[0] > c[1] > c[2], c
+    assert np.mean(P.apply("frost", X, 5, 0)) != np.mean(X)
+
+
+def test_elastic_table():
+    """CIFAR's affine amplitude shrinks (.08 -> .03 x 32 px) while the elastic field grows."""
+    m = _mad("elastic_transform")
+    assert m[0] > m[4] > 0, m
+    x, rng = X.astype(np.uint8), K.Rng(P.image_keys(0, "elastic_transform", 1, np.arange(len(X))))
+    rows = [tuple(v * 32 for v in P.TABLES["cifar10-c"]["elastic_transform"][s]) for s in range(1, 5)]
+    warp = [np.abs(K.elastic_transform(x, (a, sig, 0.0), rng) * 255 - x).mean() for a, sig, _ in rows]
+    assert all(b > a for a, b in zip(warp, warp[1:])), warp
+
+
+def test_brightness_raises_value():
+    v = [P.apply("brightness", X, s, 0).max(-1).mean() for s in range(1, 6)]
+    assert X.max(-1).mean() < v[0] < v[1] < v[2] < v[3] < v[4]
+
+
+def test_contrast_shrinks_std():
+    std = lambda a: a.reshape(len(a), -1, a.shape[-1]).std(1).mean()  # noqa: E731
+    s = [std(P.apply("contrast", X, k, 0).astype(float)) for k in range(1, 6)]
+    assert std(X.astype(float)) > s[0] > s[1] > s[2] > s[3] > s[4]
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_jpeg_is_pil_byte_for_byte(severity):
+    q = P.TABLES["cifar10-c"]["jpeg_compression"][severity - 1]
+    out = P.apply("jpeg_compression", X, severity, 0)
+    for img, got in zip(X, out):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=q)
+        assert np.array_equal(np.asarray(Image.open(buf)), got)
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_pixelate_is_pil_box_byte_for_byte(severity):
+    c = P.TABLES["cifar10-c"]["pixelate"][severity - 1]
+    x = np.random.default_rng(severity).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    out = P.apply("pixelate", np.concatenate([x, X[:4]]), severity, 0)
+    for img, got in zip(np.concatenate([x, X[:4]]), out):
+        ref = Image.fromarray(img).resize((int(32 * c),) * 2, Image.BOX).resize((32, 32), Image.BOX)
+        assert np.array_equal(np.asarray(ref), got)
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_gaussian_noise_std(severity):
+    grey = np.full((16, 32, 32, 3), 128, np.uint8)
+    resid = P.apply("gaussian_noise", grey, severity, 0).astype(float) - 128
+    sigma = P.TABLES["cifar10-c"]["gaussian_noise"][severity - 1] * 255
+    assert resid.std() == pytest.approx(sigma, rel=0.03)
+    assert abs(resid.mean() + 0.5) < 0.3  # truncation, like np.uint8(x * 255), biases by -1/2 level
+
+
+def test_large_images_use_the_imagenet_table():
+    big = P.apply("gaussian_noise", np.full((1, 72, 72, 3), 128, np.uint8), 1, 0)
+    assert (big.astype(float) - 128).std() == pytest.approx(0.08 * 255, rel=0.05)  # CIFAR's would be .04
+
+
+def test_shot_noise_is_poisson():
+    rng = K.Rng(P.image_keys(0, "t", 1, np.arange(4)))
+    for lam in (0.5, 3.0, 9.9, 10.0, 50.0, 500.0):
+        k = rng.poisson(f"p{lam}", np.full((4, 4096), lam))
+        assert np.all(k == np.floor(k)) and k.min() >= 0
+        assert k.mean() == pytest.approx(lam, rel=0.03) and k.var() == pytest.approx(lam, rel=0.08)
+    assert np.all(rng.poisson("zero", np.zeros((4, 8))) == 0)
+
+
+def test_impulse_noise_fraction():
+    grey = np.full((16, 32, 32, 3), 128, np.uint8)
+    y = P.apply("impulse_noise", grey, 5, 0)
+    assert np.mean(y != 128) == pytest.approx(0.07, abs=0.005)
+    assert np.mean(y == 255) == pytest.approx(np.mean(y == 0), abs=0.005)
+
+
+@pytest.mark.parametrize("severity,frac", [(1, 0.05), (3, 0.2), (5, 0.5)])
+def test_pixel_dropout_fraction(severity, frac):
+    x = np.full((16, 32, 32, 3), 200, np.uint8)
+    y = P.apply("pixel_dropout", x, severity, 0)
+    dropped = np.all(y == 0, axis=-1)
+    assert np.array_equal(dropped, np.any(y == 0, axis=-1))  # all channels of a pixel
+    assert dropped.mean() == pytest.approx(frac, abs=0.01)
+
+
+@pytest.mark.parametrize("severity,frac", [(1, 0.05), (5, 0.40)])
+def test_occlusion_area(severity, frac):
+    x = np.full((16, 32, 32, 3), 200, np.uint8)
+    covered = np.all(P.apply("occlusion", x, severity, 0) == 0, axis=-1).mean(axis=(1, 2))
+    assert np.all(np.abs(covered - frac) < 0.02), covered
+
+
+def test_grey_images_stay_grey_through_colour_ops():
+    g = X[..., :1]
+    assert np.array_equal(P.apply("saturate", g, 5, 0), g)  # S of grey stays 0 -> R = V
+    assert (P.apply("brightness", g, 5, 0) >= g).all()
+
+
+# ------------------------------------------------------------------ faithfulness of the building blocks
+
+def test_gaussian_matches_scipy_bit_for_bit():
+    x = np.random.default_rng(0).uniform(size=(3, 17, 23))
+    for sigma, mode, smode, trunc in [(0.4, "edge", "nearest", 4.0), (1.7, "symmetric", "reflect", 3.0)]:
+        ref = np.stack([ndimage.gaussian_filter(a, sigma, mode=smode, truncate=trunc) for a in x])
+        assert np.array_equal(K.gaussian(x, sigma, mode, trunc), ref)
+
+
+def test_clipped_zoom_matches_scipy_zoom():
+    x = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    for z in (1.01, 1.13, 1.75, 2.25):
+        ch = int(np.ceil(32 / z))
+        top = (32 - ch) // 2
+        for a, got in zip(x, K.clipped_zoom(x, z)):
+            ref = ndimage.zoom(a[top:top + ch, top:top + ch], (z, z, 1), order=1)
+            trim = (ref.shape[0] - 32) // 2
+            assert np.array_equal(ref[trim:trim + 32, trim:trim + 32], got)
+
+
+def test_bilinear_reflect_matches_map_coordinates():
+    rng = np.random.default_rng(2)
+    img = rng.uniform(size=(1, 9, 11, 1))
+    ys, xs = rng.uniform(-3, 12, (1, 9, 11)), rng.uniform(-3, 14, (1, 9, 11))
+    ref = ndimage.map_coordinates(img[0, ..., 0], [ys[0].ravel(), xs[0].ravel()], order=1, mode="reflect")
+    assert np.allclose(K.bilinear(img, ys, xs, "symmetric")[0, ..., 0].ravel(), ref, atol=1e-12)
+
+
+def test_glass_gather_equals_the_reference_loop():
+    x = np.random.default_rng(3).integers(0, 256, (3, 12, 10, 3)).astype(np.float64)
+    dxy = K.Rng(np.arange(3, dtype=np.uint64)).integers("g", (12, 10, 2), -1, 1)
+    assert np.array_equal(K._glass_shuffle(x, 1, dxy), K.glass_shuffle_sequential(x, 1, dxy))
+
+
+def test_rng_streams():
+    r = K.Rng(P.image_keys(5, "fog", 2, np.array([3, 4])))
+    u = r.uniform("a", (1000,))
+    assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.03
+    assert np.array_equal(u[:, 10:20], r.uniform_at("a", np.array([[0], [1]]), np.arange(10, 20)[None]))
+    z = r.normal("n", (5000,))
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
+    assert not np.array_equal(u, r.uniform("b", (1000,)))
