@@ -72,6 +72,16 @@ class DistillConfig:
     lr: float = opt(5e-3, "Adam learning rate", min=0.0)
     batch_size: int = opt(64, "batch size", min=1)
     seed: int = opt(0, "seed for student initialisation and batch order")
+    augment: list[str] = opt(["speckle_noise", "gaussian_blur", "spatter", "occlusion", "pixel_dropout"],
+                             "perturbations the student sees in training (corruption-augmented KD); "
+                             "[] for plain KD. Disjoint from the 15 evaluated common corruptions by "
+                             "default, so robustness figures are not inflated")
+    augment_prob: float = opt(0.5, "fraction of each batch that is perturbed", min=0.0, max=1.0)
+    augment_target: str = opt("clean", "teacher output used as the soft target of a perturbed "
+                              "image: clean (cached, Hendrycks-style clean soft labels) or perturbed "
+                              "(teacher run on the perturbed image)", choices=("clean", "perturbed"))
+    allow_eval_corruptions: bool = opt(False, "allow distill.augment to name evaluated common "
+                                       "corruptions (the report then flags the robustness figures)")
 
 
 @dataclass
@@ -193,6 +203,15 @@ def from_dict(raw: dict, where: str = "config") -> BuildConfig:
 
 
 def _cross_checks(cfg: BuildConfig, where: str) -> None:
+    from . import perturb  # the registry of perturbation names
+
+    names = perturb.resolve(cfg.distill.augment) if cfg.distill.augment else []
+    overlap = [n for n in names if n in perturb.COMMON]
+    if overlap and not cfg.distill.allow_eval_corruptions:
+        raise ConfigError(f"{where}: distill.augment names evaluated common corruptions "
+                          f"({', '.join(overlap)}), which would inflate the robustness figures; use "
+                          "the extras, noise, occlusion or dropout, or set "
+                          "distill.allow_eval_corruptions = true")
     bad = [s for s in cfg.robustness.severities if s not in range(1, 6)]
     if bad:
         raise ConfigError(f"{where}: robustness.severities must lie in 1..5, got {bad}")

@@ -81,19 +81,51 @@ def train_teacher(model: nn.Module, train: Split, cfg: TeacherConfig, device: st
 
 
 def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: DistillConfig,
-            device: str, progress: bool = True) -> list[dict]:
+            device: str, progress: bool = True, teacher: nn.Module | None = None) -> list[dict]:
     """Train ``student`` on ``train`` against cached ``teacher_logits`` with ``cfg.loss``.
 
-    ``cfg.epochs == 0`` leaves the student at its (seeded) initialisation.
+    With ``cfg.augment`` (corruption-augmented KD), each batch picks one of those perturbations and
+    a severity 1..5 at random and applies it to ``cfg.augment_prob`` of its images; the soft target
+    stays the teacher's output on the clean image (``augment_target = "clean"``, as in AugMix's use of
+    clean labels, Hendrycks et al. 2020) or is the teacher run on the perturbed image ("perturbed",
+    which needs ``teacher``). ``cfg.epochs == 0`` leaves the student at its (seeded) initialisation.
     """
     loss_fn = LOSSES.get(cfg.loss)
+    augment = None
+    if cfg.augment and cfg.augment_prob > 0:
+        augment = make_augmenter(cfg, train, teacher if cfg.augment_target == "perturbed" else None,
+                                 device)
     return _fit(student, train, teacher_logits, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device,
-                progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg))
+                progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg), augment)
+
+
+def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, device: str):
+    """Batch augmenter for corruption-augmented KD: (uint8 batch, indices, targets) -> both, changed."""
+    from . import perturb
+
+    names = perturb.resolve(cfg.augment)
+    rng = np.random.default_rng(cfg.seed + 1)
+
+    def augment(x: np.ndarray, idx: np.ndarray, targets: torch.Tensor | None):
+        name = names[int(rng.integers(len(names)))]
+        severity = int(rng.integers(1, 6))
+        mask = rng.random(len(x)) < cfg.augment_prob
+        if not mask.any():
+            return x, targets
+        x = x.copy()
+        x[mask] = perturb.apply(name, x[mask], severity, int(rng.integers(1 << 31)), train.indices[idx[mask]])
+        if teacher is not None and targets is not None:
+            with torch.no_grad():
+                targets = teacher.eval()(torch.from_numpy(x).to(device)).float()
+        return x, targets
+
+    return augment
 
 
 def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epochs: int, lr: float,
          batch_size: int, seed: int, device: str, progress: bool, what: str,
-         loss_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]) -> list[dict]:
+         loss_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor],
+         augment: Callable | None = None) -> list[dict]:
     model.to(device)
     log: list[dict] = []
     if epochs == 0:
@@ -110,9 +142,13 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
         model.train()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in _batches(len(y), batch_size, gen):
+            xb, tb = x[idx.to(device)], (t[idx.to(device)] if t is not None else None)
+            if augment is not None:  # perturbations work on uint8 numpy batches
+                xa, tb = augment(train.x[idx.numpy()], idx.numpy(), tb)
+                xb = torch.from_numpy(xa).to(device)
             idx = idx.to(device)
-            out = model(x[idx])
-            loss = loss_fn(out, t[idx] if t is not None else None, y[idx])
+            out = model(xb)
+            loss = loss_fn(out, tb, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

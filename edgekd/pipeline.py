@@ -160,13 +160,15 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                           f"{t_params}: less than student.min_compression = "
                           f"{cfg.student.min_compression:g}x fewer")
     teacher_train_logits = predict_logits(teacher, ds.train.x, device)
-    distill_log = distill(student, teacher_train_logits, ds.train, cfg.distill, device, progress)
+    distill_log = distill(student, teacher_train_logits, ds.train, cfg.distill, device, progress,
+                          teacher=teacher)
     student = student.cpu().eval()
     save_checkpoint(student, cfg.student.arch, n_cls, out / "student.pt",
                     {"classes": ds.classes, "config": cfg.to_dict()})
     stage("distill", t0)
     say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
-        f"teacher), {cfg.distill.epochs} epochs of {cfg.distill.loss} distillation")
+        f"teacher), {cfg.distill.epochs} epochs of {cfg.distill.loss} distillation"
+        + (f", augmented with {', '.join(cfg.distill.augment)}" if cfg.distill.augment else ""))
 
     # 3. export + parity on held-out (calibration) images
     t0 = time.perf_counter()
@@ -209,6 +211,11 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         t0 = time.perf_counter()
         robustness_meta = run_sweep(cfg, ds, runners, {"teacher": teacher, "student_torch": student},
                                     models, predictions, progress, say)
+        from .perturb import COMMON, resolve
+
+        trained_on = resolve(cfg.distill.augment) if cfg.distill.augment else []
+        robustness_meta["training_perturbations"] = trained_on
+        robustness_meta["training_overlaps_evaluation"] = [n for n in trained_on if n in COMMON]
         stage("evaluate_perturbed", t0)
 
     t0 = time.perf_counter()
@@ -245,7 +252,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                     "sizes": {"train": len(ds.train), "calib": len(ds.calib), "test": len(ds.test)}},
         "stages": {"teacher": {k: v for k, v in teacher_rec.items() if k != "log"},
                    "distill": {"loss": cfg.distill.loss, "epochs": cfg.distill.epochs,
-                               "log": distill_log},
+                               "augment": cfg.distill.augment, "log": distill_log},
                    "export": export_rec, "quantize": quant_rec},
         "timings_s": timings,
         "gate": gate_rec,

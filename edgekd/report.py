@@ -122,7 +122,14 @@ def markdown_sections(report: dict) -> list[str]:
     out = ["## Robustness", "",
            f"Corruption table: **{report.get('corruption_table')}**; accuracies in %, mean over the "
            "severities run. mCE and relative mCE use the teacher as reference (100 = as good as the "
-           "teacher); retention = model mCA / teacher mCA.", "", *rows, ""]
+           "teacher); retention = model mCA / teacher mCA.", "",
+           "Student trained with perturbations: "
+           + (", ".join(report["robustness"].get("training_perturbations") or []) or "none")
+           + (" — **overlaps the evaluated corruptions "
+              + ", ".join(report["robustness"]["training_overlaps_evaluation"])
+              + ": robustness figures are inflated**"
+              if report["robustness"].get("training_overlaps_evaluation") else
+              " (disjoint from the 15 evaluated common corruptions)") + ".", "", *rows, ""]
     head = "| perturbation | " + " | ".join(ids) + " |"
     table = [head, "|---|" + "---|" * len(ids)]
     first = models[ids[0]]["accuracy"]
