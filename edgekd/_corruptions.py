@@ -7,8 +7,9 @@ reference's ``np.uint8(x * 255)``) or uint8 where the reference's last step alre
 (JPEG, pixelate, ImageMagick's motion blur, the missing-data ones).
 
 Work is vectorised over the batch with element-wise numpy operations: filters are sums of shifted
-views, resampling is gathers with explicit boundary rules. No float reduction goes through BLAS or a
-thread pool, so an image's bytes do not depend on the batch it is processed in.
+views, resampling is gathers with explicit boundary rules. No rounding-sensitive reduction goes
+through BLAS or a thread pool (pixelate's matmuls sum exact integers), so an image's bytes do not
+depend on the batch it is processed in.
 """
 
 from __future__ import annotations
@@ -71,50 +72,55 @@ class Rng:
         """Integers in [low, high) like ``np.random.randint(low, high)``."""
         return low + np.floor(self.uniform(tag, shape) * (high - low)).astype(np.int64)
 
-    def poisson(self, tag: str, lam: np.ndarray) -> np.ndarray:
-        """Exact Poisson variates for ``lam`` of shape (N, ...): inversion for lam < 10, Hormann's
-        PTRS transformed rejection (1993, as in numpy) above; rejected elements redraw from the next
-        round's stream, so every element's value depends only on its own (image, index) stream."""
-        shape = lam.shape
-        lam = lam.reshape(self.n, -1)
-        out = np.zeros(lam.shape)
-        n, j = np.nonzero((lam > 0) & (lam < 10))
-        if n.size:
-            lm, u = lam[n, j], self.uniform_at(tag + "/inv", n, j)
-            k, p = np.zeros_like(lm), np.exp(-lm)
-            cdf, live = p.copy(), np.nonzero(u > p)[0]
-            for _ in range(200):  # all live elements share k; cdf may stall below u by rounding
+    def poisson(self, tag: str, level: np.ndarray, lam_of_level: np.ndarray) -> np.ndarray:
+        """Exact Poisson variates with mean ``lam_of_level[level]`` for integer ``level`` (N, ...):
+        inversion below a mean of 10, Hormann's PTRS transformed rejection (1993, as numpy) above.
+        Rejected elements redraw from the next round's stream, so each element's value depends only
+        on its own (image, position) stream. Per-mean constants come from tables over the levels."""
+        lam = np.asarray(lam_of_level, np.float64)
+        lv = level.reshape(self.n, -1)
+        m = lv.shape[1]
+        out = np.zeros(lv.size)
+        flat = lv.ravel()
+        idx = np.flatnonzero(((lam > 0) & (lam < 10))[flat])
+        if idx.size:
+            lvl, u = flat[idx], self.uniform_at(tag + "/inv", idx // m, idx % m)
+            p = np.exp(-lam)  # cdf table: the same float ops as a sequential search per element
+            cdf = [p.copy()]
+            for k in range(1, 200):
+                p = p * lam / k
+                cdf.append(cdf[-1] + p)
+            cdf = np.stack(cdf, axis=1)
+            k, live = np.zeros(idx.size), np.flatnonzero(u > cdf[lvl, 0])
+            for step in range(1, 200):  # cdf may stall below u by rounding: stop at 200 >> any draw
                 if not live.size:
                     break
-                k[live] += 1
-                p[live] *= lm[live] / k[live]
-                cdf[live] += p[live]
-                live = live[u[live] > cdf[live]]
-            out[n, j] = k
-        n, j = np.nonzero(lam >= 10)
-        if n.size:
-            lm = lam[n, j]
-            slam, loglam = np.sqrt(lm), np.log(lm)
-            b = 0.931 + 2.53 * slam
-            a = -0.059 + 0.02483 * b
-            invalpha = 1.1239 + 1.1328 / (b - 3.4)
-            vr = 0.9277 - 3.6224 / (b - 2)
-            live, rnd = np.arange(n.size), 0
-            while live.size:
-                uu = self.uniform_at(f"{tag}/u{rnd}", n[live], j[live]) - 0.5
-                vv = self.uniform_at(f"{tag}/v{rnd}", n[live], j[live])
+                k[live] = step
+                live = live[u[live] > cdf[lvl[live], step]]
+            out[idx] = k
+        idx = np.flatnonzero((lam >= 10)[flat])
+        if idx.size:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                slam, loglam = np.sqrt(lam), np.log(lam)
+                b = 0.931 + 2.53 * slam
+                a = -0.059 + 0.02483 * b
+                log_invalpha = np.log(1.1239 + 1.1328 / (b - 3.4))
+                vr = 0.9277 - 3.6224 / (b - 2)
+            lvl, rnd = flat[idx], 0
+            while idx.size:
+                uu = self.uniform_at(f"{tag}/u{rnd}", idx // m, idx % m) - 0.5
+                vv = self.uniform_at(f"{tag}/v{rnd}", idx // m, idx % m)
                 us = 0.5 - np.abs(uu)
-                a_, b_, l_ = a[live], b[live], lm[live]
-                k = np.floor((2 * a_ / us + b_) * uu + l_ + 0.43)
-                quick = (us >= 0.07) & (vv <= vr[live])
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    slow = ((k >= 0) & ~((us < 0.013) & (vv > us))
-                            & (np.log(vv) + np.log(invalpha[live]) - np.log(a_ / (us * us) + b_)
-                               <= -l_ + k * loglam[live] - gammaln(k + 1)))
-                done = quick | slow
-                out[n[live[done]], j[live[done]]] = k[done]
-                live, rnd = live[~done], rnd + 1
-        return out.reshape(shape)
+                a_, b_ = a[lvl], b[lvl]
+                k = np.floor((2 * a_ / us + b_) * uu + lam[lvl] + 0.43)
+                done = (us >= 0.07) & (vv <= vr[lvl])
+                t = np.flatnonzero(~done & (k >= 0) & ~((us < 0.013) & (vv > us)))
+                lt = lvl[t]
+                done[t] = (np.log(vv[t]) + log_invalpha[lt] - np.log(a_[t] / (us[t] * us[t]) + b_[t])
+                           <= -lam[lt] + k[t] * loglam[lt] - gammaln(k[t] + 1))
+                out[idx[done]] = k[done]
+                idx, lvl, rnd = idx[~done], lvl[~done], rnd + 1
+        return out.reshape(level.shape)
 
 
 # ---------------------------------------------------------------- filters and resampling
@@ -224,10 +230,13 @@ def clipped_zoom(x: np.ndarray, z: float) -> np.ndarray:
     r0, r1, ry0, ry1 = _zoom_taps(x.shape[1], z)
     c0, c1, cx0, cx1 = _zoom_taps(x.shape[2], z)
     ry0, ry1, cx0, cx1 = ry0[:, None, None], ry1[:, None, None], cx0[:, None], cx1[:, None]
+    if all(np.array_equal(i, np.arange(len(i))) and not wt.any() for i, wt in ((r0, ry1), (c0, cx1))):
+        return x.copy()  # zoom to the same size: v * 1 * 1 + 0-weighted terms == v
     dtype, x = x.dtype, x.astype(np.float64)
-    top, bottom = x[:, r0], x[:, r1]
-    out = top[:, :, c0] * ry0 * cx0 + top[:, :, c1] * ry0 * cx1
-    out = out + bottom[:, :, c0] * ry1 * cx0 + bottom[:, :, c1] * ry1 * cx1
+    top, bottom = np.take(x, r0, axis=1), np.take(x, r1, axis=1)
+    out = np.take(top, c0, axis=2) * ry0 * cx0 + np.take(top, c1, axis=2) * ry0 * cx1
+    out += np.take(bottom, c0, axis=2) * ry1 * cx0
+    out += np.take(bottom, c1, axis=2) * ry1 * cx1
     return out.astype(dtype)
 
 
@@ -351,10 +360,10 @@ def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
     hi = np.floor(h * 6)
     f = h * 6 - hi
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    hi = (hi.astype(np.int64) % 6)[..., None]
-    table = np.stack([np.stack(c, -1) for c in
-                      [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]])
-    return np.take_along_axis(table, hi[None], axis=0)[0]
+    hi = hi.astype(np.int64) % 6
+    # sector -> (r, g, b) among (v, t, p, q): (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q)
+    pick = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
+    return np.take_along_axis(np.stack([v, t, p, q], -1), pick[hi], axis=-1)
 
 
 def _hsv_op(u8: np.ndarray, channel: int, fn) -> np.ndarray:
@@ -452,7 +461,7 @@ def gaussian_noise(u8, c, rng):
 
 
 def shot_noise(u8, c, rng):
-    return rng.poisson("p", _f(u8, np.float64) * c) / c
+    return rng.poisson("p", u8, np.arange(256) / 255.0 * c) / c  # Poisson(x * c) / c
 
 
 def impulse_noise(u8, c, rng):
@@ -532,12 +541,16 @@ def motion_blur(u8, c, rng):
 
 
 def zoom_blur(u8, c, rng):
-    x = _f(u8, np.float32)
     zooms = np.arange(1, c[0], c[1])
-    out = np.zeros_like(x)
-    for z in zooms:
-        out += clipped_zoom(x, z)
-    return (x + out) / (len(zooms) + 1)
+    out = np.empty(u8.shape, np.float32)
+    step = max(1, (1 << 16) // u8[0].size)  # blocks that stay in cache across the zooms
+    for s in range(0, len(u8), step):
+        x = _f(u8[s:s + step], np.float32)
+        acc = np.zeros_like(x)
+        for z in zooms:
+            acc += clipped_zoom(x, z)
+        out[s:s + step] = (x + acc) / (len(zooms) + 1)
+    return out
 
 
 def snow(u8, c, rng):
