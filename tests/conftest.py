@@ -32,7 +32,7 @@ def trained_pair(cfg, digits):
     torch.manual_seed(0)
     student = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
     logits = predict_logits(teacher, digits.train.x, "cpu")
-    distill(student, logits, digits.train, load_config(None, ["distill.epochs=4"]).distill, "cpu",
+    distill(student, logits, digits.train, load_config(None, ["distill.epochs=4", "distill.augment=[]"]).distill, "cpu",
             progress=False)
     return teacher.eval(), student.eval()
 

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from edgekd.config import DistillConfig
@@ -55,3 +56,27 @@ def test_distilled_student_learns_and_is_compact(trained_pair, digits):
         acc = (student(torch.from_numpy(digits.test.x)).argmax(1).numpy() == digits.test.y).mean()
     assert acc > 0.85
     assert count_params(teacher.net) >= 5 * count_params(student.net)
+
+
+def test_augmenter_perturbs_a_fraction_with_training_perturbations(digits):
+    from edgekd.distill import make_augmenter
+
+    cfg = DistillConfig(augment=["pixel_dropout"], augment_prob=0.5, seed=3)
+    idx = np.arange(64)
+    x = digits.train.x[idx]
+    xa, t = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
+    changed = (xa != x).reshape(64, -1).any(1)
+    assert 10 < changed.sum() < 54 and t is None
+    # dropout only ever zeroes pixels
+    assert ((xa == x) | (xa == 0)).all()
+    again, _ = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
+    assert np.array_equal(xa, again)  # seeded
+
+
+def test_training_on_evaluated_corruptions_is_refused():
+    from edgekd.config import load_config
+
+    with pytest.raises(ConfigError, match="would inflate the robustness figures"):
+        load_config(None, ['distill.augment=["fog", "spatter"]'])
+    cfg = load_config(None, ['distill.augment=["fog"]', "distill.allow_eval_corruptions=true"])
+    assert cfg.distill.augment == ["fog"]
