@@ -568,7 +568,7 @@ def snow(u8, c, rng):
 def frost_texture(rng: Rng, h: int, w: int) -> np.ndarray:
     """Synthetic frost (N, H, W, 3) in 0..255 standing in for the reference's six frost photographs:
     a soft plasma field for patchy coverage plus thin bright 'crystal' ridges along the mid-level set
-    of a rough plasma field, tinted pale blue-white. Mean about 0.45, std about 0.2 (in 0..1)."""
+    of a rough plasma field, tinted pale blue-white. Mean about 0.47, std about 0.16 (in 0..1)."""
     s = _pow2(max(h, w))
     cover = plasma_fractal(rng, "cover", s, 2.2)[:, :h, :w]
     rough = plasma_fractal(rng, "rough", s, 1.4)[:, :h, :w]

@@ -24,7 +24,7 @@ elastic_transform (+-1 level on ~4 % of pixels) and snow / spatter (+-1 on < 0.0
 reference cannot be reproduced it is approximated, and each ``Perturbation.description`` says so:
 
 - frost: no frost photographs ship here; a synthetic texture (plasma-fractal cover + bright ridges,
-  pale blue, mean ~0.45) is blended with the table's weights. Accuracies are not comparable with
+  pale blue, mean ~0.47, std ~0.16) is blended with the table's weights. Not comparable with
   published CIFAR-10-C frost numbers.
 - motion_blur (and snow's streaks): ImageMagick's MotionBlurImage kernel as ported by imagecorruptions
   (one-sided Gaussian line of 2*ceil(radius)+1 taps at a U(-45, 45) deg angle, edge pixels), not
