@@ -240,7 +240,7 @@ class Policy:
     max_clean_drop: float | None = _key(0.03, "teacher - student clean accuracy", "fraction")
     max_mca_drop: float | None = _key(0.05, "teacher - student mCA (15 common corruptions x 5 "
                                       "severities)", "fraction")
-    max_corruption_drop: float | None = _key(0.15, "teacher - student accuracy on the worst common "
+    max_corruption_drop: float | None = _key(0.50, "teacher - student accuracy on the worst common "
                                              "corruption (mean over its severities)", "fraction")
     adversarial_attack: str = _key("pgd", "attack of the adversarial check", "choice",
                                    choices=("fgsm", "pgd"))

@@ -1,0 +1,114 @@
+"""Cost of the full corruption sweep on CIFAR-sized images against pure onnxruntime inference.
+
+    python benchmarks/robustness_sweep.py                 # 5000 validation images, 19 x 5 cells
+    python benchmarks/robustness_sweep.py --images 1000 --repeats 3 --json sweep.json
+
+1. generate: every (corruption, severity) set of the 19 x 5 sweep, once, into an empty cache
+   (what `edgekd build` pays the first time it sees a test set);
+2. evaluate: the sweep as the build runs it for one model — read each cached set, run the INT8
+   student through onnxruntime, take the argmax (`robustness.sweep_predictions`);
+3. pure inference: the same 475,000 (at 5000 images) onnxruntime calls on arrays already in memory.
+
+Steps 2 and 3 alternate `--repeats` times; medians and spread are reported with their ratio. The
+INT8 student is `digits_student` (24k parameters) with random weights, exported and quantised as
+the build does: timing does not depend on the weights, and nothing trained on the data is made.
+Images: the CIFAR-10 validation split of SHARED/data (see perturb_throughput.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from perturb_throughput import load_validation  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=5000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--shared", type=Path, default=Path(os.environ.get("EDGEKD_SHARED", ROOT.parent / "shared")))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import onnxruntime
+    import torch
+
+    from edgekd import perturb
+    from edgekd.config import QuantizeConfig
+    from edgekd.data import Split
+    from edgekd.export import export_onnx
+    from edgekd.models import Preprocessed, build_model
+    from edgekd.quantize import quantize_static_int8
+    from edgekd.robustness import PerturbedSets, sweep_predictions
+    from edgekd.runtimes import OrtRunner
+
+    x = load_validation(args.shared / "data" / "cifar10-train-jpeg.tar.gz", args.images)
+    split = Split(x, np.zeros(len(x), np.int64), np.arange(len(x)))
+    names = list(perturb.COMMON) + list(perturb.EXTRA)
+    sevs = [1, 2, 3, 4, 5]
+    tmp = Path(tempfile.mkdtemp(prefix="edgekd-sweep-"))
+    torch.manual_seed(0)
+    model = Preprocessed(build_model("digits_student", 10), (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)).eval()
+    export_onnx(model, x[:8], tmp / "s.onnx", 17)
+    quantize_static_int8(tmp / "s.onnx", tmp / "s.int8.onnx", x[:200], QuantizeConfig())
+    runner = OrtRunner(tmp / "s.int8.onnx", threads=args.threads)
+
+    t0 = time.perf_counter()
+    sets = PerturbedSets(split, seed=0, cache_dir=tmp / "cache")
+    for n in names:
+        for s in sevs:
+            sets.get(n, s)
+    gen_s = time.perf_counter() - t0
+
+    arrays = [sets.get(n, s) for n in names for s in sevs]  # in memory for the pure-inference pass
+    n_inf = sum(len(a) for a in arrays)
+    eval_s, pure_s = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        sweep_predictions({"int8": runner}, PerturbedSets(split, 0, tmp / "cache"), names, sevs,
+                          args.batch, progress=False)
+        eval_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for a in arrays:
+            for i in range(0, len(a), args.batch):
+                runner.predict(a[i:i + args.batch])
+        pure_s.append(time.perf_counter() - t0)
+
+    med = lambda v: float(np.median(v))  # noqa: E731
+    res = {
+        "images": len(x), "cells": len(names) * len(sevs), "inferences": n_inf, "batch": args.batch,
+        "threads": args.threads, "generate_s": gen_s, "generate_images_per_s": n_inf / gen_s,
+        "evaluate_s": eval_s, "pure_inference_s": pure_s,
+        "evaluate_median_s": med(eval_s), "pure_median_s": med(pure_s),
+        "ratio_evaluate_over_pure": med(eval_s) / med(pure_s),
+        "ratio_generate_plus_evaluate_over_pure": (gen_s + med(eval_s)) / med(pure_s),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
