@@ -238,7 +238,7 @@ class Policy:
                      "the whole interval lies beyond the threshold", "choice",
                      choices=("strict", "confident"))
     max_clean_drop: float | None = _key(0.03, "teacher - student clean accuracy", "fraction")
-    max_mca_drop: float | None = _key(0.05, "teacher - student mCA (15 common corruptions x 5 "
+    max_mca_drop: float | None = _key(0.10, "teacher - student mCA (15 common corruptions x 5 "
                                       "severities)", "fraction")
     max_corruption_drop: float | None = _key(0.50, "teacher - student accuracy on the worst common "
                                              "corruption (mean over its severities)", "fraction")

@@ -176,7 +176,7 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
 
 def test_policy_defaults_and_validation():
     p = g.load_policy({})
-    assert (p.max_clean_drop, p.max_mca_drop, p.max_corruption_drop) == (0.03, 0.05, 0.50)
+    assert (p.max_clean_drop, p.max_mca_drop, p.max_corruption_drop) == (0.03, 0.10, 0.50)
     assert (p.adversarial_attack, p.adversarial_epsilon, p.max_adversarial_drop) == ("pgd", 2, 0.30)
     assert (p.min_agreement, p.mode, p.models) == (0.90, "confident", ("student_int8",))
     assert g.load_policy({"max_mca_drop": False}).max_mca_drop is None  # false disables a check

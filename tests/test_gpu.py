@@ -22,7 +22,8 @@ def test_teacher_on_cuda_matches_cpu(trained_pair, digits):
     cpu = predict_logits(teacher.cpu(), digits.test.x, "cpu")
     gpu = predict_logits(teacher.to("cuda"), digits.test.x, "cuda")
     teacher.cpu()
-    assert np.abs(cpu - gpu).max() < 1e-3
+    # cuDNN convolutions use TF32 by default on Ampere and later: ~1e-3 relative error
+    assert np.abs(cpu - gpu).max() < 1e-2 * np.abs(cpu).max()
     assert (cpu.argmax(1) == gpu.argmax(1)).mean() >= 0.995
 
 
