@@ -104,6 +104,7 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     policy = build_policy(cfg)  # a bad [gate] section fails before any training
+    preflight(cfg)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -283,6 +284,20 @@ def _describe_models(teacher, student, teacher_rec, out: Path, t_params: int, s_
                          "params": s_params,
                          "size_bytes": (out / "student.int8.onnx").stat().st_size},
     }
+
+
+def preflight(cfg: BuildConfig) -> None:
+    """Check names and files the stages will need, so a typo fails in a second, not after training."""
+    from .distill import LOSSES
+    from .errors import InputError
+    from .models import MODELS
+
+    MODELS.get(cfg.teacher.arch)
+    MODELS.get(cfg.student.arch)
+    LOSSES.get(cfg.distill.loss)
+    if cfg.teacher.weights and not Path(cfg.teacher.weights).is_file():
+        raise InputError(f"teacher.weights = {cfg.teacher.weights!r}: file does not exist")
+    resolve_device(cfg.teacher.device)
 
 
 def build_policy(cfg: BuildConfig):
