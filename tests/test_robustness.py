@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from edgekd import perturb
+from edgekd.robustness import PerturbedSets, corruption_metrics
+
+
+def test_cache_returns_identical_bytes_and_survives_damage(digits, tmp_path):
+    sets = PerturbedSets(digits.test, seed=0, cache_dir=tmp_path)
+    a = sets.get("fog", 3)
+    assert sets.misses == 1 and len(list(tmp_path.glob("fog-s3-*.npy"))) == 1
+    again = PerturbedSets(digits.test, seed=0, cache_dir=tmp_path)
+    b = again.get("fog", 3)
+    assert again.hits == 1 and np.array_equal(a, b)
+    assert np.array_equal(a, perturb.apply("fog", digits.test.x, 3, 0, digits.test.indices))
+    # another seed is another key
+    assert not np.array_equal(PerturbedSets(digits.test, 1, tmp_path).get("fog", 3), a)
+    # a damaged cache entry is regenerated, not trusted
+    next(tmp_path.glob("fog-s3-*.npy")).write_bytes(b"garbage")
+    c = PerturbedSets(digits.test, 0, tmp_path)
+    assert np.array_equal(c.get("fog", 3), a) and c.misses == 1
+
+
+def test_metrics_against_hand_computation():
+    # 4 images, labels 0..3; one corruption "fog" at severities 1 and 2 only
+    labels = np.array([0, 1, 2, 3])
+    p = {
+        "teacher/clean": np.array([0, 1, 2, 3]), "teacher/fog/1": np.array([0, 1, 2, 0]),
+        "teacher/fog/2": np.array([0, 1, 0, 0]),
+        "s/clean": np.array([0, 1, 2, 0]), "s/fog/1": np.array([0, 0, 0, 0]),
+        "s/fog/2": np.array([0, 1, 0, 0]),
+    }
+    m = corruption_metrics(p, labels, ["teacher", "s"], ["fog"], [1, 2])
+    s = m["s"]
+    assert s["acc"]["fog"][:2] == [0.25, 0.5] and s["acc"]["fog"][2:] == [None] * 3
+    assert s["agree"]["fog"][:2] == [0.5, 1.0]
+    assert s["flip"]["fog"][:2] == [0.5, 0.25]  # clean [0,1,2,0] -> [0,0,0,0]: 2 of 4 change
+    # CE = (0.75 + 0.5) / (0.25 + 0.5); relative CE = ((.75-.25)+(.5-.25)) / ((.25-0)+(.5-0))
+    assert s["ce"]["fog"] == pytest.approx(1.25 / 0.75)
+    assert s["relative_ce"]["fog"] == pytest.approx(0.75 / 0.75)
+    assert m["teacher"]["ce"]["fog"] == pytest.approx(1.0)
+    assert s["mca"] == pytest.approx(0.375) and not s["mca_complete"]
+    assert s["retention"] == pytest.approx(0.375 / 0.625)
