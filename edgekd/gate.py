@@ -23,19 +23,45 @@ from __future__ import annotations
 import json
 import math
 import os
-import tomllib
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
-from .errors import ConfigError, InputError
+from .errors import InputError
+
+# The policy and the statistics live in their own modules; their public names are re-exported here
+# so `edgekd.gate` stays the one import for users of the gate.
+from .gate_policy import (  # noqa: F401
+    BUDGET_KEYS,
+    POLICY_KEYS,
+    Budget,
+    Policy,
+    _is_number,
+    load_policy,
+    load_policy_file,
+    merge_overrides,
+    read_policy_table,
+)
+from .stats import (  # noqa: F401
+    _EPS,
+    Bootstrap,
+    PairedDifference,
+    holm_adjust,
+    mcnemar_exact_p,
+    one_sided_pvalue,
+    paired_bootstrap,
+    paired_difference,
+    paired_difference_from_counts,
+    two_sample_interval,
+    wilson_interval,
+    z_value,
+)
 
 # The 15 common corruptions of Hendrycks & Dietterich (ICLR 2019), in the benchmark's order; mCA
 # is their mean accuracy over severities 1..5. Kept here so the gate reads reports without
@@ -47,379 +73,6 @@ COMMON_CORRUPTIONS = (
 )
 SEVERITIES = (1, 2, 3, 4, 5)
 TEACHER = "teacher"
-_EPS = 1e-12  # float slack when a value sits exactly on its threshold (3/100 vs 0.03)
-
-
-# ============================================================================================
-# Statistics (pure numpy / scipy)
-# ============================================================================================
-
-def z_value(confidence: float) -> float:
-    """Two-sided normal quantile: z = Φ⁻¹(1 − (1 − confidence)/2); 1.959964 for 0.95."""
-    return float(stats.norm.ppf(1 - (1 - confidence) / 2))
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """Candidate minus reference accuracy on the same n images (see :func:`paired_difference`)."""
-
-    n: int
-    b: int  # reference right, candidate wrong
-    c: int  # reference wrong, candidate right
-    delta: float  # (c − b)/n = candidate accuracy − reference accuracy
-    se: float
-    lo: float
-    hi: float
-    p_mcnemar: float  # exact two-sided McNemar p-value of H0: delta = 0
-
-
-def paired_difference_from_counts(n: int, b: int, c: int, confidence: float = 0.95) -> PairedDifference:
-    """Paired accuracy difference from the discordant counts b, c of n images.
-
-    Δ = (c − b)/n,   SE = √(b + c − (b − c)²/n) / n,   CI = Δ ± z·SE (normal approximation),
-    McNemar's exact p = two-sided binomial test of b successes in b + c trials, p = 1/2.
-    Source: ROBUSTNESS.md, "Statistics for a gate that does not flap"; the SE is the standard error
-    of the mean of the per-image differences d_i ∈ {−1, 0, 1} (Agresti, Categorical Data
-    Analysis, §10.1). Example: n=100, b=10, c=4 -> Δ=−0.06, SE=0.036932, CI=[−0.13239, 0.01239].
-    """
-    if n <= 0 or b < 0 or c < 0 or b + c > n:
-        raise ValueError(f"need 0 <= b + c <= n, got n={n}, b={b}, c={c}")
-    delta = (c - b) / n
-    se = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
-    z = z_value(confidence)
-    return PairedDifference(n, b, c, delta, se, delta - z * se, delta + z * se, mcnemar_exact_p(b, c))
-
-
-def paired_difference(reference_correct: np.ndarray, candidate_correct: np.ndarray,
-                      confidence: float = 0.95) -> PairedDifference:
-    """:func:`paired_difference_from_counts` from two boolean per-image correctness vectors."""
-    r = np.asarray(reference_correct, bool)
-    s = np.asarray(candidate_correct, bool)
-    b, c = int(np.sum(r & ~s)), int(np.sum(~r & s))
-    return paired_difference_from_counts(len(r), b, c, confidence)
-
-
-def mcnemar_exact_p(b: int, c: int) -> float:
-    """Exact McNemar test: two-sided binomial p-value of b in b + c trials with p = 1/2.
-
-    p = min(1, 2·Σ_{k ≤ min(b,c)} C(b+c, k)/2^(b+c)); 1 when b + c = 0. (McNemar 1947; ROBUSTNESS.md.)
-    """
-    if b + c == 0:
-        return 1.0
-    return float(stats.binomtest(int(b), int(b + c), 0.5).pvalue)
-
-
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (Wilson 1927), sound near 0 and 1.
-
-    centre = (p̂ + z²/2n)/(1 + z²/n),  half = z/(1 + z²/n)·√(p̂(1−p̂)/n + z²/4n²).
-    """
-    p = k / n
-    z = z_value(confidence)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def two_sample_interval(p1: float, n1: int, p2: float, n2: int,
-                        confidence: float = 0.95) -> tuple[float, float, float]:
-    """Unpaired difference of two proportions p1 − p2 (independent samples): (Δ, lo, hi).
-
-    SE = √(p1(1−p1)/n1 + p2(1−p2)/n2), CI = Δ ± z·SE (Wald). For a mean accuracy over several
-    cells of the same images (mCA) p(1−p)/n bounds the variance of the per-image mean from above,
-    so the interval is conservative (wider).
-    """
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    z = z_value(confidence)
-    d = p1 - p2
-    return d, d - z * se, d + z * se
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    """Paired bootstrap of per-image values: ``point``, ``lo``, ``hi`` per column, and ``draws``."""
-
-    point: np.ndarray  # (k,) column means
-    lo: np.ndarray
-    hi: np.ndarray
-    draws: np.ndarray  # (samples, k) resampled means
-
-
-def paired_bootstrap(per_image: np.ndarray, samples: int = 1000, confidence: float = 0.95,
-                     seed: int = 0) -> Bootstrap:
-    """Percentile bootstrap over image indices of the column means of ``per_image`` (n,) or (n, k).
-
-    Each resample draws n image indices with replacement (``np.random.default_rng(seed)``) and
-    recomputes every column's mean on the same indices, so the columns (mCA drop, each
-    corruption's drop) keep their correlation. CI = the (α/2, 1−α/2) quantiles of the resampled
-    means, α = 1 − confidence (Efron & Tibshirani 1993, ch. 13; ROBUSTNESS.md: resample image
-    indices ≈1,000 times and recompute the 75-cell mean).
-    """
-    x = np.asarray(per_image, float)
-    x = x[:, None] if x.ndim == 1 else x
-    n = x.shape[0]
-    rng = np.random.default_rng(seed)
-    draws = np.empty((samples, x.shape[1]))
-    chunk = max(1, min(samples, 4_000_000 // max(n, 1)))
-    for start in range(0, samples, chunk):
-        k = min(chunk, samples - start)
-        idx = rng.integers(0, n, size=(k, n))
-        # how often each image was drawn in each resample; counts @ x / n = resampled means
-        counts = np.bincount((idx + n * np.arange(k)[:, None]).ravel(), minlength=k * n)
-        draws[start:start + k] = counts.reshape(k, n) @ x / n
-    alpha = 1 - confidence
-    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
-    return Bootstrap(x.mean(axis=0), lo, hi, draws)
-
-
-def one_sided_pvalue(per_image_drop: np.ndarray, margin: float) -> float:
-    """p-value of H0: mean drop ≤ margin against H1: mean drop > margin (drop beyond the margin).
-
-    z = (d̄ − margin)/SE with SE = sd(d)/√n (population sd, the same SE the McNemar formula gives
-    for 0/1 correctness), p = 1 − Φ(z). Used per corruption, then :func:`holm_adjust`.
-    """
-    d = np.asarray(per_image_drop, float)
-    mean = float(d.mean())
-    se = float(d.std()) / math.sqrt(len(d))
-    if se == 0:
-        return 0.0 if mean > margin + _EPS else 1.0
-    return float(stats.norm.sf((mean - margin) / se))
-
-
-def holm_adjust(pvalues: Any) -> np.ndarray:
-    """Holm's step-down adjusted p-values (Holm 1979), in the input order.
-
-    Sort p ascending: p_(1) ≤ … ≤ p_(m); adjusted p_(i) = max_{j ≤ i} min(1, (m − j + 1)·p_(j)).
-    Rejecting where adjusted p < α keeps the family-wise error rate ≤ α.
-    Example: [0.01, 0.04, 0.03, 0.005] -> [0.03, 0.06, 0.06, 0.02].
-    """
-    p = np.asarray(pvalues, float)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
-    adjusted = np.empty(m)
-    adjusted[order] = np.maximum.accumulate(scaled)
-    return adjusted
-
-
-# ============================================================================================
-# Policy
-# ============================================================================================
-
-def _key(default: Any, help: str, kind: str, **limits: Any) -> Any:
-    meta = {"help": help, "kind": kind, **limits}
-    if isinstance(default, (list, tuple, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Absolute budgets of one artifact; None = not checked."""
-
-    max_size_bytes: float | None = _key(None, "file size (report size_bytes)", "positive")
-    max_latency_p90_ms: float | None = _key(None, "90th-percentile latency at batch 1 (latency_ms.p90)",
-                                            "positive")
-    max_peak_memory_bytes: float | None = _key(None, "peak resident memory (memory.peak_rss_bytes)",
-                                               "positive")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What the gate checks. Thresholds are fractions relative to the teacher (0.03 = 3 points).
-
-    Any threshold set to ``false`` (None here) disables its check.
-    """
-
-    # ---- defaults: placeholders until tuned on real builds (reasoning in docs/gate.md) ----
-    models: tuple[str, ...] = _key(("student_int8",), "model ids gated against the teacher", "models")
-    mode: str = _key("confident", "strict: point estimate vs threshold; confident: fail only when "
-                     "the whole interval lies beyond the threshold", "choice",
-                     choices=("strict", "confident"))
-    max_clean_drop: float | None = _key(0.03, "teacher - student clean accuracy", "fraction")
-    max_mca_drop: float | None = _key(0.10, "teacher - student mCA (15 common corruptions x 5 "
-                                      "severities)", "fraction")
-    max_corruption_drop: float | None = _key(0.50, "teacher - student accuracy on the worst common "
-                                             "corruption (mean over its severities)", "fraction")
-    adversarial_attack: str = _key("pgd", "attack of the adversarial check", "choice",
-                                   choices=("fgsm", "pgd"))
-    adversarial_epsilon: int = _key(2, "epsilon (/255) of the adversarial check", "int", min=1, max=64)
-    max_adversarial_drop: float | None = _key(0.30, "teacher - student accuracy under that attack",
-                                              "fraction")
-    min_agreement: float | None = _key(0.90, "fraction of clean test images where student and "
-                                       "teacher predict the same class", "fraction")
-    per_corruption: bool = _key(False, "also gate each of the 15 common corruptions against "
-                                "max_corruption_drop (Holm-corrected in confident mode)", "bool")
-    baseline_max_clean_drop: float | None = _key(0.01, "with --baseline: old - new clean accuracy "
-                                                 "of the same model id", "fraction")
-    baseline_max_mca_drop: float | None = _key(0.02, "with --baseline: old - new mCA", "fraction")
-    confidence: float = _key(0.95, "two-sided confidence of every interval", "float", min=0.5,
-                             max=0.999)
-    bootstrap_samples: int = _key(1000, "bootstrap resamples of the test images", "int", min=100,
-                                  max=100_000)
-    seed: int = _key(0, "seed of the bootstrap resampling", "int", min=0, max=2**63 - 1)
-    budgets: dict[str, Budget] = _key({}, "[budgets.MODEL_ID] tables of absolute budgets", "budgets")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["models"] = list(self.models)
-        return d
-
-
-POLICY_KEYS = tuple(f.name for f in fields(Policy))
-BUDGET_KEYS = tuple(f.name for f in fields(Budget))
-_POLICY_FIELDS = {f.name: f for f in fields(Policy)}
-_BUDGET_FIELDS = {f.name: f for f in fields(Budget)}
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_value(where: str, key: str, value: Any, meta: Mapping) -> Any:
-    kind = meta["kind"]
-    if kind == "fraction":
-        if value is False or value is None:
-            return None
-        if not _is_number(value) or not 0 <= value <= 1:
-            raise ConfigError(f"{where}: {key} must be a fraction in [0, 1] (0.03 = 3 points) or "
-                              f"false to disable the check, got {value!r}")
-        return float(value)
-    if kind == "positive":
-        if value is False or value is None:
-            return None
-        if not _is_number(value) or value <= 0:
-            raise ConfigError(f"{where}: {key} must be a positive number or false, got {value!r}")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
-        return value
-    if kind == "choice":
-        if value not in meta["choices"]:
-            raise ConfigError(f"{where}: {key} = {value!r} is not one of {', '.join(meta['choices'])}")
-        return value
-    if kind == "models":
-        value = [value] if isinstance(value, str) else value
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{where}: {key} must be a non-empty list of model ids, e.g. "
-                              f"[\"student_int8\"], got {value!r}")
-        return tuple(dict.fromkeys(value))
-    if kind in ("int", "float"):
-        ok = isinstance(value, int) if kind == "int" else _is_number(value)
-        if isinstance(value, bool) or not ok:
-            raise ConfigError(f"{where}: {key} must be {'an integer' if kind == 'int' else 'a number'}, "
-                              f"got {value!r}")
-        if value < meta["min"] or value > meta["max"]:
-            raise ConfigError(f"{where}: {key} = {value!r} must lie in [{meta['min']}, {meta['max']}]")
-        return float(value) if kind == "float" else value
-    raise AssertionError(kind)
-
-
-def _expand_dotted(raw: Mapping, where: str) -> dict:
-    """``{"budgets.student_int8.max_size_bytes": 1}`` -> nested tables (for --set overrides)."""
-    out: dict = {}
-    for key, value in raw.items():
-        parts = str(key).split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{where}: {key} conflicts with a value set for {p}")
-        if isinstance(value, Mapping):
-            value = _expand_dotted(value, where)
-            if isinstance(node.get(parts[-1]), dict):
-                node[parts[-1]].update(value)
-                continue
-        node[parts[-1]] = value
-    return out
-
-
-def load_policy(raw: Mapping | None = None, where: str = "gate policy") -> Policy:
-    """Validate a policy table (a build config's ``[gate]`` section, or a policy file's keys).
-
-    Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key.
-    Example: ``load_policy({"max_clean_drop": 0.02, "mode": "strict"}).max_clean_drop`` -> 0.02.
-    """
-    raw = _expand_dotted(raw or {}, where)
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in _POLICY_FIELDS:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(POLICY_KEYS)}")
-        if key == "budgets":
-            values[key] = _load_budgets(value, where)
-        else:
-            values[key] = _check_value(where, key, value, _POLICY_FIELDS[key].metadata)
-    policy = Policy(**values)
-    if policy.per_corruption and policy.max_corruption_drop is None:
-        raise ConfigError(f"{where}: per_corruption = true needs max_corruption_drop (the threshold "
-                          "of each corruption), which is disabled")
-    return policy
-
-
-def _load_budgets(value: Any, where: str) -> dict[str, Budget]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: budgets must be a table of [budgets.MODEL_ID] tables")
-    out = {}
-    for model, body in value.items():
-        if not isinstance(body, Mapping):
-            raise ConfigError(f"{where}: budgets.{model} must be a table with keys "
-                              f"{', '.join(BUDGET_KEYS)}")
-        checked = {}
-        for key, v in body.items():
-            if key not in _BUDGET_FIELDS:
-                raise ConfigError(f"{where}: unknown key budgets.{model}.{key}; valid budget keys: "
-                                  f"{', '.join(BUDGET_KEYS)}")
-            checked[key] = _check_value(where, f"budgets.{model}.{key}", v, _BUDGET_FIELDS[key].metadata)
-        out[str(model)] = Budget(**checked)
-    return out
-
-
-# sections of a build config that may sit beside [gate] when a whole edgekd.toml is the policy file
-_BUILD_SECTIONS = ("data", "teacher", "student", "distill", "export", "quantize", "measure",
-                   "robustness")
-
-
-def read_policy_table(path: str | Path) -> dict:
-    """The raw policy table of a TOML file: its ``[gate]`` section if it has one, else its top level."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"policy file {p} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
-        raise ConfigError(f"{p} is not a readable TOML file: {e}") from None
-    if "gate" in raw:
-        if not isinstance(raw["gate"], dict):
-            raise ConfigError(f"{p}: [gate] must be a table of keys")
-        extra = [k for k in raw if k != "gate" and k not in _BUILD_SECTIONS]
-        if extra:
-            raise ConfigError(f"{p}: {', '.join(extra)} outside [gate]; put policy keys inside the "
-                              "[gate] table or drop the [gate] header")
-        return raw["gate"]
-    return raw
-
-
-def load_policy_file(path: str | Path, overrides: Mapping | None = None) -> Policy:
-    """:func:`load_policy` on a TOML file (``[gate]`` section or top-level keys) plus overrides."""
-    raw = _expand_dotted(read_policy_table(path), str(path))
-    where = str(path)
-    if overrides:
-        raw = merge_overrides(raw, overrides)
-        where += " with overrides"
-    return load_policy(raw, where)
-
-
-def merge_overrides(raw: Mapping, overrides: Mapping) -> dict:
-    """Deep-merge ``overrides`` (dotted keys allowed) into a policy table."""
-    out = _expand_dotted(raw, "policy")
-    for key, value in _expand_dotted(overrides, "overrides").items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_overrides(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 # ============================================================================================

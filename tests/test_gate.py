@@ -409,3 +409,9 @@ def test_command_input_errors_exit_2_with_one_line(tmp_path, run_gate, setup, ar
 def test_command_usage_error_exits_2(tmp_path, run_gate):
     code, _, err = run_gate(make_artifact(tmp_path / "a", n=100), "--mode", "lax")
     assert code == 2 and err.strip().splitlines()[-1].startswith("edgekd: error: argument --mode")
+
+
+def test_gate_corruption_list_matches_the_perturbation_registry():
+    from edgekd import perturb
+
+    assert g.COMMON_CORRUPTIONS == perturb.COMMON
