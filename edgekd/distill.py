@@ -10,7 +10,7 @@ teacher inference dominates distillation cost on small machines.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -9,8 +9,8 @@ Tiny models used by the default build and the tests live in the same registry as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

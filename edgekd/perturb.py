@@ -44,8 +44,8 @@ Missing data: ``occlusion`` blacks out (value 0) two non-overlapping squares tot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -75,7 +75,7 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 def render_markdown(report: dict, gate_text: str = "") -> str:
     ds = report["dataset"]
-    parts = [f"# edgekd report", "",
+    parts = ["# edgekd report", "",
              f"Dataset **{ds['name']}**, {ds['n_test']} test images of shape {ds['image_shape']}; "
              f"teacher ran on **{report['teacher_device']}**. Latency: batch "
              f"{_first_latency(report).get('batch', 1)}, {_first_latency(report).get('threads', '?')} "

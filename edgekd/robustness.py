@@ -142,7 +142,7 @@ def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], na
                     "mca": float(np.mean(cells)) if cells else None,
                     "mca_complete": full_mca, "clean": _acc(clean, labels)}
     t = res.get(teacher)
-    for mid, r in res.items():
+    for r in res.values():
         ce, rel = {}, {}
         for n in common:
             e = [1 - r["acc"][n][s - 1] for s in severities]

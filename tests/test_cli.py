@@ -61,7 +61,7 @@ def test_report_schema_fields(good_build):
     report = json.loads((good_build[0] / "out" / "report.json").read_text())
     assert report["schema_version"] == 1 and report["corruption_table"] == "cifar10-c"
     names = list(perturb.COMMON) + list(perturb.EXTRA)
-    for mid, m in report["models"].items():
+    for m in report["models"].values():
         assert m["kind"] in ("teacher", "student") and m["format"] in ("torch", "onnx")
         assert m["precision"] in ("fp32", "int8", "fp16") and m["runtime"]
         assert m["params"] > 0 and m["size_bytes"] > 0
