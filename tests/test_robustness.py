@@ -21,6 +21,15 @@ def test_cache_returns_identical_bytes_and_survives_damage(digits, tmp_path):
     assert np.array_equal(c.get("fog", 3), a) and c.misses == 1
 
 
+def test_iter_sets_keeps_order_and_matches_get(digits):
+    small = type(digits.test)(digits.test.x[:40], digits.test.y[:40], digits.test.indices[:40])
+    cells = [("gaussian_noise", 1), ("fog", 2), ("occlusion", 5), ("contrast", 3), ("snow", 4)]
+    got = list(PerturbedSets(small, 0, None).iter_sets(cells, workers=2))
+    assert [(n, s) for n, s, _ in got] == cells
+    for n, s, arr in got:
+        assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
+
+
 def test_metrics_against_hand_computation():
     # 4 images, labels 0..3; one corruption "fog" at severities 1 and 2 only
     labels = np.array([0, 1, 2, 3])
