@@ -14,6 +14,7 @@ repository lists them too. Unknown sections or keys, wrong types and out-of-rang
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,19 +41,20 @@ class DataConfig:
     test_fraction: float = opt(0.2, "fraction of the data held out for testing", min=0.05, max=0.5)
     calib_samples: int = opt(200, "images held out (disjoint from train and test) for INT8 "
                              "calibration", min=1)
-    split_seed: int = opt(0, "seed of the train / calibration / test split")
+    split_seed: int = opt(0, "seed of the train / calibration / test split", min=0, max=2**31 - 1)
 
 
 @dataclass
 class TeacherConfig:
     arch: str = opt("digits_teacher", "teacher architecture name (see `edgekd models`)")
     weights: str = opt("", "state_dict file of the teacher; empty = train one on the train split")
-    device: str = opt("auto", "where the teacher runs: auto (cuda if available), cpu, cuda",
+    device: str = opt("auto", "where the teacher runs and the student trains: auto (cuda if "
+                      "available), cpu, cuda; CPU builds are bit-reproducible, CUDA ones only close",
                       choices=("auto", "cpu", "cuda"))
     epochs: int = opt(6, "epochs when edgekd trains the teacher itself", min=0)
     lr: float = opt(3e-3, "Adam learning rate for teacher training", min=0.0)
     batch_size: int = opt(64, "batch size for teacher training", min=1)
-    seed: int = opt(0, "seed for teacher initialisation and training")
+    seed: int = opt(0, "seed for teacher initialisation and training", min=0, max=2**31 - 1)
 
 
 @dataclass
@@ -71,7 +73,7 @@ class DistillConfig:
                        min=0.0, max=1.0)
     lr: float = opt(5e-3, "Adam learning rate", min=0.0)
     batch_size: int = opt(64, "batch size", min=1)
-    seed: int = opt(0, "seed for student initialisation and batch order")
+    seed: int = opt(0, "seed for student initialisation and batch order", min=0, max=2**31 - 1)
     augment: list[str] = opt(["speckle_noise", "gaussian_blur", "spatter", "occlusion", "pixel_dropout"],
                              "perturbations the student sees in training (corruption-augmented KD); "
                              "[] for plain KD. Disjoint from the 15 evaluated common corruptions by "
@@ -118,7 +120,7 @@ class RobustnessConfig:
     adversarial: bool = opt(True, "run FGSM / PGD-Linf (white-box on torch, transfer on ONNX)")
     epsilons: list[int] = opt([1, 2, 4, 8], "adversarial L-inf budgets in pixel levels (/255)")
     pgd_steps: int = opt(10, "PGD iterations (step = epsilon / 4)", min=1)
-    seed: int = opt(0, "seed of every perturbation and attack")
+    seed: int = opt(0, "seed of every perturbation and attack", min=0, max=2**31 - 1)
     cache_dir: str = opt("", "cache of perturbed sets; empty = ~/.cache/edgekd/perturbed, "
                          "'none' disables it")
 
@@ -166,6 +168,8 @@ def _check_scalar(where: str, key: str, value: Any, typ: type, meta: Any) -> Any
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
     elif typ is str:
         if not isinstance(value, str):
             raise bad
@@ -204,6 +208,11 @@ def from_dict(raw: dict, where: str = "config") -> BuildConfig:
 
 def _cross_checks(cfg: BuildConfig, where: str) -> None:
     from . import perturb  # the registry of perturbation names
+
+    try:
+        perturb.resolve(cfg.robustness.perturbations)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: robustness.perturbations: {e}") from None
 
     names = perturb.resolve(cfg.distill.augment) if cfg.distill.augment else []
     overlap = [n for n in names if n in perturb.COMMON]
@@ -252,7 +261,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Bu
         if not isinstance(raw[section], dict):
             raise ConfigError(f"--set {text}: [{section}] is not a table")
         raw[section][key] = value
-    return from_dict(raw, where + (" with --set overrides" if overrides else ""))
+    if overrides:
+        where = "--set" if path is None else f"{where} with --set overrides"
+    return from_dict(raw, where)
 
 
 def describe() -> str:

@@ -75,7 +75,7 @@ def predict_logits(model: nn.Module, x: np.ndarray, device: str, batch_size: int
 
 def train_teacher(model: nn.Module, train: Split, cfg: TeacherConfig, device: str,
                   progress: bool = True) -> list[dict]:
-    """Cross-entropy training with Adam + cosine schedule; returns a per-epoch log."""
+    """Cross-entropy training with Adam + a one-cycle schedule; returns a per-epoch log."""
     return _fit(model, train, None, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device, progress,
                 "teacher", lambda s, _t, y: F.cross_entropy(s, y))
 

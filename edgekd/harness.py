@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -55,7 +54,3 @@ def measure_latency(runner, sample: np.ndarray, runs: int, warmup: int, threads:
             "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
             "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min()),
             "max": float(ms.max()), "cpu_count": os.cpu_count()}
-
-
-def file_size(path: Path) -> int:
-    return path.stat().st_size

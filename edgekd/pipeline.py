@@ -29,7 +29,7 @@ from . import __version__
 from .config import BuildConfig
 from .data import Dataset, load_dataset
 from .distill import distill, predict_logits, resolve_device, train_teacher
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .export import check_parity, export_onnx
 from .harness import accuracy, agreement, evaluate, measure_latency
 from .models import Preprocessed, build_model, count_params, load_weights, save_checkpoint
@@ -101,14 +101,17 @@ def prepare_teacher(cfg: BuildConfig, ds: Dataset, device: str, progress: bool) 
 def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
           say: Callable[[str], None] = lambda s: None) -> BuildResult:
     """Run the whole pipeline; returns the report and manifest (the gate verdict included)."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     check_out_dir(out_dir)
     policy = build_policy(cfg)  # a bad [gate] section fails before any training
     preflight(cfg)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise InputError(f"cannot create the output directory next to {out_dir}: {e.strerror}") from None
     try:
         result = _build_into(cfg, tmp, policy, progress, say)
         _move_into_place(tmp, out_dir)
@@ -124,7 +127,12 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
         out_dir.rename(old)
-    tmp.rename(out_dir)
+    try:
+        tmp.rename(out_dir)
+    except OSError:
+        if old is not None:
+            old.rename(out_dir)  # put the previous build back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -156,10 +164,6 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     torch.manual_seed(cfg.distill.seed)
     student = Preprocessed(build_model(cfg.student.arch, n_cls), ds.mean, ds.std)
     t_params, s_params = count_params(teacher.net), count_params(student.net)
-    if t_params < cfg.student.min_compression * s_params:
-        raise ConfigError(f"student.arch {cfg.student.arch!r} has {s_params} parameters, teacher "
-                          f"{t_params}: less than student.min_compression = "
-                          f"{cfg.student.min_compression:g}x fewer")
     teacher_train_logits = predict_logits(teacher, ds.train.x, device)
     distill_log = distill(student, teacher_train_logits, ds.train, cfg.distill, device, progress,
                           teacher=teacher)
@@ -287,28 +291,60 @@ def _describe_models(teacher, student, teacher_rec, out: Path, t_params: int, s_
 
 
 def preflight(cfg: BuildConfig) -> None:
-    """Check names and files the stages will need, so a typo fails in a second, not after training."""
+    """Check names, files and shapes the stages will need, so a mistake fails in a second, not after
+    training: architectures (and that they run at data.image_size), the compression ratio, the
+    loss, the teacher's weights file, the device."""
     from .distill import LOSSES
-    from .errors import InputError
-    from .models import MODELS
 
-    MODELS.get(cfg.teacher.arch)
-    MODELS.get(cfg.student.arch)
     LOSSES.get(cfg.distill.loss)
     if cfg.teacher.weights and not Path(cfg.teacher.weights).is_file():
         raise InputError(f"teacher.weights = {cfg.teacher.weights!r}: file does not exist")
     resolve_device(cfg.teacher.device)
+    n_cls = 10  # only the shape matters here
+    params = {}
+    for key, arch in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch)):
+        net = build_model(arch, n_cls).eval()
+        params[key] = count_params(net)
+        try:
+            with torch.no_grad():
+                net(torch.zeros(2, 3, cfg.data.image_size, cfg.data.image_size))
+        except RuntimeError as e:
+            raise ConfigError(f"{key} = {arch!r} cannot run on {cfg.data.image_size}x"
+                              f"{cfg.data.image_size} images (data.image_size): "
+                              f"{str(e).splitlines()[0]}") from None
+    if params["teacher.arch"] < cfg.student.min_compression * params["student.arch"]:
+        raise ConfigError(f"student.arch {cfg.student.arch!r} has {params['student.arch']} parameters, "
+                          f"teacher {params['teacher.arch']}: less than student.min_compression = "
+                          f"{cfg.student.min_compression:g}x fewer")
 
 
 def build_policy(cfg: BuildConfig):
     """The gate policy of a build: the config's [gate] section; with the perturbed sweep switched
     off, the robustness checks it cannot feed are switched off too (unless the section sets them)."""
     from .gate import load_policy
+    from .perturb import COMMON, resolve
 
     raw = dict(cfg.gate)
-    if not cfg.robustness.enabled:
-        for key in ("max_mca_drop", "max_corruption_drop", "max_adversarial_drop"):
+    rc = cfg.robustness
+    full_sweep = set(COMMON) <= set(resolve(rc.perturbations)) and sorted(set(rc.severities)) == [1, 2, 3, 4, 5]
+    if not rc.enabled or not full_sweep:  # no mCA over the 15 x 5 cells to gate on
+        for key in ("max_mca_drop", "max_corruption_drop"):
             raw.setdefault(key, False)
-    elif not cfg.robustness.adversarial:
+    if not rc.enabled or not rc.adversarial:
         raw.setdefault("max_adversarial_drop", False)
-    return load_policy(raw, "config [gate]")
+    policy = load_policy(raw, "config [gate]")
+    # what the build will not measure must not be gated: say so now, not after the build
+    if policy.max_adversarial_drop is not None and policy.adversarial_epsilon not in rc.epsilons:
+        raise ConfigError(f"gate.adversarial_epsilon = {policy.adversarial_epsilon} is not among "
+                          f"robustness.epsilons {rc.epsilons}; set one of those, or "
+                          "gate.max_adversarial_drop = false")
+    unknown = [m for m in policy.models if m not in MODEL_IDS]
+    if unknown:
+        raise ConfigError(f"gate.models names {', '.join(unknown)}; a build has {', '.join(MODEL_IDS)}")
+    for mid, budget in policy.budgets.items():
+        if mid not in MODEL_IDS:
+            raise ConfigError(f"gate.budgets.{mid}: a build has no model {mid!r}; valid: {', '.join(MODEL_IDS)}")
+        if budget.max_peak_memory_bytes is not None:
+            raise ConfigError(f"gate.budgets.{mid}.max_peak_memory_bytes: edgekd build does not measure "
+                              "peak memory yet; remove that budget")
+    return policy

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from . import perturb
 from .attacks import ATTACKS, craft
 from .data import Split
-from .harness import evaluate
+from .harness import accuracy, evaluate
 
 CACHE_VERSION = "1"  # bump when a perturbation's definition changes
 
@@ -67,7 +67,7 @@ class PerturbedSets:
         self._lock = threading.Lock()
 
     def key(self, name: str, severity: int) -> str:
-        text = f"{self._clean_hash}|{name}|{severity}|{self.seed}|{CACHE_VERSION}|{getattr(perturb, 'VERSION', '1')}"
+        text = f"{self._clean_hash}|{name}|{severity}|{self.seed}|{CACHE_VERSION}|{perturb.VERSION}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def get(self, name: str, severity: int) -> np.ndarray:
@@ -81,19 +81,19 @@ class PerturbedSets:
                         with self._lock:
                             self.hits += 1
                         return arr
-                except (OSError, ValueError):
-                    pass  # a damaged cache entry is regenerated
+                except (OSError, ValueError, EOFError):
+                    pass  # a damaged or truncated cache entry is regenerated
         with self._lock:
             self.misses += 1
         arr = perturb.apply(name, self.clean.x, severity, self.seed, self.clean.indices)
         if path is not None:
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}.npy")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
                 np.save(tmp, arr)
                 tmp.replace(path)
-            except OSError:
-                pass  # the cache is an optimisation; a read-only home must not fail a build
+            except OSError:  # the cache is an optimisation; a read-only home must not fail a build
+                tmp.unlink(missing_ok=True)
         return arr
 
     def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2) -> Iterator[tuple[str, int, np.ndarray]]:
@@ -143,10 +143,6 @@ def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons
     return out
 
 
-def _acc(pred: np.ndarray, labels: np.ndarray) -> float:
-    return float((pred == labels).mean())
-
-
 def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], names: list[str],
                        severities: list[int], teacher: str = "teacher") -> dict[str, dict]:
     """Per model: accuracy / agreement / flip rate per (name, severity), mCA, CE, mCE, retention."""
@@ -160,13 +156,13 @@ def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], na
             acc[n], agree[n], flip[n] = [None] * 5, [None] * 5, [None] * 5
             for s in severities:
                 p = preds[f"{mid}/{n}/{s}"]
-                acc[n][s - 1] = _acc(p, labels)
-                agree[n][s - 1] = _acc(p, preds[f"{teacher}/{n}/{s}"])
+                acc[n][s - 1] = accuracy(p, labels)
+                agree[n][s - 1] = accuracy(p, preds[f"{teacher}/{n}/{s}"])
                 flip[n][s - 1] = float((p != clean).mean())
         cells = [acc[n][s - 1] for n in common for s in severities]
         res[mid] = {"acc": acc, "agree": agree, "flip": flip,
                     "mca": float(np.mean(cells)) if cells else None,
-                    "mca_complete": full_mca, "clean": _acc(clean, labels)}
+                    "mca_complete": full_mca, "clean": accuracy(clean, labels)}
     t = res.get(teacher)
     for r in res.values():
         ce, rel = {}, {}
@@ -234,10 +230,10 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
                 for eps in rc.epsilons:
                     for s in torch_models:
                         p = adv[f"{mid}/adv_from/{s}/{attack}/{eps}"]
-                        m["accuracy"]["adversarial_transfer"][s][attack][str(eps)] = _acc(p, ds.test.y)
+                        m["accuracy"]["adversarial_transfer"][s][attack][str(eps)] = accuracy(p, ds.test.y)
                     p = adv[f"{mid}/adv_from/{src}/{attack}/{eps}"]
                     predictions[f"{mid}/adv/{attack}/{eps}"] = p
-                    m["accuracy"]["adversarial"][attack][str(eps)] = _acc(p, ds.test.y)
+                    m["accuracy"]["adversarial"][attack][str(eps)] = accuracy(p, ds.test.y)
         meta["adversarial"] = {"attacks": list(ATTACKS), "epsilons_255": rc.epsilons,
                                "pgd_steps": rc.pgd_steps, "pgd_step_size": "epsilon / 4",
                                "sources": list(torch_models)}

@@ -138,6 +138,9 @@ def test_untrained_student_is_rejected(tmp_path, env):
     (["build", "--set", "distill.epochz=3"], "unknown key distill.epochz"),
     (["build", "--set", "teacher.weights=nope.pt"], "teacher.weights = 'nope.pt': file does not exist"),
     (["build", "--set", "student.arch=resnet99"], "unknown model architecture 'resnet99'"),
+    (["build", "--set", "robustness.epsilons=[4, 8]"], "gate.adversarial_epsilon = 2 is not among"),
+    (["build", "--set", "data.image_size=8"], "cannot run on 8x8 images (data.image_size)"),
+    (["build", "--set", "distill.alpha=nan"], "distill.alpha must be a finite number"),
     (["gate", "no-such-report.json"], "no-such-report.json"),
     (["eval", "nothing.onnx"], "nothing.onnx"),
 ])

@@ -27,6 +27,9 @@ def test_file_and_overrides(tmp_path):
     ("[teacher]\ndevice = 'tpu'\n", "teacher.device = 'tpu' is not one of auto, cpu, cuda"),
     ("[robustness]\nseverities = [0, 6]\n", "robustness.severities must lie in 1..5"),
     ("[distill\n", "is not valid TOML"),
+    ("[distill]\ntemperature = inf\n", "distill.temperature must be a finite number"),
+    ("[data]\nsplit_seed = -1\n", "data.split_seed = -1 is below its minimum 0"),
+    ("[robustness]\nperturbations = ['fgo']\n", "unknown perturbation 'fgo'"),
 ])
 def test_errors_name_file_and_key(tmp_path, text, needle):
     p = tmp_path / "bad.toml"

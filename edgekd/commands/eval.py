@@ -22,11 +22,12 @@ def _ints(text: str) -> list[int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="student.pt (edgekd checkpoint) or a .onnx file")
-    p.add_argument("--data", default="digits", help="dataset name (default: digits)")
-    p.add_argument("-c", "--config", help="build config whose [data] / [robustness] sections to use")
+    p.add_argument("--data", help="dataset name (default: the checkpoint's, else digits)")
+    p.add_argument("-c", "--config", help="build config whose [data] / [robustness] / [measure] "
+                   "sections to use (default: the config stored in a student.pt, else the defaults)")
     p.add_argument("--perturb", default="all",
                    help="all, common, extra, missing, none, or comma-separated names (default: all)")
-    p.add_argument("--severities", type=_ints, default=[1, 2, 3, 4, 5], help="e.g. 1,3,5")
+    p.add_argument("--severities", type=_ints, help="e.g. 1,3,5 (default: the config's, 1..5)")
     p.add_argument("--adversarial", action="store_true", help="FGSM / PGD (torch checkpoints only)")
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -45,19 +46,43 @@ def run(args: argparse.Namespace) -> int:
     from ..robustness import PerturbedSets, cache_dir_from_config, sweep_predictions
     from ..runtimes import OrtRunner, TorchRunner
 
-    cfg = load_config(args.config, [f'data.name="{args.data}"',
-                                    f"robustness.severities={args.severities}"])
     path = Path(args.model)
     if not path.is_file():
         raise InputError(f"{path}: model file does not exist")
-    model = None
+    if path.suffix not in (".onnx", ".pt", ".pth"):
+        raise InputError(f"{path}: expected an edgekd checkpoint (.pt) or an ONNX file (.onnx)")
+    if args.adversarial and path.suffix == ".onnx":
+        raise InputError("--adversarial needs a torch checkpoint: onnxruntime has no gradients "
+                         "(the build measures ONNX artifacts by transfer)")
+    overrides = []
+    if args.data:
+        overrides.append(f'data.name="{args.data}"')
+    if args.severities:
+        overrides.append(f"robustness.severities={args.severities}")
+    model, stored = None, {}
     if path.suffix == ".onnx":
         runner = OrtRunner(path)
-    elif path.suffix in (".pt", ".pth"):
-        model, _ = load_checkpoint(path)
-        runner = TorchRunner(model, "cpu")
+        manifest = path.parent / "manifest.json"  # an artifact from `edgekd build`: its config
+        if manifest.is_file():
+            try:
+                stored = json.loads(manifest.read_text()).get("config", {})
+            except (OSError, ValueError):
+                stored = {}
     else:
-        raise InputError(f"{path}: expected an edgekd checkpoint (.pt) or an ONNX file (.onnx)")
+        model, ck = load_checkpoint(path)
+        stored = ck.get("config", {})
+        runner = TorchRunner(model, "cpu")
+    if args.config:
+        cfg = load_config(args.config, overrides)
+    else:
+        # the build's own [data] section (student.pt or the manifest beside an ONNX file), so the
+        # test split is the one the model never trained on
+        from ..config import from_dict
+
+        base = from_dict({"data": stored["data"]}, f"{path} (stored config)") if "data" in stored else None
+        cfg = load_config(None, overrides)
+        if base is not None and not args.data:
+            cfg.data = base.data
     ds = load_dataset(cfg.data)
     names = [] if args.perturb == "none" else perturb.resolve(args.perturb.split(","))
     sevs = sorted(set(cfg.robustness.severities))
@@ -79,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
     common = [table[n][s - 1] for n in perturb.COMMON if n in table for s in sevs]
     if common:
         result["accuracy"]["mca_over_run_cells"] = float(np.mean(common))
-    if args.adversarial:
-        if model is None:
-            raise InputError("--adversarial needs a torch checkpoint: onnxruntime has no gradients "
-                             "(the build measures ONNX artifacts by transfer)")
+    if model is not None and args.adversarial:
         result["accuracy"]["adversarial"] = {
             a: {str(e): accuracy(evaluate(runner, craft(a, model, ds.test.x, ds.test.y, e,
                                                           cfg.robustness.pgd_steps, cfg.robustness.seed)),
@@ -99,5 +121,8 @@ def run(args: argparse.Namespace) -> int:
     for a, by_eps in result["accuracy"].get("adversarial", {}).items():
         print(f"{a}: " + ", ".join(f"eps {e}/255 {100 * v:.1f}%" for e, v in by_eps.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as e:
+            raise InputError(f"--json {args.json}: cannot write it ({e.strerror})") from None
     return 0
