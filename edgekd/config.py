@@ -235,11 +235,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"--set {text!r} must look like section.key=value")
     path, raw = text.split("=", 1)
     section, key = path.strip().split(".", 1)
+    return section, key.strip(), parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """A ``--set`` value read as TOML (``3``, ``0.5``, ``[1, 2]``, ``false``); bare words are
+    strings, so ``--set teacher.device=cpu`` needs no quotes."""
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw  # bare words are strings: --set teacher.device=cpu
-    return section, key.strip(), value
+        return raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> BuildConfig:

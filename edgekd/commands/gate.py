@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 HELP = "pass / fail a build's students against the teacher with paired statistics (exit 0 / 1)"
@@ -50,11 +49,9 @@ def parse_set(text: str) -> tuple[str, object]:
     key = key.removeprefix("gate.")
     if not key:
         raise ConfigError(f"--set {text!r} has no key")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
+    from ..config import parse_value
+
+    return key, parse_value(raw)
 
 
 def run(args: argparse.Namespace) -> int:
