@@ -164,7 +164,9 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     torch.manual_seed(cfg.distill.seed)
     student = Preprocessed(build_model(cfg.student.arch, n_cls), ds.mean, ds.std)
     t_params, s_params = count_params(teacher.net), count_params(student.net)
-    teacher_train_logits = predict_logits(teacher, ds.train.x, device)
+    # an untrained student (epochs = 0) needs no teacher pass over the training split
+    teacher_train_logits = (predict_logits(teacher, ds.train.x, device) if cfg.distill.epochs
+                            else np.zeros((len(ds.train), n_cls), np.float32))
     distill_log = distill(student, teacher_train_logits, ds.train, cfg.distill, device, progress,
                           teacher=teacher)
     student = student.cpu().eval()
@@ -216,11 +218,6 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         t0 = time.perf_counter()
         robustness_meta = run_sweep(cfg, ds, runners, {"teacher": teacher, "student_torch": student},
                                     models, predictions, progress, say)
-        from .perturb import COMMON, resolve
-
-        trained_on = resolve(cfg.distill.augment) if cfg.distill.augment else []
-        robustness_meta["training_perturbations"] = trained_on
-        robustness_meta["training_overlaps_evaluation"] = [n for n in trained_on if n in COMMON]
         stage("evaluate_perturbed", t0)
 
     t0 = time.perf_counter()

@@ -212,6 +212,10 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
             "severities": sevs, "seed": rc.seed, "mca_complete": met["teacher"]["mca_complete"],
             "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,
                       "generated": sets.misses}}
+    # what the student saw in training, so the report can say whether the figures are inflated
+    trained_on = perturb.resolve(cfg.distill.augment) if cfg.distill.augment else []
+    meta["training_perturbations"] = trained_on
+    meta["training_overlaps_evaluation"] = [n for n in trained_on if n in perturb.COMMON]
     if rc.adversarial:
         adv = adversarial_predictions(runners, torch_models, ds.test, rc.epsilons, rc.pgd_steps,
                                       rc.seed, bs, progress)
