@@ -19,8 +19,6 @@ import torch.nn.functional as F
 
 from .registry import Registry
 
-ATTACKS = ("fgsm", "pgd")
-
 
 def _grad(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
@@ -63,3 +61,4 @@ def craft(attack: str, model: torch.nn.Module, images: np.ndarray, labels: np.nd
 ATTACK_FNS: Registry = Registry("attack")
 ATTACK_FNS.add("fgsm", fgsm)
 ATTACK_FNS.add("pgd", pgd)
+ATTACKS = tuple(ATTACK_FNS.names())  # ("fgsm", "pgd"), in registration order
