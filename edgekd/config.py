@@ -34,11 +34,27 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | N
 
 @dataclass
 class DataConfig:
-    name: str = opt("digits", "dataset: digits (scikit-learn's bundled 8x8 digits)",
-                    choices=("digits",))
-    image_size: int = opt(32, "side in pixels the images are presented at (digits are upscaled)",
-                          min=8, max=1024)
-    test_fraction: float = opt(0.2, "fraction of the data held out for testing", min=0.05, max=0.5)
+    name: str = opt("digits", "dataset: digits (scikit-learn's bundled 8x8 digits), imagefolder (a "
+                    "folder or .tar/.tar.gz/.zip archive of class folders), npz (arrays x uint8 NHWC, "
+                    "y), cifar10 / cifar100 (torchvision's files under data.path)",
+                    choices=("digits", "imagefolder", "npz", "cifar10", "cifar100"))
+    path: str = opt("", "(paths in a config file are relative to its folder) imagefolder: the folder or archive (class folders, or train/ and val/ "
+                    "folders of them); npz: the .npz file; cifar10/100: torchvision's root folder")
+    test_path: str = opt("", "optional separate test set: a folder/archive of class folders, or "
+                         "an .npz (then data.split is ignored)")
+    download: bool = opt(False, "cifar10/100: let torchvision download the files into data.path "
+                         "if they are missing")
+    image_size: int = opt(32, "side in pixels the images are presented at (resized if stored at "
+                          "another size)", min=8, max=1024)
+    split: str = opt("auto", "how the test split is made: auto (the data's own train/test parts "
+                     "when it has them, else random), random (seeded, data.test_fraction), "
+                     "last_per_class (the last data.test_per_class images of each class, file "
+                     "names sorted)", choices=("auto", "random", "last_per_class"))
+    test_fraction: float = opt(0.2, "fraction of the data held out for testing (split = random)",
+                               min=0.05, max=0.5)
+    test_per_class: int = opt(500, "test images per class (split = last_per_class)", min=1)
+    max_train_per_class: int = opt(0, "use at most this many training images per class (the "
+                                   "first ones); 0 = all", min=0)
     calib_samples: int = opt(200, "images held out (disjoint from train and test) for INT8 "
                              "calibration", min=1)
     split_seed: int = opt(0, "seed of the train / calibration / test split", min=0, max=2**31 - 1)
@@ -46,8 +62,20 @@ class DataConfig:
 
 @dataclass
 class TeacherConfig:
-    arch: str = opt("digits_teacher", "teacher architecture name (see `edgekd models`)")
-    weights: str = opt("", "state_dict file of the teacher; empty = train one on the train split")
+    arch: str = opt("digits_teacher", "teacher architecture: a name from `edgekd models`, any "
+                    "torchvision.models classifier, or module:function (your factory, called with "
+                    "num_classes=); unused for torchscript / export files")
+    weights: str = opt("", "the teacher's file: a state_dict (with arch), a TorchScript file or a "
+                       "torch.export program (.pt2); empty = train one on the train split")
+    format: str = opt("auto", "format of teacher.weights: auto (from the file), state_dict, "
+                      "torchscript, export", choices=("auto", "state_dict", "torchscript", "export"))
+    stem: str = opt("imagenet", "stem of a registry architecture: imagenet (torchvision's), cifar "
+                    "(full-resolution stem for 32x32 images), auto", choices=("auto", "imagenet", "cifar"))
+    meta: str = opt("", "JSON beside the weights with classes and input.mean / input.std; empty = "
+                    "WEIGHTS.json when it exists")
+    mean: list[float] = opt([], "per-channel mean of pixels/255 the teacher was trained with; [] = "
+                            "from teacher.meta, else the training split's")
+    std: list[float] = opt([], "per-channel std to go with teacher.mean")
     device: str = opt("auto", "where the teacher runs and the student trains: auto (cuda if "
                       "available), cpu, cuda; CPU builds are bit-reproducible, CUDA ones only close",
                       choices=("auto", "cpu", "cuda"))
@@ -60,6 +88,10 @@ class TeacherConfig:
 @dataclass
 class StudentConfig:
     arch: str = opt("digits_student", "student architecture name (see `edgekd models`)")
+    width: float = opt(1.0, "width multiplier (mobilenet_v2, mobilenet_v3_small, resnet8/14/20/32)",
+                       min=0.05, max=8.0)
+    stem: str = opt("auto", "auto (cifar for images up to 64 px), imagenet, cifar (no early "
+                    "downsampling: keeps the detail of 32x32 images)", choices=("auto", "imagenet", "cifar"))
     min_compression: float = opt(5.0, "teacher params / student params must be at least this",
                                  min=1.0)
 
@@ -78,6 +110,10 @@ class DistillConfig:
                              "perturbations the student sees in training (corruption-augmented KD); "
                              "[] for plain KD. Disjoint from the 15 evaluated common corruptions by "
                              "default, so robustness figures are not inflated")
+    crop_flip: bool = opt(False, "standard augmentation: random 4-px reflect-padded crop and "
+                          "horizontal flip (natural images; not for digits)")
+    cache_teacher_outputs: bool = opt(True, "cache the teacher's logits on the training images on "
+                                      "disk (keyed by teacher, data and view) and reuse them")
     augment_prob: float = opt(0.5, "fraction of each batch that is perturbed", min=0.0, max=1.0)
     augment_target: str = opt("clean", "teacher output used as the soft target of a perturbed "
                               "image: clean (cached, Hendrycks-style clean soft labels) or perturbed "
@@ -221,6 +257,10 @@ def _cross_checks(cfg: BuildConfig, where: str) -> None:
                           f"({', '.join(overlap)}), which would inflate the robustness figures; use "
                           "the extras, noise, occlusion or dropout, or set "
                           "distill.allow_eval_corruptions = true")
+    t = cfg.teacher
+    if len(t.mean) != len(t.std) or len(t.mean) not in (0, 3) or any(v <= 0 for v in t.std):
+        raise ConfigError(f"{where}: teacher.mean and teacher.std must both be [] or both hold 3 "
+                          f"values (std > 0); got {t.mean} and {t.std}")
     bad = [s for s in cfg.robustness.severities if s not in range(1, 6)]
     if bad:
         raise ConfigError(f"{where}: robustness.severities must lie in 1..5, got {bad}")
@@ -260,6 +300,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Bu
             raw = tomllib.loads(p.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{p} is not valid TOML: {e}") from None
+        _resolve_paths(raw, p.parent)
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})
@@ -269,6 +310,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Bu
     if overrides:
         where = "--set" if path is None else f"{where} with --set overrides"
     return from_dict(raw, where)
+
+
+# file paths: relative ones in a config file are relative to that file's folder (--set ones to
+# the working directory), so a recipe runs from anywhere
+PATH_KEYS = (("data", "path"), ("data", "test_path"), ("teacher", "weights"), ("teacher", "meta"),
+             ("robustness", "cache_dir"))
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    for section, key in PATH_KEYS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and value and value != "none" and not Path(value).is_absolute() \
+                and ":" not in value:
+            raw[section][key] = str(base / value)
 
 
 def describe() -> str:

@@ -1,5 +1,9 @@
 """Datasets, splits and the input contract.
 
+Datasets: ``digits`` (bundled with scikit-learn, the default), ``imagefolder`` (a folder or an
+archive of class folders, or of ``train/`` and ``val/`` folders of them), ``npz`` (arrays ``x``
+uint8 NHWC and ``y``), ``cifar10`` / ``cifar100`` (torchvision's files).
+
 Every dataset is presented to every model the same way: **uint8 images, NHWC, RGB**, labels int64.
 Models carry their own normalisation (``models.Preprocessed``), so the exported ONNX graph takes
 the raw uint8 image and a device cannot get normalisation wrong.
@@ -11,12 +15,21 @@ the raw uint8 image and a device cannot get normalisation wrong.
 from __future__ import annotations
 
 import hashlib
+import io
+import tarfile
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .config import DataConfig
+from .errors import InputError
 from .registry import Registry
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+TEST_FOLDER_NAMES = ("val", "valid", "validation", "test")
 
 
 @dataclass
@@ -93,26 +106,320 @@ def load_digits(cfg: DataConfig) -> Dataset:
     return split_dataset("digits", [str(c) for c in d.target_names], x, y, cfg)
 
 
-def split_dataset(name: str, classes: list[str], x: np.ndarray, y: np.ndarray,
-                  cfg: DataConfig) -> Dataset:
-    """Seeded, stratified-by-shuffle split into disjoint train / calibration / test parts."""
+# --- ImageFolder trees (folders or archives) ----------------------------------------------------
+
+def _archive_reader(path: Path) -> dict[str, Callable[[], bytes]]:
+    """Relative POSIX path -> bytes loader, for every regular file of a tar or zip archive."""
+    files: dict[str, Callable[[], bytes]] = {}
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    if not info.is_dir():
+                        data = z.read(info)
+                        files[info.filename.lstrip("./")] = lambda d=data: d
+        else:
+            with tarfile.open(path) as tar:
+                for m in tar:
+                    if m.isfile():
+                        data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                        files[m.name.lstrip("./")] = lambda d=data: d
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a readable folder, tar or zip archive ({e})") from None
+    return files
+
+
+def _tree_files(path: Path, key: str) -> dict[str, Callable[[], bytes]]:
+    if not path.exists():
+        raise InputError(f"{key} = {str(path)!r}: no such folder or archive")
+    if path.is_dir():
+        return {p.relative_to(path).as_posix(): p.read_bytes
+                for p in sorted(path.rglob("*")) if p.is_file()}
+    return _archive_reader(path)
+
+
+def _class_root(paths: list[tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """(prefix of the class folders, prefix of the separate test folders or None).
+
+    Descends through single wrapping folders; a level holding ``train`` and one of ``val``,
+    ``valid``, ``validation`` or ``test`` is a train/test layout."""
+    prefix: tuple[str, ...] = ()
+    while True:
+        depth = len(prefix)
+        below = [p for p in paths if p[:depth] == prefix]
+        dirs = sorted({p[depth] for p in below if len(p) > depth + 1})
+        loose = [p for p in below if len(p) == depth + 1 and p[-1].lower().endswith(IMAGE_SUFFIXES)]
+        test_dirs = [d for d in dirs if d.lower() in TEST_FOLDER_NAMES]
+        if "train" in dirs and test_dirs:
+            return prefix + ("train",), prefix + (test_dirs[0],)
+        if len(dirs) == 1 and not loose:
+            prefix = prefix + (dirs[0],)
+            continue
+        return prefix, None
+
+
+def _decode(data: bytes, size: int, name: str) -> np.ndarray:
+    """Image bytes -> (size, size, 3) uint8 RGB: shorter side resized to ``size``, centre crop."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
+    w, h = img.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str, ...], size: int,
+                        where: str, classes: list[str] | None = None
+                        ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Images under ``prefix/<class>/...`` (files sorted by name within a class)."""
+    by_class: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    d = len(prefix)
+    for rel in sorted(files):
+        parts = tuple(rel.split("/"))
+        if parts[:d] != prefix or any(p.startswith(".") for p in parts):
+            continue
+        if len(parts) < d + 2:  # a file beside the class folders
+            skipped.append(rel)
+            continue
+        if not rel.lower().endswith(IMAGE_SUFFIXES):
+            skipped.append(rel)
+            continue
+        by_class.setdefault(parts[d], []).append(rel)
+    found = sorted(by_class)
+    if not found:
+        extra = f" ({len(skipped)} other files, e.g. {skipped[0]!r})" if skipped else ""
+        raise InputError(f"{where}: holds no images in class folders (<class>/<image>.jpg){extra}")
+    if classes is not None and found != classes:
+        missing = sorted(set(classes) - set(found))
+        unknown = sorted(set(found) - set(classes))
+        raise InputError(f"{where}: its class folders differ from the training set's"
+                         + (f"; missing {', '.join(missing)}" if missing else "")
+                         + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+    names = classes or found
+    xs, ys = [], []
+    for k, c in enumerate(names):
+        for rel in by_class[c]:
+            xs.append(_decode(files[rel](), size, f"{where}: {rel}"))
+            ys.append(k)
+    return names, np.stack(xs), np.asarray(ys, np.int64)
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(cfg: DataConfig) -> Dataset:
+    """Class folders (torchvision ImageFolder layout) in a folder or a .tar / .tar.gz / .zip archive.
+
+    ``path`` may hold the class folders directly, or ``train/`` plus ``val/`` (or ``test/``)
+    folders of them; a separate test tree can also be given as ``test_path``. Images are decoded
+    to RGB and resized (shorter side, then centre crop) to ``image_size``; files that are not
+    images by extension are ignored, an image that does not decode is an error naming it."""
+    if not cfg.path:
+        raise InputError("data.name = 'imagefolder' needs data.path (a folder or archive of class folders)")
+    root = Path(cfg.path)
+    files = _tree_files(root, "data.path")
+    train_prefix, test_prefix = _class_root([tuple(p.split("/")) for p in files])
+    where = str(root) + ("/" + "/".join(train_prefix) if train_prefix else "")
+    classes, x, y = _read_class_folders(files, train_prefix, cfg.image_size, where)
+    test = None
+    if cfg.test_path:
+        tfiles = _tree_files(Path(cfg.test_path), "data.test_path")
+        tprefix, _ = _class_root([tuple(p.split("/")) for p in tfiles])
+        _, tx, ty = _read_class_folders(tfiles, tprefix, cfg.image_size, cfg.test_path, classes)
+        test = (tx, ty)
+    elif test_prefix is not None and cfg.split == "auto":
+        _, tx, ty = _read_class_folders(files, test_prefix, cfg.image_size,
+                                        f"{root}/{'/'.join(test_prefix)}", classes)
+        test = (tx, ty)
+    return split_dataset(f"imagefolder:{root.name}", classes, x, y, cfg, test)
+
+
+# --- arrays ------------------------------------------------------------------------------------
+
+def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    if not path.is_file():
+        raise InputError(f"{key} = {str(path)!r}: file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{key} = {str(path)!r}: not a readable .npz file ({e})") from None
+    if "x" not in arrays or "y" not in arrays:
+        raise InputError(f"{key} = {str(path)!r}: needs arrays 'x' (uint8 N x H x W x 3) and 'y' "
+                         f"(labels); it has {', '.join(sorted(arrays)) or 'none'}")
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim == 3:
+        x = np.repeat(x[..., None], 3, axis=-1)  # grayscale N x H x W
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise InputError(f"{key} = {str(path)!r}: 'x' must be uint8 N x H x W x 3 (RGB, 0..255); "
+                         f"it is {x.dtype} {tuple(x.shape)}")
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise InputError(f"{key} = {str(path)!r}: 'y' must hold one non-negative integer label per "
+                         f"image ({len(x)}); it is {y.dtype} {tuple(y.shape)}")
+    if len(x) == 0:
+        raise InputError(f"{key} = {str(path)!r}: holds no images")
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
+    return resize_batch(x, size), y.astype(np.int64), classes
+
+
+def resize_batch(x: np.ndarray, size: int) -> np.ndarray:
+    """uint8 NHWC -> (N, size, size, C): shorter side to ``size`` (antialiased bilinear), centre crop."""
+    h, w = x.shape[1:3]
+    if (h, w) == (size, size):
+        return x
+    import torch
+    import torch.nn.functional as F
+
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    out = []
+    for i in range(0, len(x), 1024):
+        t = torch.from_numpy(x[i:i + 1024]).permute(0, 3, 1, 2).float()
+        t = F.interpolate(t, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        t = t[:, :, top:top + size, left:left + size]
+        out.append(t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+@DATASETS.register("npz")
+def load_npz(cfg: DataConfig) -> Dataset:
+    """``.npz`` with ``x`` (uint8 N x H x W x 3), ``y`` (int labels) and optionally ``classes``."""
+    if not cfg.path:
+        raise InputError("data.name = 'npz' needs data.path (an .npz file with arrays x and y)")
+    x, y, classes = _load_npz(Path(cfg.path), "data.path", cfg.image_size)
+    n_cls = int(y.max()) + 1
+    if classes is None:
+        classes = [str(i) for i in range(n_cls)]
+    elif len(classes) < n_cls:
+        raise InputError(f"data.path = {cfg.path!r}: labels go up to {n_cls - 1} but 'classes' names "
+                         f"only {len(classes)}")
+    test = None
+    if cfg.test_path:
+        tx, ty, _ = _load_npz(Path(cfg.test_path), "data.test_path", cfg.image_size)
+        if ty.max() >= len(classes):
+            raise InputError(f"data.test_path = {cfg.test_path!r}: label {int(ty.max())} is outside "
+                             f"the {len(classes)} classes of the training set")
+        test = (tx, ty)
+    return split_dataset(f"npz:{Path(cfg.path).name}", classes, x, y, cfg, test)
+
+
+def _torchvision_cifar(cfg: DataConfig, cls_name: str) -> Dataset:
+    import torchvision.datasets as tvd
+
+    if not cfg.path:
+        raise InputError(f"data.name = {cfg.name!r} needs data.path (torchvision's root folder; "
+                         "with data.download = true the files are fetched into it)")
+    cls = getattr(tvd, cls_name)
+    try:
+        train = cls(cfg.path, train=True, download=cfg.download)
+        test = cls(cfg.path, train=False, download=cfg.download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted..."
+        hint = "" if cfg.download else "; set data.download = true to fetch them (needs network)"
+        raise InputError(f"data.path = {cfg.path!r}: no usable {cls_name} files there "
+                         f"({str(e).splitlines()[0]}){hint}") from None
+    x, tx = resize_batch(np.asarray(train.data), cfg.image_size), resize_batch(np.asarray(test.data), cfg.image_size)
+    y, ty = np.asarray(train.targets, np.int64), np.asarray(test.targets, np.int64)
+    official = (tx, ty) if cfg.split == "auto" else None
+    return split_dataset(cfg.name, list(train.classes), x, y, cfg, official)
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(cfg: DataConfig) -> Dataset:
+    """torchvision's CIFAR-10 (50,000 train + 10,000 test images, 32x32); split auto = its test set."""
+    return _torchvision_cifar(cfg, "CIFAR10")
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(cfg: DataConfig) -> Dataset:
+    """torchvision's CIFAR-100 (100 fine classes); split auto = its test set."""
+    return _torchvision_cifar(cfg, "CIFAR100")
+
+
+# --- splits ------------------------------------------------------------------------------------
+
+def _per_class_positions(y: np.ndarray) -> list[np.ndarray]:
+    return [np.flatnonzero(y == k) for k in range(int(y.max()) + 1)] if len(y) else []
+
+
+def split_dataset(name: str, classes: list[str], x: np.ndarray, y: np.ndarray, cfg: DataConfig,
+                  test: tuple[np.ndarray, np.ndarray] | None = None) -> Dataset:
+    """Disjoint train / calibration / test parts.
+
+    The test part is ``test`` when the data has its own (indices then continue after the training
+    images), else the last ``cfg.test_per_class`` images of each class (``split =
+    last_per_class``) or a seeded random ``cfg.test_fraction``. Calibration images are a seeded
+    sample of the rest; ``cfg.max_train_per_class`` keeps the first images of each class for
+    training. Normalisation statistics come from the training part."""
     rng = np.random.default_rng(cfg.split_seed)
-    order = rng.permutation(len(y))
-    n_test = int(round(len(y) * cfg.test_fraction))
+    if len(y) == 0:
+        raise InputError(f"{name}: holds no images")
+    if test is not None:
+        rest = rng.permutation(len(y))
+        tx, ty = test
+    elif cfg.split == "last_per_class":
+        test_i = []
+        for k, pos in enumerate(_per_class_positions(y)):
+            if len(pos) <= cfg.test_per_class:
+                raise InputError(f"{name}: class {classes[k]!r} has {len(pos)} images, not more than "
+                                 f"data.test_per_class = {cfg.test_per_class}")
+            test_i.append(pos[-cfg.test_per_class:])
+        test_i = np.sort(np.concatenate(test_i))
+        rest = rng.permutation(np.setdiff1d(np.arange(len(y)), test_i))
+        tx, ty = x[test_i], y[test_i]
+    else:
+        order = rng.permutation(len(y))
+        n_test = int(round(len(y) * cfg.test_fraction))
+        test_i = np.sort(order[:n_test])
+        rest = order[n_test:]  # already shuffled
+        tx, ty = x[test_i], y[test_i]
     n_calib = cfg.calib_samples
-    if n_test + n_calib >= len(y):
+    if n_calib >= len(rest):
         from .errors import ConfigError
 
-        raise ConfigError(f"data.calib_samples = {n_calib} plus the test split ({n_test}) leaves "
-                          f"no training images out of {len(y)}")
-    test_i = np.sort(order[:n_test])
-    calib_i = np.sort(order[n_test:n_test + n_calib])
-    train_i = np.sort(order[n_test + n_calib:])
-    pix = x[train_i].reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
-    mean = tuple(float(v) for v in pix.mean(0))
-    std = tuple(float(max(v, 1e-3)) for v in pix.std(0))
+        raise ConfigError(f"data.calib_samples = {n_calib} plus the test split ({len(ty)}) leaves "
+                          f"no training images out of {len(y) + (len(ty) if test else 0)}")
+    calib_i = np.sort(rest[:n_calib])
+    train_i = np.sort(rest[n_calib:])
+    if cfg.max_train_per_class:
+        keep = [train_i[y[train_i] == k][:cfg.max_train_per_class] for k in range(len(classes))]
+        train_i = np.sort(np.concatenate(keep))
+    if test is not None:
+        test_idx = len(y) + np.arange(len(ty))  # unique indices beyond the training images
+    else:
+        test_idx = test_i
+    mean, std = channel_stats(x[train_i])
     mk = lambda i: Split(x[i], y[i], i)  # noqa: E731
-    return Dataset(name, classes, mk(train_i), mk(calib_i), mk(test_i), mean, std)  # type: ignore[arg-type]
+    return Dataset(name, classes, mk(train_i), mk(calib_i), Split(tx, ty, test_idx), mean, std)  # type: ignore[arg-type]
+
+
+def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixels / 255 over uint8 NHWC images (in chunks: no float copy
+    of a large training set)."""
+    c = x.shape[-1]
+    if x.size <= 1 << 24:
+        pix = x.reshape(-1, c).astype(np.float64) / 255.0
+        m, v = pix.mean(0), pix.std(0)
+    else:
+        s, s2, n = np.zeros(c), np.zeros(c), 0
+        for i in range(0, len(x), 4096):
+            p = x[i:i + 4096].reshape(-1, c).astype(np.float64) / 255.0
+            s += p.sum(0)
+            s2 += (p * p).sum(0)
+            n += len(p)
+        m = s / n
+        v = np.sqrt(np.maximum(s2 / n - m * m, 0.0))
+    return tuple(float(a) for a in m), tuple(float(max(b, 1e-3)) for b in v)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:

@@ -81,8 +81,14 @@ def train_teacher(model: nn.Module, train: Split, cfg: TeacherConfig, device: st
 
 
 def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: DistillConfig,
-            device: str, progress: bool = True, teacher: nn.Module | None = None) -> list[dict]:
+            device: str, progress: bool = True, teacher: nn.Module | None = None,
+            teacher_logits_hflip: np.ndarray | None = None) -> list[dict]:
     """Train ``student`` on ``train`` against cached ``teacher_logits`` with ``cfg.loss``.
+
+    With ``cfg.crop_flip`` each image is randomly shifted (4-px reflect padding, random crop) and
+    mirrored with probability 1/2; the soft target of a mirrored image is the teacher's output on
+    the mirrored image (``teacher_logits_hflip``, cached like the clean one), the shift is small
+    enough to keep the target of the unshifted image.
 
     With ``cfg.augment`` (corruption-augmented KD), each batch picks one of those perturbations and
     a severity 1..5 at random and applies it to ``cfg.augment_prob`` of its images; the soft target
@@ -96,7 +102,25 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
         augment = make_augmenter(cfg, train, teacher if cfg.augment_target == "perturbed" else None,
                                  device)
     return _fit(student, train, teacher_logits, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device,
-                progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg), augment)
+                progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg), augment,
+                crop_flip=cfg.crop_flip, teacher_logits_hflip=teacher_logits_hflip)
+
+
+def crop_flip_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ``pad``-px reflect-padded crop + horizontal flip of a uint8 NHWC batch in one
+    gather (no per-image loop); returns (images, flipped mask)."""
+    n, h, w, _ = x.shape
+    padded = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen).to(x.device)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    rows = dy + torch.arange(h, device=x.device)
+    cols = dx + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    n_i = torch.arange(n, device=x.device)[:, None, None]
+    out = padded[n_i, :, rows[:, :, None], cols[:, None, :]]  # (n, h, w, C)
+    return out.to(torch.uint8), flip
 
 
 def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, device: str):
@@ -125,7 +149,8 @@ def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, 
 def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epochs: int, lr: float,
          batch_size: int, seed: int, device: str, progress: bool, what: str,
          loss_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor],
-         augment: Callable | None = None) -> list[dict]:
+         augment: Callable | None = None, crop_flip: bool = False,
+         teacher_logits_hflip: np.ndarray | None = None) -> list[dict]:
     model.to(device)
     log: list[dict] = []
     if epochs == 0:
@@ -134,6 +159,8 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
     x = torch.from_numpy(train.x).to(device)
     y = torch.from_numpy(train.y).to(device)
     t = torch.from_numpy(teacher_logits).to(device) if teacher_logits is not None else None
+    t_flip = torch.from_numpy(teacher_logits_hflip).to(device) if teacher_logits_hflip is not None else None
+    aug_gen = torch.Generator().manual_seed(seed + 2)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * ((len(y) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -142,11 +169,15 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
         model.train()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in _batches(len(y), batch_size, gen):
-            xb, tb = x[idx.to(device)], (t[idx.to(device)] if t is not None else None)
+            idx_np, idx = idx.numpy(), idx.to(device)
+            xb, tb = x[idx], (t[idx] if t is not None else None)
             if augment is not None:  # perturbations work on uint8 numpy batches
-                xa, tb = augment(train.x[idx.numpy()], idx.numpy(), tb)
+                xa, tb = augment(train.x[idx_np], idx_np, tb)
                 xb = torch.from_numpy(xa).to(device)
-            idx = idx.to(device)
+            if crop_flip:
+                xb, flipped = crop_flip_batch(xb, aug_gen)
+                if t_flip is not None and tb is not None:
+                    tb = torch.where(flipped[:, None], t_flip[idx], tb)
             out = model(xb)
             loss = loss_fn(out, tb, y[idx])
             opt.zero_grad(set_to_none=True)

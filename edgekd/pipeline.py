@@ -28,11 +28,11 @@ import torch
 from . import __version__
 from .config import BuildConfig
 from .data import Dataset, load_dataset
-from .distill import distill, predict_logits, resolve_device, train_teacher
+from .distill import distill, resolve_device, train_teacher
 from .errors import ConfigError, InputError
 from .export import check_parity, export_onnx
 from .harness import accuracy, agreement, evaluate, measure_latency
-from .models import Preprocessed, build_model, count_params, load_weights, save_checkpoint
+from .models import Preprocessed, build_model, count_params, save_checkpoint
 from .quantize import quantize_static_int8
 from .runtimes import OrtRunner, TorchRunner
 
@@ -84,18 +84,45 @@ def _state_dict_bytes(model: torch.nn.Module) -> int:
 
 
 def prepare_teacher(cfg: BuildConfig, ds: Dataset, device: str, progress: bool) -> tuple[Preprocessed, dict]:
-    n_cls = len(ds.classes)
-    torch.manual_seed(cfg.teacher.seed)
-    net = build_model(cfg.teacher.arch, n_cls)
-    teacher = Preprocessed(net, ds.mean, ds.std)
+    """Load the teacher named by the config (any format, checked against the data), or train one."""
+    from .teachers import load_teacher, state_dict_sha256
+
     if cfg.teacher.weights:
-        load_weights(net, cfg.teacher.weights, cfg.teacher.arch, n_cls, "teacher.weights")
-        rec = {"source": "loaded", "weights": cfg.teacher.weights,
-               "weights_sha256": sha256_file(Path(cfg.teacher.weights))}
-    else:
-        log = train_teacher(teacher, ds.train, cfg.teacher, device, progress)
-        rec = {"source": "trained", "epochs": cfg.teacher.epochs, "log": log}
+        return load_teacher(cfg.teacher, ds, device)
+    torch.manual_seed(cfg.teacher.seed)
+    net = build_model(cfg.teacher.arch, len(ds.classes), stem=cfg.teacher.stem,
+                      image_size=ds.image_shape[0])
+    teacher = Preprocessed(net, ds.mean, ds.std)
+    log = train_teacher(teacher, ds.train, cfg.teacher, device, progress)
+    rec = {"source": "trained", "arch": cfg.teacher.arch, "epochs": cfg.teacher.epochs, "log": log,
+           "sha256": state_dict_sha256(teacher)}
     return teacher.to(device).eval(), rec
+
+
+def student_options(cfg: BuildConfig, image_size: int) -> dict:
+    """The options the student is built with (stored in student.pt so it can be rebuilt)."""
+    return {"width": cfg.student.width, "stem": cfg.student.stem, "image_size": image_size}
+
+
+def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Dataset, device: str
+                          ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """The teacher's logits on the training images (and on their mirror images when the student
+    trains with flips), from the disk cache when the same teacher has seen the same images."""
+    from .robustness import cache_dir_from_config
+    from .teachers import teacher_outputs
+
+    n_cls = len(ds.classes)
+    if not cfg.distill.epochs or cfg.distill.loss == "ce":  # no soft targets needed
+        return np.zeros((len(ds.train), n_cls), np.float32), None, {"computed": 0, "from_cache": 0}
+    cache = cache_dir_from_config(cfg.robustness.cache_dir) if cfg.distill.cache_teacher_outputs else None
+    views = ["clean", "hflip"] if cfg.distill.crop_flip else ["clean"]
+    out, hits = {}, 0
+    for view in views:
+        out[view], hit = teacher_outputs(teacher, teacher_rec["sha256"], ds.train.x, device, cache, view)
+        hits += hit
+    return out["clean"], out.get("hflip"), {"views": views, "from_cache": hits,
+                                            "computed": len(views) - hits,
+                                            "cache_dir": str(cache) if cache else None}
 
 
 def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
@@ -162,16 +189,18 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     # 2. student by distillation, against teacher logits computed once
     t0 = time.perf_counter()
     torch.manual_seed(cfg.distill.seed)
-    student = Preprocessed(build_model(cfg.student.arch, n_cls), ds.mean, ds.std)
+    s_opts = student_options(cfg, ds.image_shape[0])
+    student = Preprocessed(build_model(cfg.student.arch, n_cls, **s_opts), ds.mean, ds.std)
     t_params, s_params = count_params(teacher.net), count_params(student.net)
-    # an untrained student (epochs = 0) needs no teacher pass over the training split
-    teacher_train_logits = (predict_logits(teacher, ds.train.x, device) if cfg.distill.epochs
-                            else np.zeros((len(ds.train), n_cls), np.float32))
-    distill_log = distill(student, teacher_train_logits, ds.train, cfg.distill, device, progress,
-                          teacher=teacher)
+    check_compression(cfg, t_params, s_params)  # known only now for TorchScript / exported teachers
+    t1 = time.perf_counter()
+    logits, logits_flip, targets_rec = teacher_train_targets(cfg, teacher, teacher_rec, ds, device)
+    timings["teacher_outputs"] = round(time.perf_counter() - t1, 3)
+    distill_log = distill(student, logits, ds.train, cfg.distill, device, progress, teacher=teacher,
+                          teacher_logits_hflip=logits_flip)
     student = student.cpu().eval()
     save_checkpoint(student, cfg.student.arch, n_cls, out / "student.pt",
-                    {"classes": ds.classes, "config": cfg.to_dict()})
+                    {"classes": ds.classes, "options": s_opts, "config": cfg.to_dict()})
     stage("distill", t0)
     say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
         f"teacher), {cfg.distill.epochs} epochs of {cfg.distill.loss} distillation"
@@ -252,9 +281,10 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         "input_contract": ds.contract(),
         "dataset": {"name": ds.name, "test_sha256": ds.fingerprint(),
                     "sizes": {"train": len(ds.train), "calib": len(ds.calib), "test": len(ds.test)}},
-        "stages": {"teacher": {k: v for k, v in teacher_rec.items() if k != "log"},
+        "stages": {"teacher": teacher_rec,
                    "distill": {"loss": cfg.distill.loss, "epochs": cfg.distill.epochs,
-                               "augment": cfg.distill.augment, "log": distill_log},
+                               "augment": cfg.distill.augment, "crop_flip": cfg.distill.crop_flip,
+                               "teacher_outputs": targets_rec, "log": distill_log},
                    "export": export_rec, "quantize": quant_rec},
         "timings_s": timings,
         "gate": gate_rec,
@@ -289,29 +319,46 @@ def _describe_models(teacher, student, teacher_rec, out: Path, t_params: int, s_
 
 def preflight(cfg: BuildConfig) -> None:
     """Check names, files and shapes the stages will need, so a mistake fails in a second, not after
-    training: architectures (and that they run at data.image_size), the compression ratio, the
-    loss, the teacher's weights file, the device."""
+    training: architectures and their options (and that they run at data.image_size), the
+    compression ratio, the loss, the teacher's file, the data's files, the device."""
     from .distill import LOSSES
+    from .teachers import detect_format
 
     LOSSES.get(cfg.distill.loss)
-    if cfg.teacher.weights and not Path(cfg.teacher.weights).is_file():
-        raise InputError(f"teacher.weights = {cfg.teacher.weights!r}: file does not exist")
+    for key, value in (("data.path", cfg.data.path), ("data.test_path", cfg.data.test_path)):
+        if value and cfg.data.name in ("imagefolder", "npz") and not Path(value).exists():
+            raise InputError(f"{key} = {value!r}: no such file or folder")
+    t_fmt = None
+    if cfg.teacher.weights:
+        if not Path(cfg.teacher.weights).is_file():
+            raise InputError(f"teacher.weights = {cfg.teacher.weights!r}: file does not exist")
+        t_fmt = detect_format(Path(cfg.teacher.weights)) if cfg.teacher.format == "auto" else cfg.teacher.format
     resolve_device(cfg.teacher.device)
-    n_cls = 10  # only the shape matters here
+    n_cls, size = 10, cfg.data.image_size  # only the shape matters here
+    checks = [("student.arch", cfg.student.arch, dict(width=cfg.student.width, stem=cfg.student.stem))]
+    if t_fmt in (None, "state_dict"):  # a TorchScript / exported teacher has no arch to check
+        checks.insert(0, ("teacher.arch", cfg.teacher.arch, dict(stem=cfg.teacher.stem)))
     params = {}
-    for key, arch in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch)):
-        net = build_model(arch, n_cls).eval()
+    for key, arch, opts in checks:
+        try:
+            net = build_model(arch, n_cls, image_size=size, **opts).eval()
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
         params[key] = count_params(net)
         try:
             with torch.no_grad():
-                net(torch.zeros(2, 3, cfg.data.image_size, cfg.data.image_size))
+                net(torch.zeros(2, 3, size, size))
         except RuntimeError as e:
-            raise ConfigError(f"{key} = {arch!r} cannot run on {cfg.data.image_size}x"
-                              f"{cfg.data.image_size} images (data.image_size): "
-                              f"{str(e).splitlines()[0]}") from None
-    if params["teacher.arch"] < cfg.student.min_compression * params["student.arch"]:
-        raise ConfigError(f"student.arch {cfg.student.arch!r} has {params['student.arch']} parameters, "
-                          f"teacher {params['teacher.arch']}: less than student.min_compression = "
+            raise ConfigError(f"{key} = {arch!r} cannot run on {size}x{size} images "
+                              f"(data.image_size): {str(e).splitlines()[0]}") from None
+    if "teacher.arch" in params:
+        check_compression(cfg, params["teacher.arch"], params["student.arch"])
+
+
+def check_compression(cfg: BuildConfig, teacher_params: int, student_params: int) -> None:
+    if teacher_params < cfg.student.min_compression * student_params:
+        raise ConfigError(f"student.arch {cfg.student.arch!r} has {student_params} parameters, "
+                          f"teacher {teacher_params}: less than student.min_compression = "
                           f"{cfg.student.min_compression:g}x fewer")
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -40,3 +45,30 @@ def trained_pair(cfg, digits):
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(0)
+
+
+def edgekd(*args: str, cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real `edgekd` command as a user would."""
+    return subprocess.run([sys.executable, "-m", "edgekd", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory) -> dict:
+    """Environment for `edgekd` subprocesses, with an isolated perturbed-set cache."""
+    e = dict(os.environ)
+    e["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    e.pop("GITHUB_STEP_SUMMARY", None)
+    return e
+
+
+@pytest.fixture(scope="session")
+def default_build(tmp_path_factory, env):
+    """(work_dir, CompletedProcess) of one `edgekd build -o out` on the embedded default.
+
+    Shared by every test that needs real artifacts; treat work_dir/"out" as read-only
+    (copy it first to modify it).
+    """
+    work = tmp_path_factory.mktemp("build")
+    proc = edgekd("build", "-o", "out", "--quiet", "--set", "teacher.device=cpu", cwd=work, env=env)
+    return work, proc

@@ -4,40 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import edgekd
 
 from edgekd import perturb
 
 
-def edgekd(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekd", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    e = dict(os.environ)
-    e["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # perturbed-set cache, isolated
-    e.pop("GITHUB_STEP_SUMMARY", None)
-    return e
-
-
-@pytest.fixture(scope="module")
-def good_build(tmp_path_factory, env):
-    work = tmp_path_factory.mktemp("build")
-    proc = edgekd("build", "-o", "out", "--quiet", "--set", "teacher.device=cpu", cwd=work, env=env)
-    return work, proc
-
-
-def test_default_build_succeeds_and_meets_targets(good_build):
-    work, proc = good_build
+def test_default_build_succeeds_and_meets_targets(default_build):
+    work, proc = default_build
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = work / "out"
     assert {"student.pt", "student.fp32.onnx", "student.int8.onnx", "manifest.json", "report.json",
@@ -57,8 +34,8 @@ def test_default_build_succeeds_and_meets_targets(good_build):
         assert mid in proc.stdout
 
 
-def test_report_schema_fields(good_build):
-    report = json.loads((good_build[0] / "out" / "report.json").read_text())
+def test_report_schema_fields(default_build):
+    report = json.loads((default_build[0] / "out" / "report.json").read_text())
     assert report["schema_version"] == 1 and report["corruption_table"] == "cifar10-c"
     names = list(perturb.COMMON) + list(perturb.EXTRA)
     for m in report["models"].values():
@@ -87,8 +64,8 @@ def test_report_schema_fields(good_build):
     assert t["accuracy"]["adversarial"]["pgd"]["8"] < t["accuracy"]["clean"] - 0.2
 
 
-def test_manifest_hashes_every_file(good_build):
-    out = good_build[0] / "out"
+def test_manifest_hashes_every_file(default_build):
+    out = default_build[0] / "out"
     man = json.loads((out / "manifest.json").read_text())
     files = {p.name for p in out.iterdir()} - {"manifest.json"}
     assert set(man["files"]) == files
@@ -102,8 +79,8 @@ def test_manifest_hashes_every_file(good_build):
     assert man["gate"]["verdict"] == "pass"
 
 
-def test_eval_command_on_artifacts(good_build, env):
-    work = good_build[0]
+def test_eval_command_on_artifacts(default_build, env):
+    work = default_build[0]
     for model in ("out/student.int8.onnx", "out/student.pt"):
         proc = edgekd("eval", model, "--perturb", "gaussian_noise,fog", "--severities", "1,5",
                       "--json", "ev.json", "--quiet", cwd=work, env=env)

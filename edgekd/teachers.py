@@ -1,0 +1,201 @@
+"""Bringing your own teacher: load it from any of the usual formats, check it against the data,
+and cache its outputs on the training images.
+
+    teacher, record = load_teacher(cfg.teacher, ds, device)   # Preprocessed: uint8 NHWC in
+    logits = teacher_outputs(teacher, record["sha256"], ds.train.x, device, cache_dir)
+
+Formats (``teacher.format``, ``auto`` tells them apart from the file):
+
+* ``state_dict`` — ``teacher.arch`` (an edgekd / torchvision name or ``module:function``) plus a
+  state_dict file (plain, or under a ``state_dict`` key);
+* ``torchscript`` — a ``torch.jit.save`` file;
+* ``export`` — a ``torch.export.save`` program (``.pt2``).
+
+Every teacher takes normalised NCHW float images, as it was trained; ``teacher.mean`` /
+``teacher.std`` (or the ``input.mean`` / ``input.std`` of its JSON sidecar, else the training
+split's statistics) are baked in front of it by :class:`~edgekd.models.Preprocessed`. The
+sidecar's ``classes`` are checked against the data's class names, and the teacher's output width
+against the class count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import TeacherConfig
+from .data import Dataset
+from .errors import InputError
+from .models import Preprocessed, build_model, load_weights
+
+FORMATS = ("state_dict", "torchscript", "export")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def detect_format(path: Path) -> str:
+    """``export`` (.pt2 / an exported-program archive), ``torchscript`` (an archive with code/)
+    or ``state_dict``."""
+    if path.suffix == ".pt2":
+        return "export"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if any("/code/" in n for n in names):
+            return "torchscript"
+        if any("serialized_exported_program" in n or "/models/" in n for n in names):
+            return "export"
+    return "state_dict"
+
+
+def read_meta(cfg: TeacherConfig) -> tuple[dict, str | None]:
+    """The teacher's JSON sidecar (teacher.meta, or WEIGHTS.json next to the weights) and its path."""
+    if cfg.meta:
+        p = Path(cfg.meta)
+        if not p.is_file():
+            raise InputError(f"teacher.meta = {cfg.meta!r}: file does not exist")
+    elif cfg.weights:
+        p = Path(cfg.weights).with_suffix(".json")
+        if not p.is_file():
+            return {}, None
+    else:
+        return {}, None
+    try:
+        meta = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"teacher metadata {p}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"teacher metadata {p}: must be a JSON object")
+    return meta, str(p)
+
+
+def teacher_normalisation(cfg: TeacherConfig, meta: dict, ds: Dataset) -> tuple[tuple, tuple, str]:
+    """(mean, std, where they came from)."""
+    if cfg.mean:
+        return tuple(cfg.mean), tuple(cfg.std), "teacher.mean / teacher.std"
+    inp = meta.get("input") if isinstance(meta.get("input"), dict) else {}
+    if "mean" in inp and "std" in inp:
+        mean, std = inp["mean"], inp["std"]
+        ok = (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3
+              and all(isinstance(v, (int, float)) for v in mean + std) and all(v > 0 for v in std))
+        if not ok:
+            raise InputError("teacher metadata: input.mean and input.std must be lists of 3 numbers")
+        return tuple(map(float, mean)), tuple(map(float, std)), "teacher metadata"
+    return ds.mean, ds.std, "training split"
+
+
+def check_classes(meta: dict, meta_path: str | None, ds: Dataset) -> None:
+    classes = meta.get("classes")
+    if classes is None:
+        return
+    if not isinstance(classes, list):
+        raise InputError(f"teacher metadata {meta_path}: classes must be a list of names")
+    if len(classes) != len(ds.classes):
+        raise InputError(f"the teacher knows {len(classes)} classes ({meta_path}), the data has "
+                         f"{len(ds.classes)}")
+    if [str(c) for c in classes] != list(ds.classes):
+        diff = [f"{i}: teacher {a!r} / data {b!r}" for i, (a, b) in enumerate(zip(classes, ds.classes))
+                if str(a) != b][:3]
+        raise InputError(f"the teacher's classes ({meta_path}) differ from the data's in name or "
+                         f"order: {'; '.join(diff)}")
+
+
+def _load_net(cfg: TeacherConfig, fmt: str, n_cls: int, image_size: int) -> nn.Module:
+    path = Path(cfg.weights)
+    if fmt == "torchscript":
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:  # RuntimeError for most damage, others for odd files
+            raise InputError(f"teacher.weights = {cfg.weights!r}: not a loadable TorchScript file "
+                             f"({type(e).__name__})") from None
+    if fmt == "export":
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as e:
+            raise InputError(f"teacher.weights = {cfg.weights!r}: not a loadable torch.export "
+                             f"program ({type(e).__name__})") from None
+    net = build_model(cfg.arch, n_cls, stem=cfg.stem, image_size=image_size)
+    return load_weights(net, path, cfg.arch, n_cls, "teacher.weights")
+
+
+def load_teacher(cfg: TeacherConfig, ds: Dataset, device: str) -> tuple[Preprocessed, dict]:
+    """The teacher from ``cfg.weights`` in eval mode on ``device``, checked against ``ds``."""
+    path = Path(cfg.weights)
+    if not path.is_file():
+        raise InputError(f"teacher.weights = {cfg.weights!r}: file does not exist")
+    fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+    meta, meta_path = read_meta(cfg)
+    check_classes(meta, meta_path, ds)
+    n_cls = len(ds.classes)
+    net = _load_net(cfg, fmt, n_cls, ds.image_shape[0])
+    mean, std, norm_from = teacher_normalisation(cfg, meta, ds)
+    teacher = Preprocessed(net, mean, std).to(device).eval()
+    try:
+        with torch.no_grad():
+            out = teacher(torch.from_numpy(ds.test.x[:2]).to(device))
+    except Exception as e:
+        raise InputError(f"teacher.weights = {cfg.weights!r}: the teacher does not run on "
+                         f"{ds.image_shape[0]}x{ds.image_shape[1]} RGB images "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if out.ndim != 2 or out.shape[1] != n_cls:
+        raise InputError(f"teacher.weights = {cfg.weights!r}: the teacher outputs shape "
+                         f"{tuple(out.shape)}, the data has {n_cls} classes")
+    rec = {"source": "loaded", "format": fmt, "weights": cfg.weights, "sha256": sha256_file(path),
+           "arch": cfg.arch if fmt == "state_dict" else None, "meta": meta_path,
+           "normalisation": {"mean": list(mean), "std": list(std), "from": norm_from}}
+    return teacher, rec
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """Content hash of a model's parameters and buffers (for a teacher edgekd trained itself)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+VIEWS = ("clean", "hflip")
+
+
+def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x: np.ndarray, device: str,
+                    cache_dir: Path | None, view: str = "clean") -> tuple[np.ndarray, bool]:
+    """The teacher's logits on ``x`` (``view = "hflip"``: on the mirrored images), from the disk
+    cache when an entry for (teacher, images, view) exists; returns (logits, cache_hit)."""
+    from .distill import predict_logits
+
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}")
+    key = hashlib.sha256(f"{teacher_sha256}|{view}|{x.shape}".encode())
+    key.update(np.ascontiguousarray(x).data)
+    path = cache_dir / "teacher" / f"{key.hexdigest()[:32]}.npy" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            logits = np.load(path, allow_pickle=False)
+            if logits.shape[0] == len(x):
+                return logits, True
+        except (ValueError, OSError, EOFError):
+            pass  # damaged entry: recompute
+    images = x[:, :, ::-1] if view == "hflip" else x
+    logits = predict_logits(teacher, np.ascontiguousarray(images), device).astype(np.float32)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{id(logits)}.tmp.npy")
+            np.save(tmp, logits)
+            tmp.replace(path)
+        except OSError:
+            pass  # the cache is an optimisation; a read-only home must not fail a build
+    return logits, False
