@@ -15,7 +15,7 @@ import traceback
 from .errors import EdgekdError
 
 # name -> module under edgekd.commands; listed explicitly so `edgekd --help` is complete.
-COMMANDS = ("build", "eval", "perturb", "gate", "config", "models")
+COMMANDS = ("build", "eval", "perturb", "gate", "config", "models", "bench", "bundle", "devices")
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 

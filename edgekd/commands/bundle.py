@@ -1,0 +1,60 @@
+"""edgekd bundle: a self-contained on-device benchmark folder (and .zip) from an artifact directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "make an on-device benchmark bundle (models, evaluation set, run.py) for a device profile"
+DESCRIPTION = """\
+Write BUNDLE/ and BUNDLE.zip from OUT_DIR (an `edgekd build` artifact directory) for the device
+profile PROFILE: the model(s) of the profile's precision, a compact evaluation set (clean and
+perturbed test images with labels and the teacher's predictions, .npz), run.py and a README.
+On the device, with only Python, numpy and onnxruntime installed:
+
+    python run.py            # prints a table, writes results.json
+
+then `edgekd report OUT_DIR --device-results results.json` merges the results into the report
+and `edgekd gate OUT_DIR` checks them against the profile's budgets. docs/devices.md has more.
+Exit codes: 0 written, 2 usage or input error."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", help="artifact directory of `edgekd build`")
+    p.add_argument("--device", required=True, metavar="PROFILE",
+                   help="device profile: a name from `edgekd devices` or a .toml path")
+    p.add_argument("-o", "--out", metavar="BUNDLE", help="bundle folder (default: bundle-PROFILE)")
+    p.add_argument("--max-images", type=int, default=500, help="test images in the evaluation set (default 500)")
+    p.add_argument("--perturb", metavar="NAME,...", help="perturbed sets at --severity (default: "
+                   "gaussian_noise,defocus_blur,contrast,jpeg_compression,occlusion; 'none' for clean only)")
+    p.add_argument("--severity", type=int, default=3, choices=range(1, 6), metavar="1..5",
+                   help="severity of the perturbed sets (default 3)")
+    p.add_argument("--no-zip", action="store_true", help="do not write BUNDLE.zip")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bundle import DEFAULT_PERTURBATIONS, make_bundle
+    from ..device_profiles import load_profile
+    from ..perturb import resolve
+
+    profile = load_profile(args.device)
+    if args.perturb is None:
+        names = DEFAULT_PERTURBATIONS
+    elif args.perturb.strip() == "none":
+        names = ()
+    else:
+        names = tuple(resolve([t.strip() for t in args.perturb.split(",") if t.strip()]))
+    dest = Path(args.out or f"bundle-{profile.name}")
+    rec = make_bundle(Path(args.out_dir), profile, dest, args.max_images, names, args.severity,
+                      make_zip=not args.no_zip)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"bundle for {profile.name}: {dest}/ ({size / 1e6:.2f} MB)"
+          + (f" and {Path(rec['zip']).name} ({Path(rec['zip']).stat().st_size / 1e6:.2f} MB)" if "zip" in rec else ""))
+    for m in rec["models"]:
+        print(f"  {m['file']:28s} {m['size_bytes']:>10,} B{'  (deployed)' if m['primary'] else ''}")
+    print(f"  eval.npz: {rec['eval']['n_images']} images x {len(rec['eval']['sets'])} sets "
+          f"({', '.join(rec['eval']['sets'])})")
+    for note in rec["eval"]["notes"]:
+        print(f"  note: {note}")
+    print(f"on the device: cd {dest.name} && python run.py   (needs numpy + onnxruntime)")
+    return 0
