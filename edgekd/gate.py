@@ -514,12 +514,15 @@ def _baseline_checks(art: _Artifact, old: _Artifact, model: str, policy: Policy)
 
 def evaluate_gate(report: str | Path | Mapping, policy: Policy | None = None,
                   baseline: str | Path | Mapping | None = None, *,
-                  predictions: str | Path | Mapping | None = None) -> GateResult:
+                  predictions: str | Path | Mapping | None = None,
+                  devices: list | None = None) -> GateResult:
     """Run every check of ``policy`` on a build; no printing, no files written.
 
     ``report``: an artifact directory, a report.json path, or the report dict itself (then give
     ``predictions``: the arrays of predictions.npz as a mapping, or its path). ``baseline``: an old
-    artifact directory or report.json whose same model ids must not have regressed.
+    artifact directory or report.json whose same model ids must not have regressed. The report's
+    ``device_runs`` are checked against their profiles' budgets, or against ``devices`` (a list of
+    ``DeviceProfile``) where given (edgekd.device_results.device_run_checks).
     Raises :class:`InputError` (exit 2) when an input or a metric the policy needs is missing.
 
     Example: ``evaluate_gate("edgekd-out", load_policy({})).verdict`` -> "pass".
@@ -544,6 +547,9 @@ def evaluate_gate(report: str | Path | Mapping, policy: Policy | None = None,
             checks += _budget_checks(art, model, policy.budgets[model])
         if old is not None and model in policy.models:
             checks += _baseline_checks(art, old, model, policy)
+    from .device_results import device_run_checks
+
+    checks += device_run_checks(art.report, art.label, devices)
     return GateResult(checks, art.label, policy.mode, policy.confidence, policy.to_dict(),
                       old.label if old is not None else None)
 

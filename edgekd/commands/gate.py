@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", metavar="OLD", help="older artifact directory or report.json: gated "
                    "models must not have regressed against it")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per check)")
+    p.add_argument("--device", action="append", default=[], metavar="PROFILE",
+                   help="check the report's device runs of this profile (name or .toml path) against "
+                   "its budgets, instead of the budgets recorded with each run (repeatable)")
     p.add_argument("--json", metavar="FILE", help="where to write the verdict (default: gate.json "
                    "next to the report)")
     p.add_argument("--mode", choices=("strict", "confident"), help="override the policy's mode")
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.overrides:
         where += " with --set overrides"
     policy = gate.load_policy(gate.merge_overrides(raw, overrides), where)
-    result = gate.evaluate_gate(args.report, policy, args.baseline)
+    from ..device_profiles import load_profile
+
+    devices = [load_profile(d) for d in args.device] or None
+    result = gate.evaluate_gate(args.report, policy, args.baseline, devices=devices)
     print(gate.format_table(result))
     report = Path(args.report)
     json_path = Path(args.json) if args.json else (report if report.is_dir() else report.parent) / "gate.json"
