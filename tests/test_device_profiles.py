@@ -1,0 +1,65 @@
+"""Device profiles: the built-in ones load, user files are validated with errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekd.device_profiles import builtin_profiles, load_profile, profile_table
+from edgekd.errors import ConfigError
+
+
+def test_builtin_profiles_cover_the_device_classes():
+    profiles = {p.name: p for p in builtin_profiles()}
+    assert {"rpi4", "android-arm64", "jetson-orin-cpu", "x86-edge"} <= set(profiles)
+    rpi = profiles["rpi4"]
+    assert rpi.arch == "arm64" and rpi.threads == 4 and rpi.precision == "int8"
+    assert rpi.model_id == "student_int8_ort" and rpi.execution_provider == "CPUExecutionProvider"
+    assert profiles["android-arm64"].cpu_affinity == [4, 5, 6, 7]  # the big cores
+    for p in profiles.values():
+        b = p.budgets
+        assert b.max_latency_p90_ms > 0 and b.max_size_bytes > 0 and b.max_peak_memory_bytes > 0
+        assert p.input_size > 0 and p.batch >= 1 and p.description
+    table = profile_table(list(profiles.values()))
+    assert "rpi4" in table and "p90 <= 20 ms" in table and "pin 4,5,6,7" in table
+
+
+def test_load_by_path_and_user_folder(tmp_path, monkeypatch):
+    f = tmp_path / "my-board.toml"
+    f.write_text('arch = "arm64"\nthreads = 2\n[budgets]\nmax_latency_p90_ms = 3\n')
+    p = load_profile(str(f))
+    assert p.name == "my-board" and p.threads == 2 and p.budgets.max_latency_p90_ms == 3.0
+    assert p.budgets.max_size_bytes is None
+    monkeypatch.setenv("EDGEKD_DEVICES", str(tmp_path))
+    assert load_profile("my-board").threads == 2
+    assert "my-board" in [q.name for q in builtin_profiles()]
+
+
+@pytest.mark.parametrize("text, needles", [
+    ('thread = 2\n', ["unknown key 'thread'", "valid keys:", "threads"]),
+    ('threads = "four"\n', ["threads must be an integer", "'four'"]),
+    ('threads = 0\n', ["threads = 0 must lie in [1, 256]"]),
+    ('precision = "int4"\n', ["precision = 'int4' is not one of int8, fp32"]),
+    ('cpu_affinity = [-1]\n', ["cpu_affinity must be a list of CPU ids"]),
+    ('precision = "fp32"\nmodel_format = "ort"\n', ["model_format = \"ort\" needs precision = \"int8\""]),
+    ('[budgets]\nmax_latency_p90_ms = 0\n', ["budgets.max_latency_p90_ms must be a positive number", "got 0"]),
+    ('[budgets]\nmax_size_bytes = -5\n', ["budgets.max_size_bytes must be a positive number"]),
+    ('[budgets]\nmax_latency = 5\n', ["unknown key budgets.max_latency", "max_latency_p90_ms"]),
+    ('budgets = 5\n', ["budgets must be a table"]),
+    ('threads = \n', ["is not a readable TOML file"]),
+])
+def test_validation_errors_name_the_key(tmp_path, text, needles):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_profile(f)
+    msg = str(e.value)
+    assert str(f) in msg
+    for n in needles:
+        assert n in msg
+
+
+def test_unknown_name_lists_profiles():
+    with pytest.raises(ConfigError, match="unknown device profile 'rpi5'; valid: .*rpi4"):
+        load_profile("rpi5")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_profile("nowhere/board.toml")
