@@ -104,3 +104,21 @@ def test_random_input_matches_model(default_build):
     assert warning and "used CPUExecutionProvider" in warning
     feeds = ob.random_input(session, 3)
     assert feeds["image"].dtype == np.uint8 and feeds["image"].shape == (3, 32, 32, 3)
+
+
+def test_memory_budgets_in_build_config_and_gate(default_build):
+    from edgekd.config import from_dict
+    from edgekd.errors import ConfigError
+    from edgekd.gate import evaluate_gate, load_policy
+    from edgekd.pipeline import build_policy
+
+    ok = from_dict({"gate": {"budgets": {"student_int8": {"max_peak_memory_bytes": 5e8}}}})
+    assert build_policy(ok).budgets["student_int8"].max_peak_memory_bytes == 5e8
+    bad = from_dict({"gate": {"budgets": {"teacher": {"max_peak_memory_bytes": 5e8}}}})
+    with pytest.raises(ConfigError, match="measures peak memory of the ONNX artifacts only"):
+        build_policy(bad)
+    out = default_build[0] / "out"
+    for limit, passed in ((1e9, True), (1e6, False)):
+        policy = load_policy({"budgets": {"student_int8": {"max_peak_memory_bytes": limit}}})
+        check = [c for c in evaluate_gate(out, policy).checks if c.id == "student_int8.peak_memory_bytes"]
+        assert len(check) == 1 and check[0].passed is passed
