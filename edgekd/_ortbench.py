@@ -278,7 +278,7 @@ def run_bundle(bundle_dir: str, threads: int | None, out: str | None, quiet: boo
     evalset = np.load(os.path.join(bundle_dir, bundle["eval"]["file"]), allow_pickle=False)
     results: dict = {"format": RESULTS_FORMAT, "version": FORMAT_VERSION,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "profile": prof, "bundle": bundle["build"] | {"bundle_created": bundle["created"]},
+                     "profile": prof, "bundle": {**bundle["build"], "bundle_created": bundle["created"]},
                      "threads": threads, "device": machine_facts(), "models": {}, "warnings": []}
     for m in bundle["models"]:
         path = os.path.join(bundle_dir, m["file"])

@@ -63,3 +63,20 @@ def test_unknown_name_lists_profiles():
         load_profile("rpi5")
     with pytest.raises(ConfigError, match="does not exist"):
         load_profile("nowhere/board.toml")
+
+
+def test_devices_command(capsys, tmp_path):
+    import json
+
+    from edgekd.cli import main
+
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:3] == ["name", "arch", "runtime"]
+    for name in ("rpi4", "android-arm64", "jetson-orin-cpu", "x86-edge"):
+        assert name in out
+    assert main(["devices", "rpi4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["budgets"]["max_latency_p90_ms"] == 20.0
+    (tmp_path / "bad.toml").write_text("threads = 0\n")
+    assert main(["devices", str(tmp_path / "bad.toml")]) == 2
+    assert "threads = 0 must lie in [1, 256]" in capsys.readouterr().err
