@@ -53,4 +53,5 @@ def measure_latency(runner, sample: np.ndarray, runs: int, warmup: int, threads:
             "runs": runs, "warmup": warmup,
             "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
             "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min()),
-            "max": float(ms.max()), "cpu_count": os.cpu_count()}
+            "max": float(ms.max()), "cpu_count": os.cpu_count(),
+            "samples": [round(float(t), 4) for t in ms]}  # every timed run, for distributions

@@ -94,9 +94,15 @@ def _first_latency(report: dict) -> dict:
     return {}
 
 
-def write_report_files(out: Path, report: dict, gate_text: str = "") -> None:
+def write_report_files(out: Path, report: dict, gate_text: str = "", gate: dict | None = None) -> None:
+    """report.json, report.md and report.html; ``gate`` (gate.json's dict) defaults to
+    ``out/gate.json`` when that file exists (the build writes it first)."""
+    from .html_report import load_gate, render_html
+
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report, gate_text))
+    (out / "report.html").write_text(render_html(report, gate if gate is not None else load_gate(out / "gate.json")),
+                                     encoding="utf-8")
 
 
 def _f(v) -> str:

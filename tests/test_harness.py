@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from edgekd.export import export_onnx
 from edgekd.harness import accuracy, agreement, evaluate, measure_latency
@@ -20,3 +21,4 @@ def test_latency_fields(trained_pair, digits):
     lat = measure_latency(TorchRunner(trained_pair[1]), digits.test.x[:1], runs=50, warmup=2, threads=1)
     assert lat["batch"] == 1 and lat["threads"] == 1 and lat["runs"] == 50
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert len(lat["samples"]) == 50 and min(lat["samples"]) == pytest.approx(lat["min"], abs=1e-4)
