@@ -157,6 +157,9 @@ class RobustnessConfig:
     epsilons: list[int] = opt([1, 2, 4, 8], "adversarial L-inf budgets in pixel levels (/255)")
     pgd_steps: int = opt(10, "PGD iterations (step = epsilon / 4)", min=1)
     seed: int = opt(0, "seed of every perturbation and attack", min=0, max=2**31 - 1)
+    max_images: int = opt(0, "0 = sweep every test image; else a seeded random subset of this many "
+                          "test images for the perturbed and adversarial sweep (clean accuracy "
+                          "still uses all; predictions.npz's sweep_index says which)", min=0)
     cache_dir: str = opt("", "cache of perturbed sets; empty = ~/.cache/edgekd/perturbed, "
                          "'none' disables it")
 

@@ -191,14 +191,19 @@ def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str
         if len(parts) < d + 2:  # a file beside the class folders
             skipped.append(rel)
             continue
-        if not rel.lower().endswith(IMAGE_SUFFIXES):
+        images = by_class.setdefault(parts[d], [])
+        if rel.lower().endswith(IMAGE_SUFFIXES):
+            images.append(rel)
+        else:
             skipped.append(rel)
-            continue
-        by_class.setdefault(parts[d], []).append(rel)
-    found = sorted(by_class)
-    if not found:
+    if not any(by_class.values()):
         extra = f" ({len(skipped)} other files, e.g. {skipped[0]!r})" if skipped else ""
         raise InputError(f"{where}: holds no images in class folders (<class>/<image>.jpg){extra}")
+    empty = sorted(c for c, v in by_class.items() if not v)
+    if empty:
+        raise InputError(f"{where}: class folder {empty[0]!r} holds no images (files with "
+                         f"{', '.join(IMAGE_SUFFIXES[:4])}, ... suffixes)")
+    found = sorted(by_class)
     if classes is not None and found != classes:
         missing = sorted(set(classes) - set(found))
         unknown = sorted(set(found) - set(classes))

@@ -91,10 +91,14 @@ class _Artifact:
         self.report, self.label, self.preds, self.pred_label = report, label, predictions, pred_label
         self.models: dict = report["models"]
         self.labels: np.ndarray | None = None
+        self.sweep_index: np.ndarray | None = None
         if predictions is not None:
             if "labels" not in predictions:
                 raise InputError(f"{pred_label}: no 'labels' array")
             self.labels = np.asarray(predictions["labels"]).astype(np.int64).ravel()
+            # a sweep on a subset of the test images (robustness.max_images) says which
+            self.sweep_index = (np.asarray(predictions["sweep_index"]).astype(np.int64).ravel()
+                                if "sweep_index" in predictions else None)
         n_test = (report.get("dataset") or {}).get("n_test")
         if self.labels is not None:
             if n_test is not None and n_test != len(self.labels):
@@ -106,6 +110,11 @@ class _Artifact:
         else:
             raise InputError(f"{label}: no dataset.n_test")
         self._correct: dict[str, np.ndarray] = {}
+
+    @property
+    def n_sweep(self) -> int:
+        """Images of the perturbed / adversarial sweep (all test images unless it ran on a subset)."""
+        return len(self.sweep_index) if self.sweep_index is not None else self.n
 
     def metric(self, model: str, path: str, needed_by: str, hint: str) -> Any:
         node: Any = self.models[model]
@@ -123,10 +132,13 @@ class _Artifact:
                 raise InputError(f"{self.pred_label} has no array {name!r}, which {needed_by} needs; "
                                  "the report and predictions.npz must come from the same build")
             pred = np.asarray(self.preds[name]).ravel()
-            if pred.shape != self.labels.shape:
+            labels = self.labels
+            if key != "clean" and self.sweep_index is not None and pred.shape == self.sweep_index.shape:
+                labels = self.labels[self.sweep_index]
+            elif pred.shape != self.labels.shape:
                 raise InputError(f"{self.pred_label}: {name!r} has {pred.size} predictions for "
                                  f"{self.labels.size} labels")
-            self._correct[name] = pred.astype(np.int64) == self.labels
+            self._correct[name] = pred.astype(np.int64) == labels
         return self._correct[name]
 
     def agree(self, model: str, what: str, reported: Any, computed: float) -> None:
@@ -332,11 +344,11 @@ def _per_image_corruption_drops(art: _Artifact, ref: str, model: str, needed_by:
     ref_art = ref_art or art
     ref_cells = _cells(ref_art, ref, needed_by, hint)
     cells = _cells(art, model, needed_by, hint)
-    names, cols, total, n_cells = [], [], np.zeros(art.n), 0
+    names, cols, total, n_cells = [], [], np.zeros(art.n_sweep), 0
     for c in COMMON_CORRUPTIONS:
         if c not in cells or c not in ref_cells:
             continue
-        col, k = np.zeros(art.n), 0
+        col, k = np.zeros(art.n_sweep), 0
         for s in SEVERITIES:
             a_ref, a_mod = ref_cells[c][s - 1], cells[c][s - 1]
             if a_ref is None or a_mod is None:
@@ -383,7 +395,7 @@ def _robustness_checks(art: _Artifact, model: str, policy: Policy) -> list[Check
     names, per_image, n_cells = _per_image_corruption_drops(art, TEACHER, model, needed_by, hint)
     boot = paired_bootstrap(per_image, policy.bootstrap_samples, policy.confidence, policy.seed)
     out = []
-    boot_note = f"paired bootstrap, {policy.bootstrap_samples} resamples of {art.n} images"
+    boot_note = f"paired bootstrap, {policy.bootstrap_samples} resamples of {art.n_sweep} images"
     if want_mca:
         t_mca = art.models[TEACHER]["accuracy"]["mca"]
         drop = float(boot.point[0])
@@ -469,7 +481,10 @@ def _baseline_checks(art: _Artifact, old: _Artifact, model: str, policy: Policy)
                          f"{', '.join(old.models)}")
     sha_new = (art.report.get("dataset") or {}).get("test_sha256")
     sha_old = (old.report.get("dataset") or {}).get("test_sha256")
-    paired = (old.labels is not None and np.array_equal(old.labels, art.labels)
+    same_sweep = ((old.sweep_index is None and art.sweep_index is None) or
+                  (old.sweep_index is not None and art.sweep_index is not None
+                   and np.array_equal(old.sweep_index, art.sweep_index)))
+    paired = (old.labels is not None and np.array_equal(old.labels, art.labels) and same_sweep
               and (sha_new is None or sha_old is None or sha_new == sha_old))
     how = ("paired on the same test images" if paired else
            "unpaired two-sample interval (the baseline has no predictions.npz or other test images)")
@@ -502,9 +517,9 @@ def _baseline_checks(art: _Artifact, old: _Artifact, model: str, policy: Policy)
             boot = paired_bootstrap(per_image[:, 0], policy.bootstrap_samples, policy.confidence,
                                     policy.seed)
             d, lo, hi = float(boot.point[0]), float(boot.lo[0]), float(boot.hi[0])
-            detail = f"over {n_cells} cells, paired bootstrap of {art.n} images"
+            detail = f"over {n_cells} cells, paired bootstrap of {art.n_sweep} images"
         else:
-            d, lo, hi = two_sample_interval(old_mca, old.n, new_mca, art.n, policy.confidence)
+            d, lo, hi = two_sample_interval(old_mca, old.n_sweep, new_mca, art.n_sweep, policy.confidence)
             detail = how
         out.append(Check(cid, "mCA drop vs baseline", model, "accuracy.mca", d, (lo, hi), thr, "<=",
                          _decide(d, (lo, hi), thr, "<=", policy.mode),

@@ -187,7 +187,7 @@ def build_model(arch: str, num_classes: int, *, width: float = 1.0, stem: str = 
     if "width" in valid:
         kwargs["width"] = width
     bad = [(k, v) for k, v in (("width", width), ("stem", stem))
-           if k not in valid and not (k == "width" and v == 1.0) and not (k == "stem" and v == "auto")]
+           if k not in valid and not (k == "width" and v == 1.0) and not (k == "stem" and v in ("auto", "imagenet"))]
     if bad:
         from .errors import ConfigError
 

@@ -182,6 +182,14 @@ def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], na
     return res
 
 
+def sweep_subset(test: Split, max_images: int, seed: int) -> tuple[Split, np.ndarray | None]:
+    """The test images the sweep runs on: all (index None), or a seeded random subset."""
+    if not max_images or max_images >= len(test):
+        return test, None
+    index = np.sort(np.random.default_rng(seed).permutation(len(test))[:max_images])
+    return Split(test.x[index], test.y[index], test.indices[index]), index
+
+
 def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predictions: dict,
               progress: bool, say) -> dict:
     """The build's perturbed-input stage: fills ``models[...]`` and ``predictions``; returns what
@@ -189,12 +197,18 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
     rc = cfg.robustness
     names = perturb.resolve(rc.perturbations)
     sevs = sorted(set(rc.severities))
-    sets = PerturbedSets(ds.test, rc.seed, cache_dir_from_config(rc.cache_dir))
+    test, index = sweep_subset(ds.test, rc.max_images, rc.seed)
+    if index is not None:
+        predictions["sweep_index"] = index
+    sets = PerturbedSets(test, rc.seed, cache_dir_from_config(rc.cache_dir))
     bs = cfg.measure.eval_batch_size
     predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress))
     corr = [n for n in names if perturb.PERTURBATIONS.get(n).family != "missing"]
     missing = [n for n in names if n not in corr]
-    met = corruption_metrics(predictions, ds.test.y, list(runners), names, sevs)
+    on_subset = dict(predictions)
+    if index is not None:  # clean predictions on the same images, for flip rates
+        on_subset.update({f"{m}/clean": predictions[f"{m}/clean"][index] for m in runners})
+    met = corruption_metrics(on_subset, test.y, list(runners), names, sevs)
     for mid, m in models.items():
         r = met[mid]
         m["accuracy"]["corruptions"] = {n: r["acc"][n] for n in corr}
@@ -209,6 +223,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
                            "flip_rate": {n: r["flip"][n] for n in names},
                            "mean_flip_rate": float(np.mean(flips)) if flips else None}
     meta = {"corruption_table": perturb.table_for(ds.image_shape[0]), "perturbations": names,
+            "n_images": len(test),
             "severities": sevs, "seed": rc.seed, "mca_complete": met["teacher"]["mca_complete"],
             "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,
                       "generated": sets.misses}}
@@ -217,7 +232,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
     meta["training_perturbations"] = trained_on
     meta["training_overlaps_evaluation"] = [n for n in trained_on if n in perturb.COMMON]
     if rc.adversarial:
-        adv = adversarial_predictions(runners, torch_models, ds.test, rc.epsilons, rc.pgd_steps,
+        adv = adversarial_predictions(runners, torch_models, test, rc.epsilons, rc.pgd_steps,
                                       rc.seed, bs, progress)
         predictions.update(adv)
         for mid, m in models.items():
@@ -234,10 +249,10 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
                 for eps in rc.epsilons:
                     for s in torch_models:
                         p = adv[f"{mid}/adv_from/{s}/{attack}/{eps}"]
-                        m["accuracy"]["adversarial_transfer"][s][attack][str(eps)] = accuracy(p, ds.test.y)
+                        m["accuracy"]["adversarial_transfer"][s][attack][str(eps)] = accuracy(p, test.y)
                     p = adv[f"{mid}/adv_from/{src}/{attack}/{eps}"]
                     predictions[f"{mid}/adv/{attack}/{eps}"] = p
-                    m["accuracy"]["adversarial"][attack][str(eps)] = accuracy(p, ds.test.y)
+                    m["accuracy"]["adversarial"][attack][str(eps)] = accuracy(p, test.y)
         meta["adversarial"] = {"attacks": list(ATTACKS), "epsilons_255": rc.epsilons,
                                "pgd_steps": rc.pgd_steps, "pgd_step_size": "epsilon / 4",
                                "sources": list(torch_models)}

@@ -122,12 +122,28 @@ def _load_net(cfg: TeacherConfig, fmt: str, n_cls: int, image_size: int) -> nn.M
                              f"({type(e).__name__})") from None
     if fmt == "export":
         try:
-            return torch.export.load(str(path)).module()
+            return _ExportedProgram(torch.export.load(str(path)).module())
         except Exception as e:
             raise InputError(f"teacher.weights = {cfg.weights!r}: not a loadable torch.export "
                              f"program ({type(e).__name__})") from None
     net = build_model(cfg.arch, n_cls, stem=cfg.stem, image_size=image_size)
     return load_weights(net, path, cfg.arch, n_cls, "teacher.weights")
+
+
+class _ExportedProgram(nn.Module):
+    """An exported program's module: its train / eval behaviour is fixed when it was exported
+    (and it refuses ``.train()``), so mode switches stop here."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> _ExportedProgram:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
 
 
 def load_teacher(cfg: TeacherConfig, ds: Dataset, device: str) -> tuple[Preprocessed, dict]:
