@@ -140,8 +140,9 @@ def artifacts_dir() -> Path:
 
 
 def screenshot(driver, name: str) -> Path:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1300, min(int(height) + 40, 8000))
+    for _ in range(2):  # the page reflows once the window is resized: measure again
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1300, min(int(height) + 150, 8000))
     path = artifacts_dir() / name
     driver.save_screenshot(str(path))
     print(f"screenshot: {path}")
