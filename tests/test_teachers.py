@@ -168,3 +168,56 @@ def test_crop_flip_is_a_shift_and_a_mirror():
     shifted, _ = crop_flip_batch(x, torch.Generator().manual_seed(1), pad=2)
     assert shifted.shape == x.shape and shifted.dtype == torch.uint8
     assert not torch.equal(shifted, x)
+
+
+def test_build_with_npz_data_and_torchscript_teacher(tmp_path, digits, trained_pair, env):
+    """A whole `edgekd build` on user data (.npz) with a user teacher (TorchScript), the sweep on a
+    subset, and the teacher-output cache reused by a second build."""
+    from conftest import edgekd
+    from sklearn.datasets import load_digits as sk_load
+
+    from edgekd.data import upscale_gray
+    from edgekd.harness import accuracy
+
+    d = sk_load()
+    np.savez(tmp_path / "digits.npz", x=upscale_gray(d.images / 16.0, 32), y=d.target,
+             classes=np.array([str(c) for c in d.target_names]))
+    torch.jit.save(torch.jit.trace(trained_pair[0].net, torch.zeros(1, 3, 32, 32)), tmp_path / "teacher.ts")
+    (tmp_path / "b.toml").write_text(f"""
+[data]
+name = "npz"
+path = "digits.npz"
+[teacher]
+weights = "teacher.ts"
+mean = {list(digits.mean)}
+std = {list(digits.std)}
+device = "cpu"
+[distill]
+epochs = 2
+[robustness]
+perturbations = ["common"]
+epsilons = [2]
+max_images = 60
+[gate]
+adversarial_epsilon = 2
+""")
+    proc = edgekd("build", "-c", "b.toml", "-o", "out", "--quiet", cwd=tmp_path, env=env)
+    assert proc.returncode in (0, 1), proc.stderr
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    teacher_pred = predict_logits(trained_pair[0], digits.test.x, "cpu").argmax(1)
+    assert report["models"]["teacher"]["accuracy"]["clean"] == accuracy(teacher_pred, digits.test.y)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["teacher"]["format"] == "torchscript"
+    assert manifest["stages"]["distill"]["teacher_outputs"]["computed"] == 1
+    preds = np.load(out / "predictions.npz")
+    assert preds["sweep_index"].shape == (60,) and preds["student_int8/fog/3"].shape == (60,)
+    assert preds["student_int8/clean"].shape == (len(digits.test),)
+    gate = json.loads((out / "gate.json").read_text())
+    mca = next(c for c in gate["checks"] if c["id"] == "student_int8.mca_drop")
+    assert "resamples of 60 images" in mca["detail"]
+    again = edgekd("build", "-c", "b.toml", "-o", "out2", "--quiet", "--set", "robustness.enabled=false",
+                   cwd=tmp_path, env=env)
+    assert again.returncode in (0, 1), again.stderr
+    m2 = json.loads((tmp_path / "out2" / "manifest.json").read_text())
+    assert m2["stages"]["distill"]["teacher_outputs"]["from_cache"] == 1
