@@ -25,7 +25,6 @@ model's predictions on them must equal the build's ``predictions.npz``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ import numpy as np
 from . import __version__
 from .device_profiles import DeviceProfile
 from .errors import ConfigError, InputError
+from .files import sha256_file
 
 BUNDLE_FORMAT = "edgekd-bundle"
 DEFAULT_PERTURBATIONS = ("gaussian_noise", "defocus_blur", "contrast", "jpeg_compression", "occlusion")
@@ -47,14 +47,6 @@ MODEL_FILES = {  # bundle model id -> (file in the artifact dir, format, precisi
     "student_int8_ort": ("student.int8.ort", "ort", "int8"),
     "student_fp32": ("student.fp32.onnx", "onnx", "fp32"),
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_json(path: Path) -> dict:
@@ -162,7 +154,7 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
                                      f"{out_dir} was built")
             models.append({"id": mid, "file": f"models/{fname}", "format": fmt, "precision": prec,
                            "primary": mid == profile.model_id, "size_bytes": dest.stat().st_size,
-                           "sha256": _sha256(dest), "build_accuracy": build_acc})
+                           "sha256": sha256_file(dest), "build_accuracy": build_acc})
         np.savez_compressed(tmp / "eval.npz", **arrays)
         shutil.copyfile(Path(__file__).with_name("_ortbench.py"), tmp / "run.py")
         prof = profile.to_dict()
@@ -175,7 +167,7 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
                "build": {"artifact_dir": str(out_dir.resolve()), "report_created": report.get("created"),
                          "dataset": (report.get("dataset") or {}).get("name"),
                          "test_sha256": (report.get("dataset") or {}).get("test_sha256"),
-                         "report_sha256": _sha256(out_dir / "report.json")},
+                         "report_sha256": sha256_file(out_dir / "report.json")},
                "requires": "python >= 3.8, numpy, onnxruntime"}
         (tmp / "bundle.json").write_text(json.dumps(rec, indent=2) + "\n")
         (tmp / "README.txt").write_text(_readme(profile, rec))

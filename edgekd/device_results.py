@@ -137,7 +137,7 @@ def merge_device_results(out_dir: Path, results_path: Path) -> dict:
 
 
 def _update_manifest(out_dir: Path, paths: list[Path]) -> None:
-    from .bundle import _sha256 as sha256_file  # not pipeline's: that would import torch
+    from .files import sha256_file
 
     man_path = out_dir / "manifest.json"
     try:

@@ -11,7 +11,6 @@ a directory that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from .data import Dataset, load_dataset
 from .distill import distill, resolve_device, train_teacher
 from .errors import ConfigError, InputError
 from .export import check_parity, export_onnx
+from .files import sha256_file
 from .harness import accuracy, agreement, evaluate, measure_latency
 from .models import Preprocessed, build_model, count_params, save_checkpoint
 from .quantize import quantize_static_int8
@@ -48,14 +48,6 @@ class BuildResult:
     exit_code: int = 0
     gate_text: str = ""
     timings_s: dict = field(default_factory=dict)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def library_versions() -> dict:

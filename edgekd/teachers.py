@@ -32,17 +32,10 @@ from torch import nn
 from .config import TeacherConfig
 from .data import Dataset
 from .errors import InputError
+from .files import sha256_file
 from .models import Preprocessed, build_model, load_weights
 
 FORMATS = ("state_dict", "torchscript", "export")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def detect_format(path: Path) -> str:
