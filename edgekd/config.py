@@ -98,7 +98,15 @@ class StudentConfig:
 
 @dataclass
 class DistillConfig:
-    loss: str = opt("hinton", "distillation loss (see `edgekd losses`)")
+    loss: str = opt("hinton", "distillation method (see `edgekd models`, docs/distill.md): hinton "
+                    "(Hinton 2015 KD: soft targets at temperature T + hard-label CE), ce (labels "
+                    "only, no teacher), fitnets (Romero 2015: KD + hint MSE of 1x1-regressed student "
+                    "features to teacher features), attention (Zagoruyko 2017: KD + attention-map "
+                    "transfer), augmix_js (Hendrycks 2020: KD + Jensen-Shannon consistency over 2 "
+                    "views perturbed with distill.augment), ard (Goldblum 2020: KD on PGD examples of "
+                    "the student + CE), rslad (Zi 2021: teacher soft labels on clean and PGD inputs, "
+                    "T = 1, no labels)",
+                    choices=("hinton", "ce", "fitnets", "attention", "augmix_js", "ard", "rslad"))
     epochs: int = opt(12, "student training epochs; 0 leaves the student untrained", min=0)
     temperature: float = opt(4.0, "softmax temperature T of the soft targets", min=1e-3)
     alpha: float = opt(0.9, "weight of the soft-target term; 1 - alpha weighs hard-label CE",
@@ -120,6 +128,21 @@ class DistillConfig:
                               "(teacher run on the perturbed image)", choices=("clean", "perturbed"))
     allow_eval_corruptions: bool = opt(False, "allow distill.augment to name evaluated common "
                                        "corruptions (the report then flags the robustness figures)")
+    feature_layers: list[str] = opt([], "fitnets / attention: feature maps to match, as "
+                                    "'student_module:teacher_module' (names from named_modules() of "
+                                    "each network, e.g. '6:6' for the digits models); the teacher "
+                                    "then runs on every batch")
+    hint_weight: float = opt(1.0, "fitnets: weight of the hint loss (MSE of regressed student "
+                             "features to teacher features, summed over layer pairs)", min=0.0)
+    at_beta: float = opt(1000.0, "attention: beta of attention transfer; each layer pair weighs "
+                         "beta / 2 (the paper's 1e3)", min=0.0)
+    js_weight: float = opt(12.0, "augmix_js: weight lambda of the Jensen-Shannon consistency term "
+                           "(the paper's 12)", min=0.0)
+    adv_epsilon: float = opt(8.0, "ard / rslad: L-inf radius of the PGD examples the student trains "
+                             "on, in pixel levels (/255)", min=0.0, max=64.0)
+    adv_step_size: float = opt(2.0, "ard / rslad: PGD step in pixel levels (/255)", min=0.0, max=64.0)
+    adv_steps: int = opt(10, "ard / rslad: PGD iterations per batch (each costs a student forward "
+                         "and backward)", min=1, max=100)
 
 
 @dataclass
@@ -260,6 +283,18 @@ def _cross_checks(cfg: BuildConfig, where: str) -> None:
                           f"({', '.join(overlap)}), which would inflate the robustness figures; use "
                           "the extras, noise, occlusion or dropout, or set "
                           "distill.allow_eval_corruptions = true")
+    d = cfg.distill
+    if d.loss in ("fitnets", "attention") and d.epochs and not d.feature_layers:
+        raise ConfigError(f"{where}: distill.loss = {d.loss!r} needs distill.feature_layers, pairs "
+                          "'student_module:teacher_module' (e.g. [\"6:6\", \"10:10\"] for the digits "
+                          "models)")
+    bad = [p for p in d.feature_layers if p.count(":") != 1 or "" in [s.strip() for s in p.split(":")]]
+    if bad:
+        raise ConfigError(f"{where}: distill.feature_layers entry {bad[0]!r} must look like "
+                          "'student_module:teacher_module'")
+    if d.loss == "augmix_js" and not d.augment:
+        raise ConfigError(f"{where}: distill.loss = 'augmix_js' makes its augmented views from "
+                          "distill.augment, which is empty")
     t = cfg.teacher
     if len(t.mean) != len(t.std) or len(t.mean) not in (0, 3) or any(v <= 0 for v in t.std):
         raise ConfigError(f"{where}: teacher.mean and teacher.std must both be [] or both hold 3 "

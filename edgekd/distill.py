@@ -1,8 +1,8 @@
-"""Distillation losses (a registry) and the training loops: teacher training when the config names
-no teacher, and knowledge distillation of the student.
+"""The training loops: teacher training when the config names no teacher, and knowledge distillation
+of the student with a method of the ``LOSSES`` registry (defined in ``losses.py``, re-exported here).
 
     loss = LOSSES.get("hinton")(student_logits, teacher_logits, labels, cfg)
-    distill(student, teacher_logits_train, train_split, cfg.distill, device="cpu")
+    distill(student, teacher_logits_train, train_split, cfg.distill, device="cpu", teacher=teacher)
 
 Teacher outputs on the (unaugmented) training split are computed once and reused every epoch:
 teacher inference dominates distillation cost on small machines.
@@ -20,34 +20,9 @@ from tqdm import tqdm
 
 from .config import DistillConfig, TeacherConfig
 from .data import Split
-from .registry import Registry
+from .losses import LOSSES, FeatureTaps, StepContext, is_step_method, make_regressors, parse_layer_pairs
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DistillConfig], torch.Tensor]
-LOSSES: Registry[LossFn] = Registry("distillation loss")
-
-
-@LOSSES.register("hinton")
-def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-              cfg: DistillConfig) -> torch.Tensor:
-    """Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
-
-    L = (1 - a) * CE(z_s, y) + a * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)),
-    KL averaged over the batch; T = ``cfg.temperature``, a = ``cfg.alpha``. The T^2 factor keeps the
-    soft-target gradients on the scale of the hard-label ones.
-    """
-    t = cfg.temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                  reduction="batchmean", log_target=True)
-    ce = F.cross_entropy(student_logits, labels)
-    return (1 - cfg.alpha) * ce + cfg.alpha * t * t * kl
-
-
-@LOSSES.register("ce")
-def cross_entropy_only(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                       labels: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
-    """Plain cross-entropy on the labels, ignoring the teacher (the no-KD baseline)."""
-    return F.cross_entropy(student_logits, labels)
-
+__all__ = ["LOSSES", "distill", "train_teacher", "predict_logits", "make_augmenter", "crop_flip_batch"]
 
 def resolve_device(name: str) -> str:
     """"auto" -> "cuda" when available, else "cpu"; "cuda" without a GPU is an input error."""
@@ -95,15 +70,66 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
     stays the teacher's output on the clean image (``augment_target = "clean"``, as in AugMix's use of
     clean labels, Hendrycks et al. 2020) or is the teacher run on the perturbed image ("perturbed",
     which needs ``teacher``). ``cfg.epochs == 0`` leaves the student at its (seeded) initialisation.
+
+    Step methods (``fitnets``, ``attention``, ``augmix_js``, ``ard``, ``rslad``; see ``losses.py``) get
+    the batch, its soft targets and the models and run them themselves. ``fitnets`` / ``attention``
+    need ``teacher`` (run on every batch for its feature maps); ``fitnets``' regressors are trained
+    with the student and dropped afterwards. ``augmix_js`` makes its two perturbed views from
+    ``cfg.augment`` itself (all images of each view perturbed), so the batch-level corruption
+    augmentation is off for it.
     """
     loss_fn = LOSSES.get(cfg.loss)
+    step = is_step_method(loss_fn)
     augment = None
-    if cfg.augment and cfg.augment_prob > 0:
+    if cfg.augment and cfg.augment_prob > 0 and not (step and loss_fn.needs_views):
         augment = make_augmenter(cfg, train, teacher if cfg.augment_target == "perturbed" else None,
                                  device)
+    step_fn, aux = None, None
+    if step:
+        step_fn, aux = _step_closure(loss_fn, student, teacher, train, cfg, device)
     return _fit(student, train, teacher_logits, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device,
                 progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg), augment,
-                crop_flip=cfg.crop_flip, teacher_logits_hflip=teacher_logits_hflip)
+                crop_flip=cfg.crop_flip, teacher_logits_hflip=teacher_logits_hflip,
+                step=step_fn, aux=aux)
+
+
+def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: Split,
+                  cfg: DistillConfig, device: str):
+    """The per-batch function of a step method, and its trainable extra module (or None)."""
+    if method.needs_teacher and teacher is None:
+        raise ValueError(f"distill.loss = {cfg.loss!r} needs the teacher module (distill(teacher=...))")
+    taps = aux = views = None
+    if method.feature_layers:
+        if not cfg.feature_layers:
+            from .errors import ConfigError
+
+            raise ConfigError(f"distill.loss = {cfg.loss!r} needs distill.feature_layers "
+                              "(pairs 'student_module:teacher_module')")
+        student.to(device)
+        taps = FeatureTaps(student, teacher, parse_layer_pairs(cfg.feature_layers))
+        channels = taps.channels(student, teacher, torch.from_numpy(train.x[:2]).to(device))
+        if cfg.loss == "fitnets":
+            aux = make_regressors(channels).to(device)
+    if method.needs_views:
+        if not cfg.augment:
+            from .errors import ConfigError
+
+            raise ConfigError(f"distill.loss = {cfg.loss!r} needs perturbations in distill.augment "
+                              "to make its augmented views")
+        view_aug = make_augmenter(cfg, train, None, device, prob=1.0)
+
+        def views(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            xa, _ = view_aug(x.cpu().numpy(), idx, None)
+            return torch.from_numpy(xa).to(x.device)
+
+    gen = torch.Generator().manual_seed(cfg.seed + 3)  # PGD random starts
+
+    def step(xb: torch.Tensor, tb: torch.Tensor | None, yb: torch.Tensor, idx: np.ndarray):
+        ctx = StepContext(student=student, teacher=teacher, x=xb, idx=idx, teacher_logits=tb,
+                          labels=yb, cfg=cfg, views=views, taps=taps, aux=aux, gen=gen)
+        return method(ctx)
+
+    return step, aux
 
 
 def crop_flip_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4
@@ -123,17 +149,22 @@ def crop_flip_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4
     return out.to(torch.uint8), flip
 
 
-def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, device: str):
-    """Batch augmenter for corruption-augmented KD: (uint8 batch, indices, targets) -> both, changed."""
+def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, device: str,
+                   prob: float | None = None):
+    """Batch augmenter for corruption-augmented KD: (uint8 batch, indices, targets) -> both, changed.
+
+    Each call perturbs ``prob`` (default ``cfg.augment_prob``) of the images with one perturbation
+    of ``cfg.augment`` at one severity 1..5, both drawn at random."""
     from . import perturb
 
     names = perturb.resolve(cfg.augment)
     rng = np.random.default_rng(cfg.seed + 1)
+    prob = cfg.augment_prob if prob is None else prob
 
     def augment(x: np.ndarray, idx: np.ndarray, targets: torch.Tensor | None):
         name = names[int(rng.integers(len(names)))]
         severity = int(rng.integers(1, 6))
-        mask = rng.random(len(x)) < cfg.augment_prob
+        mask = rng.random(len(x)) < prob
         if not mask.any():
             return x, targets
         x = x.copy()
@@ -150,7 +181,8 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
          batch_size: int, seed: int, device: str, progress: bool, what: str,
          loss_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor],
          augment: Callable | None = None, crop_flip: bool = False,
-         teacher_logits_hflip: np.ndarray | None = None) -> list[dict]:
+         teacher_logits_hflip: np.ndarray | None = None, step: Callable | None = None,
+         aux: nn.Module | None = None) -> list[dict]:
     model.to(device)
     log: list[dict] = []
     if epochs == 0:
@@ -161,12 +193,16 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
     t = torch.from_numpy(teacher_logits).to(device) if teacher_logits is not None else None
     t_flip = torch.from_numpy(teacher_logits_hflip).to(device) if teacher_logits_hflip is not None else None
     aug_gen = torch.Generator().manual_seed(seed + 2)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # extra trainable modules (FitNets' regressors) share the optimiser but are not part of the model
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
     steps = epochs * ((len(y) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     bar = tqdm(total=steps, desc=f"train {what}", disable=not progress, leave=False, unit="step")
     for epoch in range(epochs):
         model.train()
+        if aux is not None:
+            aux.train()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in _batches(len(y), batch_size, gen):
             idx_np, idx = idx.numpy(), idx.to(device)
@@ -178,8 +214,11 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
                 xb, flipped = crop_flip_batch(xb, aug_gen)
                 if t_flip is not None and tb is not None:
                     tb = torch.where(flipped[:, None], t_flip[idx], tb)
-            out = model(xb)
-            loss = loss_fn(out, tb, y[idx])
+            if step is None:
+                out = model(xb)
+                loss = loss_fn(out, tb, y[idx])
+            else:
+                loss, out = step(xb, tb, y[idx], idx_np)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

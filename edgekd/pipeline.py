@@ -345,13 +345,13 @@ def preflight(cfg: BuildConfig) -> None:
     checks = [("student.arch", cfg.student.arch, dict(width=cfg.student.width, stem=cfg.student.stem))]
     if t_fmt in (None, "state_dict"):  # a TorchScript / exported teacher has no arch to check
         checks.insert(0, ("teacher.arch", cfg.teacher.arch, dict(stem=cfg.teacher.stem)))
-    params = {}
+    params, nets = {}, {}
     for key, arch, opts in checks:
         try:
             net = build_model(arch, n_cls, image_size=size, **opts).eval()
         except ConfigError as e:
             raise ConfigError(f"{key}: {e}") from None
-        params[key] = count_params(net)
+        params[key], nets[key] = count_params(net), net
         try:
             with torch.no_grad():
                 net(torch.zeros(2, 3, size, size))
@@ -360,6 +360,14 @@ def preflight(cfg: BuildConfig) -> None:
                               f"(data.image_size): {str(e).splitlines()[0]}") from None
     if "teacher.arch" in params:
         check_compression(cfg, params["teacher.arch"], params["student.arch"])
+    if cfg.distill.loss in ("fitnets", "attention") and t_fmt in ("torchscript", "export"):
+        raise ConfigError(f"distill.loss = {cfg.distill.loss!r} matches the teacher's feature maps, "
+                          f"which a {t_fmt} teacher cannot give (no forward hooks); use a state_dict "
+                          "teacher or a logit method (hinton, augmix_js, ard, rslad)")
+    if cfg.distill.loss in ("fitnets", "attention") and cfg.distill.feature_layers:
+        from .losses import check_layer_names
+
+        check_layer_names(nets["student.arch"], nets.get("teacher.arch"), cfg.distill.feature_layers)
 
 
 def check_compression(cfg: BuildConfig, teacher_params: int, student_params: int) -> None:

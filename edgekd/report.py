@@ -154,5 +154,8 @@ def markdown_sections(report: dict) -> list[str]:
                 t.append(f"| {attack} | {eps} | " + " | ".join(
                     _f(models[mid]["accuracy"]["adversarial"][attack][eps]) for mid in ids) + " |")
         src = ", ".join(f"{mid}: {models[mid].get('adversarial_source')}" for mid in ids)
-        out += ["### Adversarial accuracy", "", f"Sources: {src}.", "", *t, ""]
+        adv = report["robustness"].get("training_adversarial")
+        trained = (f" Student trained adversarially ({adv['method']}: PGD on the student, eps "
+                   f"{adv['epsilon_255']:g}/255, {adv['steps']} steps)." if adv else "")
+        out += ["### Adversarial accuracy", "", f"Sources: {src}.{trained}", "", *t, ""]
     return out

@@ -231,6 +231,10 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
     trained_on = perturb.resolve(cfg.distill.augment) if cfg.distill.augment else []
     meta["training_perturbations"] = trained_on
     meta["training_overlaps_evaluation"] = [n for n in trained_on if n in perturb.COMMON]
+    d = cfg.distill
+    meta["training_adversarial"] = ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
+                                     "step_size_255": d.adv_step_size}
+                                    if d.loss in ("ard", "rslad") and d.epochs else None)
     if rc.adversarial:
         adv = adversarial_predictions(runners, torch_models, test, rc.epsilons, rc.pgd_steps,
                                       rc.seed, bs, progress)

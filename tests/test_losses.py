@@ -1,0 +1,286 @@
+"""Distillation methods: pinned values of every formula (recomputed from plain torch ops and pinned
+as literals), gradients, PGD bounds, layer-mapping errors, and a short distill() run per method."""
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd import losses as L
+from edgekd.config import DistillConfig, load_config
+from edgekd.data import Split
+from edgekd.distill import LOSSES, distill, predict_logits
+from edgekd.errors import ConfigError
+from edgekd.models import Preprocessed, build_model
+
+S = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.2, 0.1]])
+T = torch.tensor([[0.0, 1.0, 0.5], [0.3, 0.3, -0.2]])
+S_ADV = torch.tensor([[0.2, 0.4, -0.3], [-0.5, 1.0, 0.0]])
+Y = torch.tensor([0, 2])
+
+
+def kl(p_logits, q_logits, t=1.0):
+    """KL(softmax(p / t) || softmax(q / t)) per row, averaged: sum p (log p - log q), by hand."""
+    p_logits, q_logits = p_logits.double(), q_logits.double()
+    p = torch.exp(p_logits / t) / torch.exp(p_logits / t).sum(1, keepdim=True)
+    q = torch.exp(q_logits / t) / torch.exp(q_logits / t).sum(1, keepdim=True)
+    return (p * (p.log() - q.log())).sum(1).mean()
+
+
+def ce(z, y):
+    z = z.double()
+    return -(z.gather(1, y[:, None]).squeeze(1) - torch.logsumexp(z, 1)).mean()
+
+
+def test_method_choices_match_the_registry_and_have_paper_docstrings():
+    from dataclasses import fields
+
+    choices = {f.name: f for f in fields(DistillConfig)}["loss"].metadata["choices"]
+    assert tuple(LOSSES.names()) == choices
+    help_text = {f.name: f for f in fields(DistillConfig)}["loss"].metadata["help"]
+    for name in LOSSES:
+        assert name in help_text
+        doc = LOSSES.get(name).__doc__
+        assert doc and doc.strip().splitlines()[0]
+    for name, year in [("hinton", "2015"), ("fitnets", "2015"), ("attention", "2017"),
+                       ("augmix_js", "2020"), ("ard", "2020"), ("rslad", "2021")]:
+        assert year in LOSSES.get(name).__doc__
+
+
+def test_hinton_and_ce_unchanged():
+    cfg = DistillConfig(temperature=2.0, alpha=0.75)
+    expected = 0.25 * ce(S, Y) + 0.75 * 4 * kl(T, S, 2.0)
+    got = LOSSES.get("hinton")(S, T, Y, cfg)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert got.item() == pytest.approx(0.4237, abs=1e-4)
+    assert LOSSES.get("ce")(S, T, Y, cfg).item() == pytest.approx(ce(S, Y).item(), abs=1e-6)
+    assert LOSSES.get("ce")(S, T, Y, cfg).item() == pytest.approx(0.8439, abs=1e-4)
+    assert not L.is_step_method(LOSSES.get("hinton")) and L.is_step_method(LOSSES.get("rslad"))
+
+
+def test_kd_term_pinned():
+    assert L.kd_term(S, T, 4.0).item() == pytest.approx(16 * kl(T, S, 4.0).item(), abs=1e-6)
+    assert L.kd_term(S, T, 4.0).item() == pytest.approx(0.2924, abs=1e-4)
+
+
+def test_ard_loss_pinned():
+    t, a = 4.0, 0.9
+    expected = a * t * t * kl(T, S_ADV, t) + (1 - a) * ce(S, Y)
+    got = L.ard_loss(S_ADV, S, T, Y, t, a).item()
+    assert got == pytest.approx(expected.item(), abs=1e-6)
+    assert got == pytest.approx(0.2130, abs=1e-4)
+
+
+def test_rslad_loss_pinned():
+    expected = 5 / 6 * kl(T, S_ADV) + 1 / 6 * kl(T, S)
+    got = L.rslad_loss(S_ADV, S, T).item()
+    assert got == pytest.approx(expected.item(), abs=1e-6)
+    assert got == pytest.approx(0.1559, abs=1e-4)
+    assert L.rslad_loss(T, T, T).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_js_consistency_pinned():
+    ps = [torch.softmax(z, 1) for z in (S, T, S_ADV)]
+    m = sum(ps) / 3
+    expected = sum((p * (p.log() - m.log())).sum(1).mean() for p in ps) / 3
+    got = L.js_consistency(S, T, S_ADV).item()
+    assert got == pytest.approx(expected.item(), abs=1e-6)
+    assert got == pytest.approx(0.0678, abs=1e-4)
+    assert L.js_consistency(S, S, S).item() == pytest.approx(0.0, abs=1e-6)
+    assert 0 <= got <= math.log(3)  # JS over 3 distributions is bounded by log 3
+
+
+FS = [torch.linspace(-1, 1, 2 * 2 * 4 * 4).reshape(2, 2, 4, 4), torch.linspace(0, 2, 2 * 3 * 2 * 2).reshape(2, 3, 2, 2)]
+FT = [torch.linspace(1, -0.5, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4), torch.cos(torch.arange(2 * 4 * 4 * 4.0)).reshape(2, 4, 4, 4)]
+
+
+def test_attention_transfer_pinned():
+    beta = 1000.0
+    expected = 0.0
+    for s, t in zip(FS, FT):
+        if t.shape[-1] != s.shape[-1]:  # 4x4 teacher map averaged down to the student's 2x2
+            t = t.reshape(2, 4, 2, 2, 2, 2).mean((3, 5))
+        qs, qt = s.pow(2).mean(1).reshape(2, -1), t.pow(2).mean(1).reshape(2, -1)
+        qs, qt = qs / qs.norm(dim=1, keepdim=True), qt / qt.norm(dim=1, keepdim=True)
+        expected += ((qs - qt) ** 2).mean().item()
+    expected *= beta / 2
+    got = L.attention_transfer_loss(FS, FT, beta).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert got == pytest.approx(50.6871, abs=1e-3)
+    assert L.attention_transfer_loss(FS, FS, beta).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hint_loss_pinned():
+    reg = [torch.nn.Conv2d(2, 3, 1, bias=False), torch.nn.Conv2d(3, 4, 1, bias=False)]
+    with torch.no_grad():
+        reg[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]).view(3, 2, 1, 1))
+        reg[1].weight.copy_(torch.full((4, 3, 1, 1), 0.1))
+    out = [r(f) for r, f in zip(reg, FS)]
+    # by hand: the 1x1 convs as channel mixes, the 4x4 teacher map pooled to 2x2
+    r0 = torch.stack([FS[0][:, 0], FS[0][:, 1], 0.5 * (FS[0][:, 0] + FS[0][:, 1])], 1)
+    r1 = 0.1 * FS[1].sum(1, keepdim=True).expand(2, 4, 2, 2)
+    t1 = FT[1].reshape(2, 4, 2, 2, 2, 2).mean((3, 5))
+    expected = ((r0 - FT[0]) ** 2).mean() + ((r1 - t1) ** 2).mean()
+    got = L.hint_loss(out, FT).item()
+    assert got == pytest.approx(expected.item(), abs=1e-6)
+    assert got == pytest.approx(1.2029, abs=1e-4)
+
+
+def _pair(seed=0):
+    torch.manual_seed(seed)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    return (Preprocessed(build_model("digits_student", 10), mean, std),
+            Preprocessed(build_model("digits_teacher", 10), mean, std))
+
+
+def test_pgd_stays_in_the_ball_and_the_pixel_range_and_raises_the_kl():
+    student, teacher = _pair()
+    student.eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (8, 16, 16, 3), generator=gen, dtype=torch.uint8)
+    x[:2] = 0  # the clamp at the range's ends
+    x[2:4] = 255
+    with torch.no_grad():
+        target = teacher.eval()(x)
+    adv = L.pgd_kl(student, x, target, 1.0, eps=4.0, step_size=1.0, steps=5, gen=gen)
+    assert (adv - x.float()).abs().max() <= 4.0 + 1e-4
+    assert adv.min() >= 0 and adv.max() <= 255
+    assert (adv - x.float()).abs().max() > 1.0  # it moved
+    with torch.no_grad():
+        assert L.kl_batchmean(target, student(adv)) > L.kl_batchmean(target, student(x))
+
+
+def _ctx(method, student, teacher, cfg, taps=None, aux=None, n=6):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (n, 16, 16, 3), generator=gen, dtype=torch.uint8)
+    with torch.no_grad():
+        t = teacher.eval()(x)
+    views = lambda xb, idx: (255 - xb)  # noqa: E731 - any perturbation will do here
+    return L.StepContext(student=student.train(), teacher=teacher, x=x, idx=np.arange(n),
+                         teacher_logits=t, labels=torch.arange(n) % 10, cfg=cfg, views=views,
+                         taps=taps, aux=aux, gen=gen)
+
+
+@pytest.mark.parametrize("name", ["fitnets", "attention", "augmix_js", "ard", "rslad"])
+def test_gradient_reaches_the_student_and_the_regressors(name):
+    student, teacher = _pair()
+    cfg = DistillConfig(loss=name, feature_layers=["6:6", "10:14"], adv_steps=2)
+    taps = aux = None
+    if name in ("fitnets", "attention"):
+        taps = L.FeatureTaps(student, teacher, L.parse_layer_pairs(cfg.feature_layers))
+        if name == "fitnets":
+            ch = taps.channels(student, teacher, torch.zeros(2, 16, 16, 3, dtype=torch.uint8))
+            assert ch == [(32, 64), (64, 256)]
+            aux = L.make_regressors(ch)
+    loss, logits = LOSSES.get(name)(_ctx(name, student, teacher, cfg, taps, aux))
+    assert loss.ndim == 0 and torch.isfinite(loss) and logits.shape == (6, 10)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    if aux is not None:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in aux.parameters())
+    assert student.training  # PGD's eval-mode attack hands the student back in train mode
+
+
+def test_feature_method_without_its_teacher_features_is_bigger_than_hinton():
+    student, teacher = _pair()
+    cfg = DistillConfig(loss="attention", feature_layers=["2:2"])
+    taps = L.FeatureTaps(student, teacher, L.parse_layer_pairs(cfg.feature_layers))
+    ctx = _ctx("attention", student, teacher, cfg, taps)
+    loss, logits = LOSSES.get("attention")(ctx)
+    hinton = LOSSES.get("hinton")(logits, ctx.teacher_logits, ctx.labels, cfg)
+    at = L.attention_transfer_loss([taps.student[0]], [taps.teacher[0]], cfg.at_beta)
+    assert loss.item() == pytest.approx((hinton + at).item(), rel=1e-5) and at.item() > 0
+
+
+def test_bad_layer_names_are_named_with_valid_choices():
+    student, teacher = _pair()
+    with pytest.raises(ConfigError, match=r"student has no module '99'.*include: 0, 1, 2"):
+        L.FeatureTaps(student, teacher, [("99", "6")])
+    with pytest.raises(ConfigError, match=r"teacher has no module 'layer4'"):
+        L.check_layer_names(student.net, teacher.net, ["6:layer4"])
+    with pytest.raises(ConfigError, match="must look like 'student_module:teacher_module'"):
+        load_config(None, ['distill.feature_layers=["6"]'])
+    with pytest.raises(ConfigError, match="needs distill.feature_layers"):
+        load_config(None, ["distill.loss=fitnets"])
+    with pytest.raises(ConfigError, match="is not one of hinton, ce, fitnets"):
+        load_config(None, ["distill.loss=fitnet"])
+    with pytest.raises(ConfigError, match="augmix_js.*distill.augment, which is empty"):
+        load_config(None, ["distill.loss=augmix_js", "distill.augment=[]"])
+    with pytest.raises(ConfigError, match="does not output a 4-D"):
+        taps = L.FeatureTaps(student, teacher, [("13", "6")])  # 13 = the flatten before the head
+        taps.channels(student, teacher, torch.zeros(1, 16, 16, 3, dtype=torch.uint8))
+
+
+def test_a_torchscript_teacher_is_refused_for_feature_methods():
+    student, teacher = _pair()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation notice
+        scripted = Preprocessed(torch.jit.script(teacher.net), (0.5,) * 3, (0.25,) * 3)
+    with pytest.raises(ConfigError, match="teacher is a TorchScript module.*do not call forward hooks"):
+        L.FeatureTaps(student, scripted, [("6", "6")])
+
+
+def test_preflight_rejects_a_bad_layer_before_training():
+    from edgekd.pipeline import preflight
+
+    cfg = load_config(None, ["distill.loss=attention", 'distill.feature_layers=["6:60"]'])
+    with pytest.raises(ConfigError, match="teacher has no module '60'"):
+        preflight(cfg)
+
+
+def _subset(split: Split, n: int) -> Split:
+    return Split(split.x[:n], split.y[:n], split.indices[:n])
+
+
+@pytest.mark.parametrize("name", ["fitnets", "attention", "augmix_js", "ard", "rslad", "hinton", "ce"])
+def test_each_method_trains_a_digits_student(name, trained_pair, digits):
+    teacher, _ = trained_pair
+    train = _subset(digits.train, 128)
+    logits = predict_logits(teacher, train.x, "cpu")
+    cfg = load_config(None, ["distill.epochs=1", f"distill.loss={name}", "distill.adv_steps=2",
+                             'distill.feature_layers=["6:6", "10:10"]', "distill.batch_size=64"]).distill
+    torch.manual_seed(0)
+    student = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
+    teacher_before = copy.deepcopy(teacher.state_dict())
+    keys_before = set(student.state_dict())
+    log = distill(student, logits, train, cfg, "cpu", progress=False, teacher=teacher)
+    assert len(log) == 1 and math.isfinite(log[0]["loss"])
+    assert set(student.state_dict()) == keys_before  # no regressor left inside the student
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())
+    assert not teacher.training
+
+
+def test_default_distillation_is_unchanged_by_the_new_options(trained_pair, digits):
+    """hinton with the training-only augmentation trains exactly as before: the new options, set to
+    anything, change nothing (no extra RNG draws, same optimiser)."""
+    teacher, _ = trained_pair
+    train = _subset(digits.train, 192)
+    logits = predict_logits(teacher, train.x, "cpu")
+    states = []
+    for extra in ([], ["distill.js_weight=3", "distill.adv_steps=3", 'distill.feature_layers=["2:2"]']):
+        cfg = load_config(None, ["distill.epochs=1", *extra]).distill
+        torch.manual_seed(0)
+        student = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
+        distill(student, logits, train, cfg, "cpu", progress=False, teacher=teacher)
+        states.append(student.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_report_says_when_the_student_trained_adversarially():
+    from edgekd.report import markdown_sections
+
+    acc = {"clean": 0.9, "mca": 0.8, "corruptions": {"fog": [0.8] * 5}, "missing": {},
+           "adversarial": {"pgd": {"8": 0.3}}}
+    report = {"models": {"teacher": {"accuracy": acc}, "student_torch": {"accuracy": acc}},
+              "robustness": {"training_perturbations": ["occlusion"], "training_overlaps_evaluation": [],
+                             "training_adversarial": {"method": "rslad", "epsilon_255": 8.0, "steps": 10,
+                                                      "step_size_255": 2.0}}}
+    text = "\n".join(markdown_sections(report))
+    assert "Student trained adversarially (rslad: PGD on the student, eps 8/255, 10 steps)" in text
+    assert "trained with perturbations: occlusion (disjoint from the 15" in text
+    report["robustness"]["training_adversarial"] = None
+    assert "adversarially" not in "\n".join(markdown_sections(report))
