@@ -20,17 +20,18 @@ from tqdm import tqdm
 
 from .config import DistillConfig, TeacherConfig
 from .data import Split
+from .errors import ConfigError
 from .losses import LOSSES, FeatureTaps, StepContext, is_step_method, make_regressors, parse_layer_pairs
 
-__all__ = ["LOSSES", "distill", "train_teacher", "predict_logits", "make_augmenter", "crop_flip_batch"]
+__all__ = ["LOSSES", "crop_flip_batch", "distill", "make_augmenter", "predict_logits", "resolve_device",
+           "train_teacher"]
+
 
 def resolve_device(name: str) -> str:
     """"auto" -> "cuda" when available, else "cpu"; "cuda" without a GPU is an input error."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
-
         raise ConfigError("teacher.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
     return name
 
@@ -101,8 +102,6 @@ def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: 
     taps = aux = views = None
     if method.feature_layers:
         if not cfg.feature_layers:
-            from .errors import ConfigError
-
             raise ConfigError(f"distill.loss = {cfg.loss!r} needs distill.feature_layers "
                               "(pairs 'student_module:teacher_module')")
         student.to(device)
@@ -112,8 +111,6 @@ def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: 
             aux = make_regressors(channels).to(device)
     if method.needs_views:
         if not cfg.augment:
-            from .errors import ConfigError
-
             raise ConfigError(f"distill.loss = {cfg.loss!r} needs perturbations in distill.augment "
                               "to make its augmented views")
         view_aug = make_augmenter(cfg, train, None, device, prob=1.0)
