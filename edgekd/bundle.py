@@ -37,7 +37,7 @@ import numpy as np
 from . import __version__
 from .device_profiles import DeviceProfile
 from .errors import ConfigError, InputError
-from .files import sha256_file
+from .files import move_into_place, read_json, sha256_file
 
 BUNDLE_FORMAT = "edgekd-bundle"
 DEFAULT_PERTURBATIONS = ("gaussian_noise", "defocus_blur", "contrast", "jpeg_compression", "occlusion")
@@ -47,15 +47,6 @@ MODEL_FILES = {  # bundle model id -> (file in the artifact dir, format, precisi
     "student_int8_ort": ("student.int8.ort", "ort", "int8"),
     "student_fp32": ("student.fp32.onnx", "onnx", "fp32"),
 }
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(f"{path} is missing: {path.parent} is not an edgekd artifact directory")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise InputError(f"{path}: not readable JSON ({e})") from None
 
 
 def check_bundle_dest(bundle_dir: Path) -> None:
@@ -112,8 +103,8 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
     from .runtimes import OrtRunner
 
     out_dir, bundle_dir = Path(out_dir), Path(bundle_dir).resolve()
-    report = _read_json(out_dir / "report.json")
-    manifest = _read_json(out_dir / "manifest.json")
+    report, manifest = (read_json(out_dir / name, f"{out_dir / name} is missing: {out_dir} is not an "
+                                  "edgekd artifact directory") for name in ("report.json", "manifest.json"))
     if not (out_dir / "predictions.npz").is_file():
         raise InputError(f"{out_dir / 'predictions.npz'} is missing; the bundle's teacher predictions come from it")
     preds = _load_npz(out_dir / "predictions.npz")
@@ -171,7 +162,7 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
                "requires": "python >= 3.8, numpy, onnxruntime"}
         (tmp / "bundle.json").write_text(json.dumps(rec, indent=2) + "\n")
         (tmp / "README.txt").write_text(_readme(profile, rec))
-        _move_into_place(tmp, bundle_dir)
+        move_into_place(tmp, bundle_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -186,21 +177,6 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
         rec["zip"] = str(zpath)
     rec["dir"] = str(bundle_dir)
     return rec
-
-
-def _move_into_place(tmp: Path, dest: Path) -> None:
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        dest.rename(old)
-    try:
-        tmp.rename(dest)
-    except OSError:
-        if old is not None:
-            old.rename(dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _readme(profile: DeviceProfile, rec: dict) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from .device_profiles import DeviceProfile, profile_from_dict
 from .errors import InputError
+from .files import read_json, sha256_file
 
 RESULTS_FORMAT = "edgekd-device-results"
 _STATS = ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")
@@ -41,12 +42,7 @@ def _need(cond: bool, where: str, what: str) -> None:
 def load_device_results(path: Path) -> dict:
     """Read and validate a results file written by a bundle's run.py."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"device results {path} do not exist")
-    try:
-        res = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise InputError(f"{path}: not readable JSON ({e})") from None
+    res = read_json(path, f"device results {path} do not exist")
     w = str(path)
     _need(isinstance(res, dict) and res.get("format") == RESULTS_FORMAT, w,
           f"not an edgekd device results file (format is not {RESULTS_FORMAT!r}); it is the "
@@ -111,12 +107,7 @@ def merge_device_results(out_dir: Path, results_path: Path) -> dict:
     """
     out_dir = Path(out_dir)
     report_path = out_dir / "report.json"
-    if not report_path.is_file():
-        raise InputError(f"{out_dir}: no report.json (not an edgekd artifact directory)")
-    try:
-        report = json.loads(report_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise InputError(f"{report_path}: not readable JSON ({e})") from None
+    report = read_json(report_path, f"{out_dir}: no report.json (not an edgekd artifact directory)")
     res = load_device_results(results_path)
     want = (report.get("dataset") or {}).get("test_sha256")
     got = res["bundle"].get("test_sha256")
@@ -137,7 +128,6 @@ def merge_device_results(out_dir: Path, results_path: Path) -> dict:
 
 
 def _update_manifest(out_dir: Path, paths: list[Path]) -> None:
-    from .files import sha256_file
 
     man_path = out_dir / "manifest.json"
     try:

@@ -30,7 +30,7 @@ from .data import Dataset, load_dataset
 from .distill import distill, resolve_device, train_teacher
 from .errors import ConfigError, InputError
 from .export import check_parity, export_onnx
-from .files import sha256_file
+from .files import move_into_place, sha256_file
 from .harness import accuracy, agreement, evaluate, measure_latency
 from .models import Preprocessed, build_model, count_params, save_checkpoint
 from .quantize import quantize_static_int8
@@ -134,27 +134,12 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
         raise InputError(f"cannot create the output directory next to {out_dir}: {e.strerror}") from None
     try:
         result = _build_into(cfg, tmp, policy, progress, say)
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
         result.out_dir = out_dir
         return result
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        out_dir.rename(old)
-    try:
-        tmp.rename(out_dir)
-    except OSError:
-        if old is not None:
-            old.rename(out_dir)  # put the previous build back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..files import write_text
+
 HELP = "put several builds side by side in compare.html (table + plots)"
 DESCRIPTION = """\
 Compare builds: each REPORT is an artifact directory or a report.json. Writes one self-contained
@@ -50,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
     gates = {label: load_gate(path.parent / "gate.json") for label, (path, _) in zip(labels, loaded)}
     page = render_compare_html([(label, rep) for label, (_, rep) in zip(labels, loaded)], gates)
     target = Path(args.output)
-    try:
-        target.write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {target}: {e.strerror or e}") from None
+    write_text(target, page)
     print(f"wrote {target} ({', '.join(labels)})")
     return 0

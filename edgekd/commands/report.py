@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..files import write_text
+
 HELP = "write report.html (gate verdict, model table, plots) for an artifact directory"
 DESCRIPTION = """\
 Render OUT_DIR/report.html from OUT_DIR/report.json and gate.json: the gate verdict and failing
@@ -39,9 +41,6 @@ def run(args: argparse.Namespace) -> int:
             report = merge_device_results(out_dir, Path(path))
     target = Path(args.output) if args.output else out_dir / "report.html"
     page = render_html(report, load_gate(out_dir / "gate.json"))
-    try:
-        target.write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {target}: {e.strerror or e}") from None
+    write_text(target, page)
     print(f"wrote {target}")
     return 0
