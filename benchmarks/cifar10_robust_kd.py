@@ -54,6 +54,10 @@ def variants(adv_steps: int, adv_step_size: float) -> dict[str, list[str]]:
         "rslad": ["distill.loss=rslad", "distill.augment=[]", *adv],
         # a quarter of each batch perturbed instead of half: less clean signal given up
         "kd+corrupt-p0.25": ["distill.loss=hinton", f"distill.augment={AUGMENT}", "distill.augment_prob=0.25"],
+        "kd+corrupt-p0.1": ["distill.loss=hinton", f"distill.augment={AUGMENT}", "distill.augment_prob=0.1"],
+        # target = the teacher's output on the perturbed image (the teacher runs on those images)
+        "kd+corrupt-tpert": ["distill.loss=hinton", f"distill.augment={AUGMENT}",
+                             "distill.augment_target=perturbed"],
     }
 
 
