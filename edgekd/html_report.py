@@ -350,6 +350,29 @@ def _no_plots_note() -> str:
     return f'<p class="note" id="no-plots">Plots are not shown: {_e(PLOTS_HINT)}.</p>'
 
 
+def _training_html(rob: dict | None) -> str:
+    """How the student was trained: method, perturbations (flagged if they overlap the evaluated
+    corruptions, which inflates the robustness figures) and adversarial training."""
+    if not rob or "training_perturbations" not in rob:
+        return ""
+    method = rob.get("training_method")
+    seen = rob.get("training_perturbations") or []
+    overlap = rob.get("training_overlaps_evaluation") or []
+    text = (f"Student distilled with <code>{_e(method)}</code>; " if method else "Student ")
+    text += "trained with perturbations: " + (_e(", ".join(seen)) if seen else "none")
+    if overlap:
+        text += (f' — <strong class="inflated">overlaps the evaluated corruptions {_e(", ".join(overlap))}: '
+                 "robustness figures are inflated</strong>")
+    elif seen:
+        text += " (disjoint from the evaluated common corruptions)"
+    adv = rob.get("training_adversarial")
+    if adv:
+        eps = f"{adv['epsilon_255']:g}"
+        text += (f"; trained adversarially ({_e(adv['method'])}: PGD on the student, eps {_e(eps)}/255, "
+                 f"{_e(adv['steps'])} steps)")
+    return f'<p id="training" data-method="{_e(method or "")}">{text}.</p>'
+
+
 def render_html(report: dict, gate: dict | None = None) -> str:
     """The page of one build: gate verdict (failing checks first), model table, plots, device runs."""
     models = report["models"]
@@ -360,7 +383,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
             f'<p class="meta">{_e(ds.get("name", "?"))}, {_e(ds.get("n_test", "?"))} test images of shape '
             f'{_e(ds.get("image_shape", "?"))}; created {_e(report.get("created", "?"))} by edgekd '
             f'{_e(report.get("edgekd_version", "?"))}; teacher on {_e(report.get("teacher_device", "?"))}.</p>',
-            _gate_html(gate), "<h2>Models</h2>", _model_table(models),
+            _gate_html(gate), "<h2>Models</h2>", _model_table(models), _training_html(report.get("robustness")),
             "<p>Retention = model mCA / teacher mCA; agreement = share of test images where the model "
             "predicts the teacher's class; latency per call at batch 1; memory = peak resident memory "
             "of a fresh process running the artifact.</p>"]

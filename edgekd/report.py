@@ -129,7 +129,9 @@ def markdown_sections(report: dict) -> list[str]:
            f"Corruption table: **{report.get('corruption_table')}**; accuracies in %, mean over the "
            "severities run. mCE and relative mCE use the teacher as reference (100 = as good as the "
            "teacher); retention = model mCA / teacher mCA.", "",
-           "Student trained with perturbations: "
+           (f"Student distilled with `{report['robustness']['training_method']}`, trained with "
+            if report["robustness"].get("training_method") else "Student trained with ")
+           + "perturbations: "
            + (", ".join(report["robustness"].get("training_perturbations") or []) or "none")
            + (" — **overlaps the evaluated corruptions "
               + ", ".join(report["robustness"]["training_overlaps_evaluation"])

@@ -37,6 +37,7 @@ from . import perturb
 from .attacks import ATTACKS, craft
 from .data import Split
 from .harness import accuracy, evaluate
+from .losses import LOSSES
 
 CACHE_VERSION = "1"  # bump when a perturbation's definition changes
 
@@ -190,6 +191,21 @@ def sweep_subset(test: Split, max_images: int, seed: int) -> tuple[Split, np.nda
     return Split(test.x[index], test.y[index], test.indices[index]), index
 
 
+def training_meta(d) -> dict:
+    """What the student saw in training (``d`` is the DistillConfig), so the report can say whether
+    the robustness figures are inflated. Perturbations are listed only if the student really saw
+    them: ``augment_prob > 0``, or a method that makes its views from ``distill.augment``."""
+    method = LOSSES.get(d.loss) if d.epochs else None
+    sees_augment = bool(d.augment) and (d.augment_prob > 0 or getattr(method, "needs_views", False))
+    trained_on = perturb.resolve(d.augment) if method is not None and sees_augment else []
+    return {"training_method": d.loss if d.epochs else None,
+            "training_perturbations": trained_on,
+            "training_overlaps_evaluation": [n for n in trained_on if n in perturb.COMMON],
+            "training_adversarial": ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
+                                      "step_size_255": d.adv_step_size}
+                                     if d.loss in ("ard", "rslad") and d.epochs else None)}
+
+
 def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predictions: dict,
               progress: bool, say) -> dict:
     """The build's perturbed-input stage: fills ``models[...]`` and ``predictions``; returns what
@@ -227,14 +243,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
             "severities": sevs, "seed": rc.seed, "mca_complete": met["teacher"]["mca_complete"],
             "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,
                       "generated": sets.misses}}
-    # what the student saw in training, so the report can say whether the figures are inflated
-    trained_on = perturb.resolve(cfg.distill.augment) if cfg.distill.augment else []
-    meta["training_perturbations"] = trained_on
-    meta["training_overlaps_evaluation"] = [n for n in trained_on if n in perturb.COMMON]
-    d = cfg.distill
-    meta["training_adversarial"] = ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
-                                     "step_size_255": d.adv_step_size}
-                                    if d.loss in ("ard", "rslad") and d.epochs else None)
+    meta.update(training_meta(cfg.distill))
     if rc.adversarial:
         adv = adversarial_predictions(runners, torch_models, test, rc.epsilons, rc.pgd_steps,
                                       rc.seed, bs, progress)

@@ -194,6 +194,10 @@ def test_default_build_report_html_in_browser(default_build, browser, tmp_path, 
     assert f"Gate: {gate['verdict'].upper()}" in verdict.text
     assert len(browser.find_elements("css selector", "#failed-checks li")) == len(gate["failed"])
     check_plots(browser, PLOTS)
+    training = browser.find_element("id", "training")
+    assert training.is_displayed()
+    assert training.get_attribute("data-method") == report["robustness"]["training_method"] == "hinton"
+    assert ", ".join(report["robustness"]["training_perturbations"]) in training.text
     rows = browser.find_elements("css selector", "#models tr[data-model]")
     assert [r.get_attribute("data-model") for r in rows] == list(report["models"])
     n = check_cells(browser, lambda td: report["models"][td.get_attribute("data-model")])

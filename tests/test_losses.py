@@ -276,11 +276,46 @@ def test_report_says_when_the_student_trained_adversarially():
     acc = {"clean": 0.9, "mca": 0.8, "corruptions": {"fog": [0.8] * 5}, "missing": {},
            "adversarial": {"pgd": {"8": 0.3}}}
     report = {"models": {"teacher": {"accuracy": acc}, "student_torch": {"accuracy": acc}},
-              "robustness": {"training_perturbations": ["occlusion"], "training_overlaps_evaluation": [],
+              "robustness": {"training_method": "rslad", "training_perturbations": ["occlusion"],
+                             "training_overlaps_evaluation": [],
                              "training_adversarial": {"method": "rslad", "epsilon_255": 8.0, "steps": 10,
                                                       "step_size_255": 2.0}}}
     text = "\n".join(markdown_sections(report))
     assert "Student trained adversarially (rslad: PGD on the student, eps 8/255, 10 steps)" in text
-    assert "trained with perturbations: occlusion (disjoint from the 15" in text
+    assert "Student distilled with `rslad`, trained with perturbations: occlusion (disjoint from the 15" in text
     report["robustness"]["training_adversarial"] = None
     assert "adversarially" not in "\n".join(markdown_sections(report))
+
+
+@pytest.mark.parametrize("overrides, method, seen", [
+    ([], "hinton", ["speckle_noise", "gaussian_blur", "spatter", "occlusion", "pixel_dropout"]),
+    (["distill.augment_prob=0"], "hinton", []),  # listed in the config but never applied
+    (["distill.augment_prob=0", "distill.loss=augmix_js"], "augmix_js",  # views ignore augment_prob
+     ["speckle_noise", "gaussian_blur", "spatter", "occlusion", "pixel_dropout"]),
+    (["distill.augment=[]", "distill.loss=rslad"], "rslad", []),
+    (["distill.epochs=0"], None, []),  # no distillation: nothing was trained
+])
+def test_training_meta_lists_only_what_the_student_saw(overrides, method, seen):
+    from edgekd.robustness import training_meta
+
+    meta = training_meta(load_config(None, overrides).distill)
+    assert meta["training_method"] == method
+    assert meta["training_perturbations"] == seen
+    assert meta["training_overlaps_evaluation"] == []
+    assert (meta["training_adversarial"] is not None) == (method == "rslad")
+
+
+def test_html_report_says_how_the_student_was_trained():
+    from edgekd.html_report import _training_html
+
+    rob = {"training_method": "hinton", "training_perturbations": ["fog", "occlusion"],
+           "training_overlaps_evaluation": ["fog"], "training_adversarial": None}
+    html = _training_html(rob)
+    assert 'data-method="hinton"' in html and "<code>hinton</code>" in html
+    assert "overlaps the evaluated corruptions fog: robustness figures are inflated" in html
+    rob.update(training_method="ard", training_perturbations=[], training_overlaps_evaluation=[],
+               training_adversarial={"method": "ard", "epsilon_255": 8.0, "steps": 3, "step_size_255": 3.0})
+    html = _training_html(rob)
+    assert "perturbations: none" in html and "inflated" not in html
+    assert "trained adversarially (ard: PGD on the student, eps 8/255, 3 steps)" in html
+    assert _training_html({}) == ""
