@@ -124,7 +124,7 @@ class DistillConfig:
                                       "disk (keyed by teacher, data and view) and reuse them")
     augment_prob: float = opt(0.5, "fraction of each batch that is perturbed; lower costs less clean accuracy "
                               "(CIFAR-10, benchmarks/RESULTS.md, vs plain KD: 0.5 gave +4.4 mCA / -4.0 "
-                              "clean, 0.25 +5.2 / -2.5, 0.1 +3.7 / -0.8)", min=0.0, max=1.0)
+                              "clean on one seed; 0.25 +3.3 / -2.7 and 0.1 +2.6 / -1.2 over 3 seeds)", min=0.0, max=1.0)
     augment_target: str = opt("clean", "teacher output used as the soft target of a perturbed "
                               "image: clean (cached, Hendrycks-style clean soft labels) or perturbed "
                               "(teacher run on the perturbed image)", choices=("clean", "perturbed"))
