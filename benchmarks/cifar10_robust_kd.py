@@ -55,6 +55,12 @@ def variants(adv_steps: int, adv_step_size: float) -> dict[str, list[str]]:
         # a quarter of each batch perturbed instead of half: less clean signal given up
         "kd+corrupt-p0.25": ["distill.loss=hinton", f"distill.augment={AUGMENT}", "distill.augment_prob=0.25"],
         "kd+corrupt-p0.1": ["distill.loss=hinton", f"distill.augment={AUGMENT}", "distill.augment_prob=0.1"],
+        # perturbed copies appended after the whole clean batch: no clean image given up, at
+        # augment_prob more student compute per step
+        "kd+corrupt-append-p0.25": ["distill.loss=hinton", f"distill.augment={AUGMENT}",
+                                    "distill.augment_prob=0.25", "distill.augment_mode=append"],
+        "kd+corrupt-append-p0.5": ["distill.loss=hinton", f"distill.augment={AUGMENT}",
+                                   "distill.augment_prob=0.5", "distill.augment_mode=append"],
         # target = the teacher's output on the perturbed image (the teacher runs on those images)
         "kd+corrupt-tpert": ["distill.loss=hinton", f"distill.augment={AUGMENT}",
                              "distill.augment_target=perturbed"],

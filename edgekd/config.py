@@ -125,6 +125,10 @@ class DistillConfig:
     augment_prob: float = opt(0.5, "fraction of each batch that is perturbed; lower costs less clean accuracy "
                               "(CIFAR-10, benchmarks/RESULTS.md, vs plain KD: 0.5 gave +4.4 mCA / -4.0 "
                               "clean on one seed; 0.25 +3.3 / -2.7 and 0.1 +2.6 / -1.2 over 3 seeds)", min=0.0, max=1.0)
+    augment_mode: str = opt("replace", "how perturbed images enter a batch: replace (in place of "
+                            "their clean originals; same compute) or append (copies added after the "
+                            "whole clean batch, which keeps all clean images; augment_prob more student "
+                            "compute per step)", choices=("replace", "append"))
     augment_target: str = opt("clean", "teacher output used as the soft target of a perturbed "
                               "image: clean (cached, Hendrycks-style clean soft labels) or perturbed "
                               "(teacher run on the perturbed image)", choices=("clean", "perturbed"))

@@ -67,7 +67,8 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
     enough to keep the target of the unshifted image.
 
     With ``cfg.augment`` (corruption-augmented KD), each batch picks one of those perturbations and
-    a severity 1..5 at random and applies it to ``cfg.augment_prob`` of its images; the soft target
+    a severity 1..5 at random and applies it to ``cfg.augment_prob`` of its images, in their place
+    (``augment_mode = "replace"``) or as extra copies after the clean batch ("append"); the soft target
     stays the teacher's output on the clean image (``augment_target = "clean"``, as in AugMix's use of
     clean labels, Hendrycks et al. 2020) or is the teacher run on the perturbed image ("perturbed",
     which needs ``teacher``). ``cfg.epochs == 0`` leaves the student at its (seeded) initialisation.
@@ -84,7 +85,7 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
     augment = None
     if cfg.augment and cfg.augment_prob > 0 and not (step and loss_fn.needs_views):
         augment = make_augmenter(cfg, train, teacher if cfg.augment_target == "perturbed" else None,
-                                 device)
+                                 device, mode=cfg.augment_mode)
     step_fn, aux = None, None
     if step:
         step_fn, aux = _step_closure(loss_fn, student, teacher, train, cfg, device)
@@ -116,7 +117,7 @@ def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: 
         view_aug = make_augmenter(cfg, train, None, device, prob=1.0)
 
         def views(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-            xa, _ = view_aug(x.cpu().numpy(), idx, None)
+            xa, _, _ = view_aug(x.cpu().numpy(), idx, None)
             return torch.from_numpy(xa).to(x.device)
 
     gen = torch.Generator().manual_seed(cfg.seed + 3)  # PGD random starts
@@ -147,11 +148,15 @@ def crop_flip_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4
 
 
 def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, device: str,
-                   prob: float | None = None):
-    """Batch augmenter for corruption-augmented KD: (uint8 batch, indices, targets) -> both, changed.
+                   prob: float | None = None, mode: str = "replace"):
+    """Batch augmenter for corruption-augmented KD: (uint8 batch, indices, targets) -> all three, changed.
 
     Each call perturbs ``prob`` (default ``cfg.augment_prob``) of the images with one perturbation
-    of ``cfg.augment`` at one severity 1..5, both drawn at random."""
+    of ``cfg.augment`` at one severity 1..5, both drawn at random. ``mode = "replace"`` puts the
+    perturbed images in place of their clean originals; ``"append"`` keeps the whole clean batch and
+    adds the perturbed copies after it (their indices repeated, so labels and targets follow).
+    A perturbed image's target is its clean image's, or, with ``teacher``, the teacher's output on
+    the perturbed image."""
     from . import perturb
 
     names = perturb.resolve(cfg.augment)
@@ -163,13 +168,25 @@ def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, 
         severity = int(rng.integers(1, 6))
         mask = rng.random(len(x)) < prob
         if not mask.any():
-            return x, targets
+            return x, idx, targets
+        xp = perturb.apply(name, x[mask], severity, int(rng.integers(1 << 31)), train.indices[idx[mask]])
+        tp = None
+        if targets is not None:
+            m = torch.from_numpy(mask).to(targets.device)
+            if teacher is not None:
+                with torch.no_grad():
+                    tp = teacher.eval()(torch.from_numpy(xp).to(device)).float().to(targets.device)
+            else:
+                tp = targets[m]
+        if mode == "append":
+            return (np.concatenate([x, xp]), np.concatenate([idx, idx[mask]]),
+                    None if targets is None else torch.cat([targets, tp]))
         x = x.copy()
-        x[mask] = perturb.apply(name, x[mask], severity, int(rng.integers(1 << 31)), train.indices[idx[mask]])
-        if teacher is not None and targets is not None:
-            with torch.no_grad():
-                targets = teacher.eval()(torch.from_numpy(x).to(device)).float()
-        return x, targets
+        x[mask] = xp
+        if targets is not None:
+            targets = targets.clone()
+            targets[m] = tp
+        return x, idx, targets
 
     return augment
 
@@ -205,8 +222,8 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
             idx_np, idx = idx.numpy(), idx.to(device)
             xb, tb = x[idx], (t[idx] if t is not None else None)
             if augment is not None:  # perturbations work on uint8 numpy batches
-                xa, tb = augment(train.x[idx_np], idx_np, tb)
-                xb = torch.from_numpy(xa).to(device)
+                xa, idx_np, tb = augment(train.x[idx_np], idx_np, tb)
+                xb, idx = torch.from_numpy(xa).to(device), torch.from_numpy(idx_np).to(device)
             if crop_flip:
                 xb, flipped = crop_flip_batch(xb, aug_gen)
                 if t_flip is not None and tb is not None:

@@ -350,6 +350,16 @@ def _no_plots_note() -> str:
     return f'<p class="note" id="no-plots">Plots are not shown: {_e(PLOTS_HINT)}.</p>'
 
 
+def training_augment_text(rob: dict) -> str:
+    """', on 25 % of each batch, appended (soft target: the teacher on the clean image)', or ''."""
+    aug = rob.get("training_augment")
+    if not aug:
+        return ""
+    how = "appended to the clean batch" if aug["mode"] == "append" else "in place of the clean images"
+    return (f", on {100 * aug['prob']:g} % of each batch, {how} (soft target: the teacher on the "
+            f"{aug['target']} image)")
+
+
 def _training_html(rob: dict | None) -> str:
     """How the student was trained: method, perturbations (flagged if they overlap the evaluated
     corruptions, which inflates the robustness figures) and adversarial training."""
@@ -360,6 +370,7 @@ def _training_html(rob: dict | None) -> str:
     overlap = rob.get("training_overlaps_evaluation") or []
     text = (f"Student distilled with <code>{_e(method)}</code>; " if method else "Student ")
     text += "trained with perturbations: " + (_e(", ".join(seen)) if seen else "none")
+    text += _e(training_augment_text(rob))
     if overlap:
         text += (f' — <strong class="inflated">overlaps the evaluated corruptions {_e(", ".join(overlap))}: '
                  "robustness figures are inflated</strong>")

@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__
 from .config import BuildConfig
 from .data import Dataset
+from .html_report import training_augment_text
 
 SCHEMA_VERSION = 1
 
@@ -133,6 +134,7 @@ def markdown_sections(report: dict) -> list[str]:
             if report["robustness"].get("training_method") else "Student trained with ")
            + "perturbations: "
            + (", ".join(report["robustness"].get("training_perturbations") or []) or "none")
+           + training_augment_text(report["robustness"])
            + (" — **overlaps the evaluated corruptions "
               + ", ".join(report["robustness"]["training_overlaps_evaluation"])
               + ": robustness figures are inflated**"

@@ -194,12 +194,17 @@ def sweep_subset(test: Split, max_images: int, seed: int) -> tuple[Split, np.nda
 def training_meta(d) -> dict:
     """What the student saw in training (``d`` is the DistillConfig), so the report can say whether
     the robustness figures are inflated. Perturbations are listed only if the student really saw
-    them: ``augment_prob > 0``, or a method that makes its views from ``distill.augment``."""
+    them: ``augment_prob > 0``, or a method that makes its views from ``distill.augment``.
+    ``training_augment`` says how batch-level corruption augmentation was applied (fraction, replace
+    or append, target), None without it."""
     method = LOSSES.get(d.loss) if d.epochs else None
     sees_augment = bool(d.augment) and (d.augment_prob > 0 or getattr(method, "needs_views", False))
     trained_on = perturb.resolve(d.augment) if method is not None and sees_augment else []
+    batch_level = bool(trained_on) and not getattr(method, "needs_views", False)
     return {"training_method": d.loss if d.epochs else None,
             "training_perturbations": trained_on,
+            "training_augment": ({"prob": d.augment_prob, "mode": d.augment_mode, "target": d.augment_target}
+                                 if batch_level else None),
             "training_overlaps_evaluation": [n for n in trained_on if n in perturb.COMMON],
             "training_adversarial": ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
                                       "step_size_255": d.adv_step_size}

@@ -64,13 +64,76 @@ def test_augmenter_perturbs_a_fraction_with_training_perturbations(digits):
     cfg = DistillConfig(augment=["pixel_dropout"], augment_prob=0.5, seed=3)
     idx = np.arange(64)
     x = digits.train.x[idx]
-    xa, t = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
+    xa, ia, t = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
     changed = (xa != x).reshape(64, -1).any(1)
-    assert 10 < changed.sum() < 54 and t is None
+    assert 10 < changed.sum() < 54 and t is None and np.array_equal(ia, idx)
     # dropout only ever zeroes pixels
     assert ((xa == x) | (xa == 0)).all()
-    again, _ = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
+    again, _, _ = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
     assert np.array_equal(xa, again)  # seeded
+
+
+def test_append_mode_keeps_the_clean_batch_and_adds_perturbed_copies(digits):
+    from edgekd.distill import make_augmenter
+
+    cfg = DistillConfig(augment=["pixel_dropout"], augment_prob=0.5, seed=3)
+    idx = np.arange(64)
+    x = digits.train.x[idx]
+    targets = torch.randn(64, 10)
+    replaced, _, t_rep = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, targets)
+    xa, ia, ta = make_augmenter(cfg, digits.train, None, "cpu", mode="append")(x, idx, targets)
+    changed = (replaced != x).reshape(64, -1).any(1)
+    k = len(xa) - 64
+    assert 10 < k < 54 and len(ia) == len(ta) == len(xa)
+    assert np.array_equal(xa[:64], x) and np.array_equal(ia[:64], idx)  # the clean batch, untouched
+    # the copies are the images "replace" perturbed, in the same order, with their indices and targets
+    perturbed = np.flatnonzero(changed)
+    assert k >= len(perturbed) and np.isin(perturbed, ia[64:]).all()
+    assert np.array_equal(xa[64:], replaced[ia[64:]])
+    assert torch.equal(ta[64:], targets[torch.from_numpy(ia[64:])]) and torch.equal(t_rep, targets)
+
+
+def test_perturbed_target_is_the_teacher_on_the_perturbed_images(digits):
+    from edgekd.distill import make_augmenter
+
+    class Brightness(torch.nn.Module):  # a "teacher" whose output tells the images apart
+        def forward(self, x):
+            return x.float().mean(dim=(1, 2, 3))[:, None].repeat(1, 10)
+
+    cfg = DistillConfig(augment=["pixel_dropout"], augment_prob=0.5, seed=3)
+    idx = np.arange(64)
+    x = digits.train.x[idx]
+    clean_t = Brightness()(torch.from_numpy(x))
+    for mode in ("replace", "append"):
+        xa, ia, ta = make_augmenter(cfg, digits.train, Brightness(), "cpu", mode=mode)(x, idx, clean_t)
+        assert torch.allclose(ta, Brightness()(torch.from_numpy(xa)))
+        assert not torch.equal(ta, clean_t[torch.from_numpy(ia)])  # some targets did change
+
+
+def test_append_mode_trains_on_more_images_per_epoch(digits):
+    """The student really sees the appended copies, with as many labels and targets (or the loss
+    would fail on mismatched shapes): about augment_prob more images per epoch than "replace"."""
+
+    class Counting(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.images = net, 0
+
+        def forward(self, x):
+            self.images += len(x) if self.training else 0
+            return self.net(x)
+
+    logits = np.zeros((len(digits.train), 10), np.float32)
+    seen = {}
+    for mode in ("replace", "append"):
+        torch.manual_seed(0)
+        st = Counting(Preprocessed(build_model("digits_student", 10), digits.mean, digits.std))
+        cfg = DistillConfig(epochs=1, augment=["pixel_dropout"], augment_prob=0.5, augment_mode=mode, seed=1)
+        distill(st, logits, digits.train, cfg, "cpu", progress=False)
+        seen[mode] = st.images
+    n = len(digits.train)
+    assert seen["replace"] == n
+    assert 1.3 * n < seen["append"] < 1.7 * n
 
 
 def test_training_on_evaluated_corruptions_is_refused():

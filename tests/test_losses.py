@@ -303,6 +303,22 @@ def test_training_meta_lists_only_what_the_student_saw(overrides, method, seen):
     assert meta["training_perturbations"] == seen
     assert meta["training_overlaps_evaluation"] == []
     assert (meta["training_adversarial"] is not None) == (method == "rslad")
+    # batch-level augmentation (fraction, mode, target) only where the batches were perturbed
+    assert (meta["training_augment"] is not None) == (bool(seen) and method == "hinton")
+
+
+def test_report_says_how_perturbed_images_entered_the_batches():
+    from edgekd.report import markdown_sections
+    from edgekd.robustness import training_meta
+
+    meta = training_meta(load_config(None, ["distill.augment_prob=0.25", "distill.augment_mode=append"]).distill)
+    assert meta["training_augment"] == {"prob": 0.25, "mode": "append", "target": "clean"}
+    acc = {"clean": 0.9, "mca": 0.8, "corruptions": {"fog": [0.8] * 5}, "missing": {}}
+    report = {"models": {"teacher": {"accuracy": acc}, "student_torch": {"accuracy": acc}}, "robustness": meta}
+    text = "\n".join(markdown_sections(report))
+    assert ("trained with perturbations: speckle_noise, gaussian_blur, spatter, occlusion, pixel_dropout, "
+            "on 25 % of each batch, appended to the clean batch (soft target: the teacher on the clean "
+            "image) (disjoint from the 15") in text
 
 
 def test_html_report_says_how_the_student_was_trained():
