@@ -84,15 +84,18 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
     step = is_step_method(loss_fn)
     augment = None
     if cfg.augment and cfg.augment_prob > 0 and not (step and loss_fn.needs_views):
-        augment = make_augmenter(cfg, train, teacher if cfg.augment_target == "perturbed" else None,
-                                 device, mode=cfg.augment_mode)
+        augment = make_augmenter(cfg, train, mode=cfg.augment_mode)
+        if cfg.augment_target == "perturbed" and teacher is None:
+            raise ConfigError("distill.augment_target = 'perturbed' needs the teacher model to run on "
+                              "the perturbed images; pass teacher= or use 'clean'")
     step_fn, aux = None, None
     if step:
         step_fn, aux = _step_closure(loss_fn, student, teacher, train, cfg, device)
     return _fit(student, train, teacher_logits, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device,
                 progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg), augment,
                 crop_flip=cfg.crop_flip, teacher_logits_hflip=teacher_logits_hflip,
-                step=step_fn, aux=aux)
+                step=step_fn, aux=aux,
+                retarget=teacher if augment is not None and cfg.augment_target == "perturbed" else None)
 
 
 def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: Split,
@@ -114,10 +117,10 @@ def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: 
         if not cfg.augment:
             raise ConfigError(f"distill.loss = {cfg.loss!r} needs perturbations in distill.augment "
                               "to make its augmented views")
-        view_aug = make_augmenter(cfg, train, None, device, prob=1.0)
+        view_aug = make_augmenter(cfg, train, prob=1.0)
 
         def views(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-            xa, _, _ = view_aug(x.cpu().numpy(), idx, None)
+            xa, _, _, _ = view_aug(x.cpu().numpy(), idx, None)
             return torch.from_numpy(xa).to(x.device)
 
     gen = torch.Generator().manual_seed(cfg.seed + 3)  # PGD random starts
@@ -147,16 +150,16 @@ def crop_flip_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4
     return out.to(torch.uint8), flip
 
 
-def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, device: str,
-                   prob: float | None = None, mode: str = "replace"):
-    """Batch augmenter for corruption-augmented KD: (uint8 batch, indices, targets) -> all three, changed.
+def make_augmenter(cfg: DistillConfig, train: Split, prob: float | None = None, mode: str = "replace"):
+    """Batch augmenter for corruption-augmented KD:
+    (uint8 batch, indices, targets) -> (batch, indices, targets, perturbed rows).
 
     Each call perturbs ``prob`` (default ``cfg.augment_prob``) of the images with one perturbation
     of ``cfg.augment`` at one severity 1..5, both drawn at random. ``mode = "replace"`` puts the
     perturbed images in place of their clean originals; ``"append"`` keeps the whole clean batch and
-    adds the perturbed copies after it (their indices repeated, so labels and targets follow).
-    A perturbed image's target is its clean image's, or, with ``teacher``, the teacher's output on
-    the perturbed image."""
+    adds the perturbed copies after it (their indices and targets repeated, so labels and targets
+    follow). A perturbed image keeps its clean image's target; ``prepare_batch`` swaps in the
+    teacher's output on it for ``augment_target = "perturbed"``."""
     from . import perturb
 
     names = perturb.resolve(cfg.augment)
@@ -168,27 +171,42 @@ def make_augmenter(cfg: DistillConfig, train: Split, teacher: nn.Module | None, 
         severity = int(rng.integers(1, 6))
         mask = rng.random(len(x)) < prob
         if not mask.any():
-            return x, idx, targets
+            return x, idx, targets, mask
         xp = perturb.apply(name, x[mask], severity, int(rng.integers(1 << 31)), train.indices[idx[mask]])
-        tp = None
-        if targets is not None:
-            m = torch.from_numpy(mask).to(targets.device)
-            if teacher is not None:
-                with torch.no_grad():
-                    tp = teacher.eval()(torch.from_numpy(xp).to(device)).float().to(targets.device)
-            else:
-                tp = targets[m]
         if mode == "append":
             return (np.concatenate([x, xp]), np.concatenate([idx, idx[mask]]),
-                    None if targets is None else torch.cat([targets, tp]))
+                    None if targets is None else torch.cat([targets, targets[torch.from_numpy(mask)]]),
+                    np.concatenate([np.zeros(len(x), bool), np.ones(len(xp), bool)]))
         x = x.copy()
         x[mask] = xp
-        if targets is not None:
-            targets = targets.clone()
-            targets[m] = tp
-        return x, idx, targets
+        return x, idx, targets, mask
 
     return augment
+
+
+def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t_flip: torch.Tensor | None,
+                  train: Split, device: str, augment: Callable | None = None, crop_flip: bool = False,
+                  aug_gen: torch.Generator | None = None, retarget: nn.Module | None = None):
+    """One training batch: (images, indices, index tensor, soft targets) after corruption
+    augmentation and crop/flip. A mirrored image gets the teacher's mirrored-image target
+    (``t_flip``); with ``retarget`` (the teacher, for ``augment_target = "perturbed"``) each perturbed
+    image gets the teacher's output on exactly the image the student sees, crop and flip included."""
+    idx = torch.from_numpy(idx_np).to(device)
+    xb, tb = x[idx], (t[idx] if t is not None else None)
+    perturbed = None
+    if augment is not None:  # perturbations work on uint8 numpy batches
+        xa, idx_np, tb, perturbed = augment(train.x[idx_np], idx_np, tb)
+        xb, idx = torch.from_numpy(xa).to(device), torch.from_numpy(idx_np).to(device)
+    if crop_flip:
+        xb, flipped = crop_flip_batch(xb, aug_gen)
+        if t_flip is not None and tb is not None:
+            tb = torch.where(flipped[:, None], t_flip[idx], tb)
+    if retarget is not None and tb is not None and perturbed is not None and perturbed.any():
+        rows = torch.from_numpy(perturbed).to(device)
+        with torch.no_grad():
+            tb = tb.clone()
+            tb[rows] = retarget.eval()(xb[rows]).float().to(tb.dtype)
+    return xb, idx_np, idx, tb
 
 
 def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epochs: int, lr: float,
@@ -196,7 +214,7 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
          loss_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor],
          augment: Callable | None = None, crop_flip: bool = False,
          teacher_logits_hflip: np.ndarray | None = None, step: Callable | None = None,
-         aux: nn.Module | None = None) -> list[dict]:
+         aux: nn.Module | None = None, retarget: nn.Module | None = None) -> list[dict]:
     model.to(device)
     log: list[dict] = []
     if epochs == 0:
@@ -219,15 +237,8 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
             aux.train()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in _batches(len(y), batch_size, gen):
-            idx_np, idx = idx.numpy(), idx.to(device)
-            xb, tb = x[idx], (t[idx] if t is not None else None)
-            if augment is not None:  # perturbations work on uint8 numpy batches
-                xa, idx_np, tb = augment(train.x[idx_np], idx_np, tb)
-                xb, idx = torch.from_numpy(xa).to(device), torch.from_numpy(idx_np).to(device)
-            if crop_flip:
-                xb, flipped = crop_flip_batch(xb, aug_gen)
-                if t_flip is not None and tb is not None:
-                    tb = torch.where(flipped[:, None], t_flip[idx], tb)
+            xb, idx_np, idx, tb = prepare_batch(idx.numpy(), x, t, t_flip, train, device, augment, crop_flip,
+                                                aug_gen, retarget)
             if step is None:
                 out = model(xb)
                 loss = loss_fn(out, tb, y[idx])

@@ -64,12 +64,13 @@ def test_augmenter_perturbs_a_fraction_with_training_perturbations(digits):
     cfg = DistillConfig(augment=["pixel_dropout"], augment_prob=0.5, seed=3)
     idx = np.arange(64)
     x = digits.train.x[idx]
-    xa, ia, t = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
+    xa, ia, t, rows = make_augmenter(cfg, digits.train)(x, idx, None)
     changed = (xa != x).reshape(64, -1).any(1)
     assert 10 < changed.sum() < 54 and t is None and np.array_equal(ia, idx)
+    assert not (changed & ~rows).any()  # every changed image is reported as perturbed
     # dropout only ever zeroes pixels
     assert ((xa == x) | (xa == 0)).all()
-    again, _, _ = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, None)
+    again, _, _, _ = make_augmenter(cfg, digits.train)(x, idx, None)
     assert np.array_equal(xa, again)  # seeded
 
 
@@ -80,11 +81,12 @@ def test_append_mode_keeps_the_clean_batch_and_adds_perturbed_copies(digits):
     idx = np.arange(64)
     x = digits.train.x[idx]
     targets = torch.randn(64, 10)
-    replaced, _, t_rep = make_augmenter(cfg, digits.train, None, "cpu")(x, idx, targets)
-    xa, ia, ta = make_augmenter(cfg, digits.train, None, "cpu", mode="append")(x, idx, targets)
+    replaced, _, t_rep, _ = make_augmenter(cfg, digits.train)(x, idx, targets)
+    xa, ia, ta, rows = make_augmenter(cfg, digits.train, mode="append")(x, idx, targets)
     changed = (replaced != x).reshape(64, -1).any(1)
     k = len(xa) - 64
-    assert 10 < k < 54 and len(ia) == len(ta) == len(xa)
+    assert 10 < k < 54 and len(ia) == len(ta) == len(xa) == len(rows)
+    assert not rows[:64].any() and rows[64:].all()
     assert np.array_equal(xa[:64], x) and np.array_equal(ia[:64], idx)  # the clean batch, untouched
     # the copies are the images "replace" perturbed, in the same order, with their indices and targets
     perturbed = np.flatnonzero(changed)
@@ -93,21 +95,28 @@ def test_append_mode_keeps_the_clean_batch_and_adds_perturbed_copies(digits):
     assert torch.equal(ta[64:], targets[torch.from_numpy(ia[64:])]) and torch.equal(t_rep, targets)
 
 
-def test_perturbed_target_is_the_teacher_on_the_perturbed_images(digits):
-    from edgekd.distill import make_augmenter
+def test_perturbed_target_is_the_teacher_on_exactly_the_image_the_student_sees(digits):
+    """augment_target = "perturbed": the target of a perturbed image is the teacher run on it after
+    crop and flip; clean images keep the cached target (mirrored when flipped)."""
+    from edgekd.distill import make_augmenter, prepare_batch
 
     class Brightness(torch.nn.Module):  # a "teacher" whose output tells the images apart
         def forward(self, x):
             return x.float().mean(dim=(1, 2, 3))[:, None].repeat(1, 10)
 
     cfg = DistillConfig(augment=["pixel_dropout"], augment_prob=0.5, seed=3)
+    x = torch.from_numpy(digits.train.x)
+    t = torch.full((len(x), 10), -1.0)
+    t_flip = torch.full((len(x), 10), -2.0)
     idx = np.arange(64)
-    x = digits.train.x[idx]
-    clean_t = Brightness()(torch.from_numpy(x))
     for mode in ("replace", "append"):
-        xa, ia, ta = make_augmenter(cfg, digits.train, Brightness(), "cpu", mode=mode)(x, idx, clean_t)
-        assert torch.allclose(ta, Brightness()(torch.from_numpy(xa)))
-        assert not torch.equal(ta, clean_t[torch.from_numpy(ia)])  # some targets did change
+        augment = make_augmenter(cfg, digits.train, mode=mode)
+        xb, ia, _, tb = prepare_batch(idx, x, t, t_flip, digits.train, "cpu", augment, crop_flip=True,
+                                      aug_gen=torch.Generator().manual_seed(0), retarget=Brightness())
+        fresh = tb[:, 0] >= 0
+        assert len(xb) == len(ia) == len(tb) and 10 < int(fresh.sum()) < len(xb) - 10
+        assert torch.allclose(tb[fresh], Brightness()(xb[fresh]))
+        assert set(tb[~fresh, 0].tolist()) == {-1.0, -2.0}  # cached targets, plain and mirrored
 
 
 def test_append_mode_trains_on_more_images_per_epoch(digits):
@@ -143,3 +152,11 @@ def test_training_on_evaluated_corruptions_is_refused():
         load_config(None, ['distill.augment=["fog", "spatter"]'])
     cfg = load_config(None, ['distill.augment=["fog"]', "distill.allow_eval_corruptions=true"])
     assert cfg.distill.augment == ["fog"]
+
+
+def test_perturbed_target_without_a_teacher_is_refused(digits):
+    st = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
+    logits = np.zeros((len(digits.train), 10), np.float32)
+    cfg = DistillConfig(epochs=1, augment=["pixel_dropout"], augment_target="perturbed")
+    with pytest.raises(ConfigError, match="needs the teacher model"):
+        distill(st, logits, digits.train, cfg, "cpu", progress=False)
