@@ -59,6 +59,8 @@ def variants(adv_steps: int, adv_step_size: float) -> dict[str, list[str]]:
         # augment_prob more student compute per step
         "kd+corrupt-append-p0.25": ["distill.loss=hinton", f"distill.augment={AUGMENT}",
                                     "distill.augment_prob=0.25", "distill.augment_mode=append"],
+        "kd+corrupt-append-p0.1": ["distill.loss=hinton", f"distill.augment={AUGMENT}",
+                                   "distill.augment_prob=0.1", "distill.augment_mode=append"],
         "kd+corrupt-append-p0.5": ["distill.loss=hinton", f"distill.augment={AUGMENT}",
                                    "distill.augment_prob=0.5", "distill.augment_mode=append"],
         # target = the teacher's output on the perturbed image (the teacher runs on those images)
