@@ -21,7 +21,15 @@ from tqdm import tqdm
 from .config import DistillConfig, TeacherConfig
 from .data import Split
 from .errors import ConfigError
-from .losses import LOSSES, FeatureTaps, StepContext, is_step_method, make_regressors, parse_layer_pairs
+from .losses import (
+    LOSSES,
+    FeatureTaps,
+    StepContext,
+    batch_augmentation_on,
+    is_step_method,
+    make_regressors,
+    parse_layer_pairs,
+)
 
 __all__ = ["LOSSES", "crop_flip_batch", "distill", "make_augmenter", "predict_logits", "resolve_device",
            "train_teacher"]
@@ -82,20 +90,21 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
     """
     loss_fn = LOSSES.get(cfg.loss)
     step = is_step_method(loss_fn)
-    augment = None
-    if cfg.augment and cfg.augment_prob > 0 and not (step and loss_fn.needs_views):
+    augment, retarget = None, None
+    if batch_augmentation_on(cfg):
         augment = make_augmenter(cfg, train, mode=cfg.augment_mode)
-        if cfg.augment_target == "perturbed" and teacher is None:
-            raise ConfigError("distill.augment_target = 'perturbed' needs the teacher model to run on "
-                              "the perturbed images; pass teacher= or use 'clean'")
+        if cfg.augment_target == "perturbed":
+            if teacher is None:
+                raise ConfigError("distill.augment_target = 'perturbed' needs the teacher model to run on "
+                                  "the perturbed images; pass teacher= or use 'clean'")
+            retarget = teacher
     step_fn, aux = None, None
     if step:
         step_fn, aux = _step_closure(loss_fn, student, teacher, train, cfg, device)
     return _fit(student, train, teacher_logits, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device,
                 progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg), augment,
                 crop_flip=cfg.crop_flip, teacher_logits_hflip=teacher_logits_hflip,
-                step=step_fn, aux=aux,
-                retarget=teacher if augment is not None and cfg.augment_target == "perturbed" else None)
+                step=step_fn, aux=aux, retarget=retarget)
 
 
 def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: Split,
@@ -205,7 +214,7 @@ def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t
         rows = torch.from_numpy(perturbed).to(device)
         with torch.no_grad():
             tb = tb.clone()
-            tb[rows] = retarget.eval()(xb[rows]).float().to(tb.dtype)
+            tb[rows] = retarget.eval()(xb[rows]).to(tb.dtype)
     return xb, idx_np, idx, tb
 
 

@@ -200,6 +200,13 @@ def is_step_method(fn: LossFn) -> bool:
     return bool(getattr(fn, "step_method", False))
 
 
+def batch_augmentation_on(cfg) -> bool:
+    """Whether corruption-augmented KD perturbs the training batches (``cfg`` is the DistillConfig):
+    perturbations listed, ``augment_prob > 0``, and a method that does not make its own views from
+    them (``augmix_js``). The one rule for training and for the report."""
+    return bool(cfg.augment) and cfg.augment_prob > 0 and not getattr(LOSSES.get(cfg.loss), "needs_views", False)
+
+
 @step_method("fitnets", needs_teacher=True, feature_layers=True)
 def fitnets(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Romero et al. 2015 (FitNets): Hinton KD + w * sum_pairs mean((r(F_s) - F_t)^2), r a 1x1 conv.

@@ -37,7 +37,7 @@ from . import perturb
 from .attacks import ATTACKS, craft
 from .data import Split
 from .harness import accuracy, evaluate
-from .losses import LOSSES
+from .losses import LOSSES, batch_augmentation_on
 
 CACHE_VERSION = "1"  # bump when a perturbation's definition changes
 
@@ -200,11 +200,10 @@ def training_meta(d) -> dict:
     method = LOSSES.get(d.loss) if d.epochs else None
     sees_augment = bool(d.augment) and (d.augment_prob > 0 or getattr(method, "needs_views", False))
     trained_on = perturb.resolve(d.augment) if method is not None and sees_augment else []
-    batch_level = bool(trained_on) and not getattr(method, "needs_views", False)
     return {"training_method": d.loss if d.epochs else None,
             "training_perturbations": trained_on,
             "training_augment": ({"prob": d.augment_prob, "mode": d.augment_mode, "target": d.augment_target}
-                                 if batch_level else None),
+                                 if method is not None and batch_augmentation_on(d) else None),
             "training_overlaps_evaluation": [n for n in trained_on if n in perturb.COMMON],
             "training_adversarial": ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
                                       "step_size_255": d.adv_step_size}
