@@ -33,6 +33,24 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "cifar10-resnet8-kd.toml"
 
 
+# the recipe as it is (kd), and what each comparison changes
+VARIANTS = {
+    "kd": [],
+    "nokd": ["distill.loss=ce"],                 # labels only, same budget and augmentation
+    "kdplain": ["distill.augment=[]"],           # plain KD: no corruption augmentation
+    "kdcached": ["distill.teacher_view=cached"],  # soft targets of the uncropped image
+}
+
+
+def load_build(out: Path) -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    wall = out.parent / f"{out.name}.wall_s"
+    return {"exit": 0 if manifest["gate"].get("verdict") == "pass" else 1,
+            "wall_s": float(wall.read_text()) if wall.is_file() else None,
+            "timings_s": manifest["timings_s"], "report": json.loads((out / "report.json").read_text()),
+            "gate": manifest["gate"].get("verdict")}
+
+
 def run_build(out: Path, overrides: list[str], cache: Path, log: Path) -> dict:
     cmd = [sys.executable, "-m", "edgekd", "build", "-c", str(RECIPE), "-o", str(out), "--quiet"]
     for o in overrides:
@@ -108,6 +126,8 @@ class _TorchTeacher:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--variants", nargs="+", default=["kd", "nokd"], choices=list(VARIANTS))
+    ap.add_argument("--reuse", action="store_true", help="reuse builds already in --out")
     ap.add_argument("--out", type=Path, default=Path("/tmp/cifar10-bench"))
     ap.add_argument("--cache", type=Path, help="cache folder shared by the builds (default OUT/cache)")
     ap.add_argument("--set", action="append", default=[], dest="overrides",
@@ -121,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     builds: dict[str, dict] = {}
     for seed in args.seeds:
-        for variant, extra in (("kd", []), ("nokd", ["distill.loss=ce"])):
+        for variant in args.variants:
             name = f"{variant}-s{seed}"
             out = args.out / name
+            if args.reuse and (out / "manifest.json").is_file():
+                builds[name] = load_build(out)
+                print(f"# reusing {name} ({builds[name]['wall_s']} s when built)", flush=True)
+                continue
             print(f"# building {name} ...", flush=True)
-            builds[name] = run_build(out, [f"distill.seed={seed}", *args.overrides, *extra], cache,
-                                     args.out / f"{name}.log")
+            builds[name] = run_build(out, [f"distill.seed={seed}", *args.overrides, *VARIANTS[variant]],
+                                     cache, args.out / f"{name}.log")
+            (out.parent / f"{name}.wall_s").write_text(str(builds[name]["wall_s"]))
             print(f"#   {builds[name]['wall_s']} s, exit {builds[name]['exit']}", flush=True)
     t_lat = time.perf_counter()
     lat = side_by_side_latency({n: args.out / n for n in builds}, args.rounds, args.runs, args.out)
@@ -155,18 +180,24 @@ def main(argv: list[str] | None = None) -> int:
               f"{r[7] / 1e6:.2f} MB | {r[8]:,} | {'' if r[9] is None else r[9]} |")
     print()
     for name, b in builds.items():
-        if not name.startswith("kd"):
+        if not name.startswith("kd-") or name.replace("kd-", "nokd-", 1) not in builds:
             continue
         m = b["report"]["models"]["student_int8"]
         nokd = builds[name.replace("kd-", "nokd-", 1)]["report"]["models"]["student_int8"]
         lat8 = lat[f"{name}/student_int8"]["p50_median_ms"]
         print(f"goals ({name}, INT8): clean {100 * (m['accuracy']['clean'] - t_acc):+.2f} pt vs teacher "
-              f"(goal >= -3); mCA {m['accuracy']['mca'] / t_mca:.1%} of teacher (goal >= 95%); "
+              f"(goal >= -2); mCA {m['accuracy']['mca'] / t_mca:.1%} of teacher (goal >= 95%); "
               f"{t_params / m['params']:.0f}x fewer params, {first['size_bytes'] / m['size_bytes']:.0f}x "
               f"smaller file (goal >= 10x); {t_lat_ms / lat8:.1f}x faster than the ONNX teacher, "
               f"{lat['teacher_torch']['p50_median_ms'] / lat8:.1f}x than the torch teacher (goal >= 5x); "
               f"KD - noKD clean {100 * (m['accuracy']['clean'] - nokd['accuracy']['clean']):+.2f} pt, "
               f"mCA {100 * (m['accuracy']['mca'] - nokd['accuracy']['mca']):+.2f} pt")
+    for name, b in builds.items():
+        plain = name.replace("kd-", "kdplain-", 1)
+        if name.startswith("kd-") and plain in builds:
+            m, p = (x["report"]["models"]["student_int8"]["accuracy"] for x in (b, builds[plain]))
+            print(f"robust KD ({name}) vs plain KD, INT8: mCA {100 * (m['mca'] - p['mca']):+.2f} pt "
+                  f"(goal >= +3), clean {100 * (m['clean'] - p['clean']):+.2f} pt (goal >= -1)")
     print(f"\nwhole benchmark: {total_s / 60:.1f} min (latency side by side: {lat_s:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"builds": {k: {kk: vv for kk, vv in v.items() if kk != "report"}

@@ -55,8 +55,16 @@ class DataConfig:
     test_per_class: int = opt(500, "test images per class (split = last_per_class)", min=1)
     max_train_per_class: int = opt(0, "use at most this many training images per class (the "
                                    "first ones); 0 = all", min=0)
-    calib_samples: int = opt(200, "images held out (disjoint from train and test) for INT8 "
-                             "calibration", min=1)
+    calib_samples: int = opt(200, "images for INT8 calibration (and the export parity checks)",
+                             min=1)
+    calib_from: str = opt("train", "where the calibration images come from: train (a seeded sample "
+                          "of the training images, which still train; calibration only has to be "
+                          "disjoint from the test split) or held_out (removed from training)",
+                          choices=("train", "held_out"))
+    val_fraction: float = opt(0.1, "fraction of the training images held out as the validation "
+                              "split (best-epoch selection, the teacher check); never the test "
+                              "split; 0 = none", min=0.0, max=0.5)
+    val_max_images: int = opt(2000, "at most this many validation images", min=1)
     split_seed: int = opt(0, "seed of the train / calibration / test split", min=0, max=2**31 - 1)
 
 
@@ -79,9 +87,24 @@ class TeacherConfig:
     device: str = opt("auto", "where the teacher runs and the student trains: auto (cuda if "
                       "available), cpu, cuda; CPU builds are bit-reproducible, CUDA ones only close",
                       choices=("auto", "cpu", "cuda"))
+    pretrained: bool = opt(False, "start teacher.arch (a torchvision classifier) from its published "
+                           "ImageNet weights (fetched once into torch's cache; needs network on "
+                           "first use) and fine-tune it with a new head; the normalisation is then "
+                           "ImageNet's")
     epochs: int = opt(6, "epochs when edgekd trains the teacher itself", min=0)
-    lr: float = opt(3e-3, "Adam learning rate for teacher training", min=0.0)
+    min_steps: int = opt(150, "teacher training takes at least this many optimiser steps (more "
+                         "epochs on small data sets)", min=0)
+    optimizer: str = opt("adam", "optimiser for teacher training: sgd (Nesterov), adam, adamw",
+                         choices=("sgd", "adam", "adamw"))
+    lr: float = opt(3e-3, "peak learning rate for teacher training (one-cycle)", min=0.0)
+    weight_decay: float = opt(0.0, "weight decay of conv / linear weights in teacher training",
+                              min=0.0)
     batch_size: int = opt(64, "batch size for teacher training", min=1)
+    crop_flip: bool = opt(False, "random 4-px crop + horizontal flip in teacher training (natural "
+                          "images)")
+    allow_chance_level: bool = opt(False, "build on although the teacher scores no better than "
+                                   "chance on the validation split (by default that fails the "
+                                   "build: a student distilled from it means nothing)")
     seed: int = opt(0, "seed for teacher initialisation and training", min=0, max=2**31 - 1)
 
 
@@ -111,7 +134,30 @@ class DistillConfig:
     temperature: float = opt(4.0, "softmax temperature T of the soft targets", min=1e-3)
     alpha: float = opt(0.9, "weight of the soft-target term; 1 - alpha weighs hard-label CE",
                        min=0.0, max=1.0)
-    lr: float = opt(5e-3, "Adam learning rate", min=0.0)
+    optimizer: str = opt("sgd", "optimiser: sgd (momentum, Nesterov), adam, adamw",
+                         choices=("sgd", "adam", "adamw"))
+    lr: float = opt(0.1, "peak learning rate (one-cycle / cosine); 0.1-0.2 for sgd, ~5e-3 for adam",
+                    min=0.0)
+    momentum: float = opt(0.9, "sgd momentum", min=0.0, max=0.999)
+    nesterov: bool = opt(True, "sgd: Nesterov momentum")
+    weight_decay: float = opt(5e-4, "weight decay of conv / linear weights (none on BatchNorm and "
+                              "biases)", min=0.0)
+    schedule: str = opt("onecycle", "learning-rate schedule per step: onecycle (warm-up to lr, then "
+                        "cosine annealing), cosine (linear warm-up, cosine decay to 0), constant",
+                        choices=("onecycle", "cosine", "constant"))
+    warmup_fraction: float = opt(0.3, "fraction of the steps spent warming up to lr", min=0.0,
+                                 max=0.9)
+    label_smoothing: float = opt(0.0, "label smoothing of the hard-label cross-entropy term", min=0.0,
+                                 max=0.5)
+    ema_decay: float = opt(0.0, "exponential moving average of the weights (e.g. 0.999; 0 = off): "
+                           "the EMA weights are validated and kept", min=0.0, max=0.99999)
+    select: str = opt("clean", "which epoch's weights are kept: clean (best accuracy on the "
+                      "validation split), perturbed (best accuracy on the validation images "
+                      "perturbed with distill.augment), last", choices=("clean", "perturbed", "last"))
+    early_stop_patience: int = opt(0, "stop after this many epochs without a better validation "
+                                   "score (0 = run every epoch)", min=0)
+    min_steps: int = opt(250, "training takes at least this many optimiser steps (more epochs on "
+                         "small data sets)", min=0)
     batch_size: int = opt(64, "batch size", min=1)
     seed: int = opt(0, "seed for student initialisation and batch order", min=0, max=2**31 - 1)
     augment: list[str] = opt(["speckle_noise", "gaussian_blur", "spatter", "occlusion", "pixel_dropout"],
@@ -130,6 +176,12 @@ class DistillConfig:
                             "whole clean batch, which keeps all clean images; augment_prob more student "
                             "compute per step; CIFAR-10, benchmarks/RESULTS.md: append at 0.1 gave +2.6 "
                             "mCA / -0.9 clean over 3 seeds)", choices=("replace", "append"))
+    teacher_view: str = opt("cached", "the images the soft targets come from: cached (the teacher's "
+                            "outputs on the uncropped training images, plain and mirrored, computed "
+                            "once: a crop gets its uncropped image's target) or same (the teacher "
+                            "runs every step on the same crop and flip the student sees: consistent "
+                            "teaching, Beyer et al. 2022; a teacher forward per step). Either way a "
+                            "perturbed image's target is as augment_target says", choices=("cached", "same"))
     augment_target: str = opt("clean", "teacher output used as the soft target of a perturbed "
                               "image: clean (cached, Hendrycks-style clean soft labels) or perturbed "
                               "(teacher run on the perturbed image)", choices=("clean", "perturbed"))
@@ -165,6 +217,9 @@ class QuantizeConfig:
     calibrate_method: str = opt("minmax", "INT8 calibration: minmax, entropy, percentile",
                                 choices=("minmax", "entropy", "percentile"))
     per_channel: bool = opt(True, "per-channel weight quantisation")
+    activation_type: str = opt("int8", "activation type of the QDQ model: int8 (S8S8), or uint8 (U8S8: "
+                               "on x86 without VNNI onnxruntime runs it faster than fp32, while S8S8 "
+                               "is slower; benchmarks/RESULTS.md)", choices=("int8", "uint8"))
     reduce_range: bool = opt(True, "7-bit weights: avoids int16 saturation of onnxruntime's U8S8 "
                              "kernels on x86 CPUs without VNNI (AVX2); set false for ARM / VNNI targets")
 
@@ -299,6 +354,9 @@ def _cross_checks(cfg: BuildConfig, where: str) -> None:
     if bad:
         raise ConfigError(f"{where}: distill.feature_layers entry {bad[0]!r} must look like "
                           "'student_module:teacher_module'")
+    if d.select == "perturbed" and not d.augment:
+        raise ConfigError(f"{where}: distill.select = 'perturbed' scores epochs on validation images "
+                          "perturbed with distill.augment, which is empty; use 'clean' or 'last'")
     if d.loss == "augmix_js" and not d.augment:
         raise ConfigError(f"{where}: distill.loss = 'augmix_js' makes its augmented views from "
                           "distill.augment, which is empty")

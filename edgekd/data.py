@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DataConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .registry import Registry
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -51,6 +51,7 @@ class Dataset:
     test: Split
     mean: tuple[float, float, float]  # per-channel mean of pixels/255 on the train split
     std: tuple[float, float, float]
+    val: Split | None = None  # held out of training for best-epoch selection; never the test split
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -388,24 +389,35 @@ def split_dataset(name: str, classes: list[str], x: np.ndarray, y: np.ndarray, c
         test_i = np.sort(order[:n_test])
         rest = order[n_test:]  # already shuffled
         tx, ty = x[test_i], y[test_i]
+    rest = np.asarray(rest)
+    if cfg.max_train_per_class:  # the first images of each class (in source order) may train
+        keep = [np.sort(rest[y[rest] == k])[:cfg.max_train_per_class] for k in range(len(classes))]
+        kept = np.concatenate(keep)
+        rest = rest[np.isin(rest, kept)]  # keeps the seeded order
+    n_val = min(int(round(len(rest) * cfg.val_fraction)), cfg.val_max_images) if cfg.val_fraction else 0
+    val_i = np.sort(rest[:n_val])
+    rest = rest[n_val:]
     n_calib = cfg.calib_samples
-    if n_calib >= len(rest):
-        from .errors import ConfigError
-
-        raise ConfigError(f"data.calib_samples = {n_calib} plus the test split ({len(ty)}) leaves "
-                          f"no training images out of {len(y) + (len(ty) if test else 0)}")
-    calib_i = np.sort(rest[:n_calib])
-    train_i = np.sort(rest[n_calib:])
-    if cfg.max_train_per_class:
-        keep = [train_i[y[train_i] == k][:cfg.max_train_per_class] for k in range(len(classes))]
-        train_i = np.sort(np.concatenate(keep))
+    if cfg.calib_from == "train":  # calibration only has to be disjoint from the test split
+        if not len(rest):
+            raise InputError(f"{name}: the test and validation splits leave no training images")
+        calib_i = np.sort(rest[:n_calib])
+        train_i = np.sort(rest)
+    else:
+        if n_calib >= len(rest):
+            raise ConfigError(f"data.calib_samples = {n_calib} plus the test and validation splits "
+                              f"leave no training images out of {len(y) + (len(ty) if test else 0)}; "
+                              "use data.calib_from = 'train'")
+        calib_i = np.sort(rest[:n_calib])
+        train_i = np.sort(rest[n_calib:])
     if test is not None:
         test_idx = len(y) + np.arange(len(ty))  # unique indices beyond the training images
     else:
         test_idx = test_i
     mean, std = channel_stats(x[train_i])
     mk = lambda i: Split(x[i], y[i], i)  # noqa: E731
-    return Dataset(name, classes, mk(train_i), mk(calib_i), Split(tx, ty, test_idx), mean, std)  # type: ignore[arg-type]
+    return Dataset(name, classes, mk(train_i), mk(calib_i), Split(tx, ty, test_idx), mean, std,  # type: ignore[arg-type]
+                   mk(val_i))
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -10,13 +10,13 @@ teacher inference dominates distillation cost on small machines.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .config import DistillConfig, TeacherConfig
 from .data import Split
@@ -30,6 +30,7 @@ from .losses import (
     make_regressors,
     parse_layer_pairs,
 )
+from .training import BestEpoch, Progress, Recipe, make_optimizer
 
 __all__ = ["LOSSES", "crop_flip_batch", "distill", "make_augmenter", "predict_logits", "resolve_device",
            "train_teacher"]
@@ -58,15 +59,61 @@ def predict_logits(model: nn.Module, x: np.ndarray, device: str, batch_size: int
 
 
 def train_teacher(model: nn.Module, train: Split, cfg: TeacherConfig, device: str,
-                  progress: bool = True) -> list[dict]:
-    """Cross-entropy training with Adam + a one-cycle schedule; returns a per-epoch log."""
-    return _fit(model, train, None, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device, progress,
-                "teacher", lambda s, _t, y: F.cross_entropy(s, y))
+                  progress: bool = True, val: Split | None = None) -> dict:
+    """Cross-entropy training with the teacher's recipe (``teacher.optimizer``, one-cycle, at least
+    ``teacher.min_steps`` steps); returns the training record (per-epoch log, kept epoch)."""
+    recipe = dataclasses.replace(Recipe.from_config(cfg), select="clean")
+    return _fit(model, train, None, recipe, device, progress, "teacher",
+                lambda s, _t, y: F.cross_entropy(s, y), crop_flip=cfg.crop_flip,
+                validate=make_validator(val, "clean", None, device))
+
+
+def make_validator(val: Split | None, select: str, cfg: DistillConfig | None, device: str,
+                   batch_size: int = 512) -> Callable[[nn.Module], float] | None:
+    """``model -> accuracy`` on the validation split (``select = "clean"``), or on a fixed, seeded
+    perturbed copy of it made with ``cfg.augment`` (``"perturbed"``: one training perturbation at a
+    random severity per image); None without a validation split or with ``select = "last"``."""
+    if val is None or len(val) == 0 or select == "last":
+        return None
+    x = val.x
+    if select == "perturbed":
+        if cfg is None or not cfg.augment:
+            raise ConfigError("distill.select = 'perturbed' scores epochs on the validation images "
+                              "perturbed with distill.augment, which is empty; use 'clean'")
+        x = perturbed_copy(val, cfg.augment, cfg.seed + 5)
+    y = val.y
+
+    def validate(model: nn.Module) -> float:
+        was_training = model.training
+        preds = predict_logits(model, x, device, batch_size).argmax(1)
+        model.train(was_training)
+        return float((preds == y).mean())
+
+    return validate
+
+
+def perturbed_copy(split: Split, names: list[str], seed: int) -> np.ndarray:
+    """``split.x`` with each image perturbed by one of ``names`` at a severity 1..5, both drawn
+    with ``seed`` (batched per perturbation and severity)."""
+    from . import perturb
+
+    names = perturb.resolve(names)
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(names), size=len(split))
+    sev = rng.integers(1, 6, size=len(split))
+    out = split.x.copy()
+    for k, name in enumerate(names):
+        for s in range(1, 6):
+            rows = np.flatnonzero((which == k) & (sev == s))
+            if len(rows):
+                out[rows] = perturb.apply(name, split.x[rows], s, int(rng.integers(1 << 31)),
+                                          split.indices[rows])
+    return out
 
 
 def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: DistillConfig,
             device: str, progress: bool = True, teacher: nn.Module | None = None,
-            teacher_logits_hflip: np.ndarray | None = None) -> list[dict]:
+            teacher_logits_hflip: np.ndarray | None = None, val: Split | None = None) -> dict:
     """Train ``student`` on ``train`` against cached ``teacher_logits`` with ``cfg.loss``.
 
     With ``cfg.crop_flip`` each image is randomly shifted (4-px reflect padding, random crop) and
@@ -98,13 +145,20 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
                 raise ConfigError("distill.augment_target = 'perturbed' needs the teacher model to run on "
                                   "the perturbed images; pass teacher= or use 'clean'")
             retarget = teacher
+    consistent = None
+    if cfg.teacher_view == "same" and cfg.loss != "ce":
+        if teacher is None:
+            raise ConfigError("distill.teacher_view = 'same' runs the teacher on every batch; pass "
+                              "teacher= or use 'cached'")
+        consistent = teacher
     step_fn, aux = None, None
     if step:
         step_fn, aux = _step_closure(loss_fn, student, teacher, train, cfg, device)
-    return _fit(student, train, teacher_logits, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, device,
+    return _fit(student, train, teacher_logits, Recipe.from_config(cfg), device,
                 progress, "student", lambda s, t, y: loss_fn(s, t, y, cfg), augment,
                 crop_flip=cfg.crop_flip, teacher_logits_hflip=teacher_logits_hflip,
-                step=step_fn, aux=aux, retarget=retarget)
+                step=step_fn, aux=aux, retarget=retarget, consistent=consistent,
+                validate=make_validator(val, cfg.select, cfg, device))
 
 
 def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: Split,
@@ -146,17 +200,31 @@ def crop_flip_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``pad``-px reflect-padded crop + horizontal flip of a uint8 NHWC batch in one
     gather (no per-image loop); returns (images, flipped mask)."""
-    n, h, w, _ = x.shape
+    shifts = draw_crop_flip(len(x), gen, pad, x.device)
+    return apply_crop_flip(x, shifts, pad), shifts[2]
+
+
+def draw_crop_flip(n: int, gen: torch.Generator, pad: int = 4, device="cpu"
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random part of :func:`crop_flip_batch`: per-image (dy, dx, flip)."""
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen).to(device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen).to(device)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(device)
+    return dy, dx, flip
+
+
+def apply_crop_flip(x: torch.Tensor, shifts: tuple[torch.Tensor, torch.Tensor, torch.Tensor], pad: int = 4
+                    ) -> torch.Tensor:
+    """Crop and mirror each image of a uint8 NHWC batch as ``shifts`` (from :func:`draw_crop_flip`)
+    say, so a second batch (the clean sources of perturbed images) can get the same crops."""
+    dy, dx, flip = shifts
+    _, h, w, _ = x.shape
     padded = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen).to(x.device)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     rows = dy + torch.arange(h, device=x.device)
     cols = dx + torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    n_i = torch.arange(n, device=x.device)[:, None, None]
-    out = padded[n_i, :, rows[:, :, None], cols[:, None, :]]  # (n, h, w, C)
-    return out.to(torch.uint8), flip
+    n_i = torch.arange(len(x), device=x.device)[:, None, None]
+    return padded[n_i, :, rows[:, :, None], cols[:, None, :]].to(torch.uint8)  # (n, h, w, C)
 
 
 def make_augmenter(cfg: DistillConfig, train: Split, prob: float | None = None, mode: str = "replace"):
@@ -195,21 +263,30 @@ def make_augmenter(cfg: DistillConfig, train: Split, prob: float | None = None, 
 
 def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t_flip: torch.Tensor | None,
                   train: Split, device: str, augment: Callable | None = None, crop_flip: bool = False,
-                  aug_gen: torch.Generator | None = None, retarget: nn.Module | None = None):
+                  aug_gen: torch.Generator | None = None, retarget: nn.Module | None = None,
+                  consistent: nn.Module | None = None):
     """One training batch: (images, indices, index tensor, soft targets) after corruption
     augmentation and crop/flip. A mirrored image gets the teacher's mirrored-image target
-    (``t_flip``); with ``retarget`` (the teacher, for ``augment_target = "perturbed"``) each perturbed
-    image gets the teacher's output on exactly the image the student sees, crop and flip included."""
+    (``t_flip``). With ``consistent`` (the teacher, for ``teacher_view = "same"``) every image's
+    target is the teacher on its clean source with the same crop and flip (consistent teaching);
+    with ``retarget`` (the teacher, for ``augment_target = "perturbed"``) each perturbed image gets
+    the teacher's output on exactly the image the student sees, crop and flip included."""
     idx = torch.from_numpy(idx_np).to(device)
     xb, tb = x[idx], (t[idx] if t is not None else None)
     perturbed = None
     if augment is not None:  # perturbations work on uint8 numpy batches
         xa, idx_np, tb, perturbed = augment(train.x[idx_np], idx_np, tb)
         xb, idx = torch.from_numpy(xa).to(device), torch.from_numpy(idx_np).to(device)
+    shifts = None
     if crop_flip:
-        xb, flipped = crop_flip_batch(xb, aug_gen)
+        shifts = draw_crop_flip(len(xb), aug_gen, device=xb.device)
+        xb = apply_crop_flip(xb, shifts)
         if t_flip is not None and tb is not None:
-            tb = torch.where(flipped[:, None], t_flip[idx], tb)
+            tb = torch.where(shifts[2][:, None], t_flip[idx], tb)
+    if consistent is not None:  # the teacher on each row's clean source, cropped and flipped like it
+        clean = x[idx] if shifts is None else apply_crop_flip(x[idx], shifts)
+        with torch.no_grad():
+            tb = consistent.eval()(clean).float()
     if retarget is not None and tb is not None and perturbed is not None and perturbed.any():
         rows = torch.from_numpy(perturbed).to(device)
         with torch.no_grad():
@@ -218,36 +295,39 @@ def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t
     return xb, idx_np, idx, tb
 
 
-def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epochs: int, lr: float,
-         batch_size: int, seed: int, device: str, progress: bool, what: str,
+def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, recipe: Recipe,
+         device: str, progress: bool, what: str,
          loss_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor],
          augment: Callable | None = None, crop_flip: bool = False,
          teacher_logits_hflip: np.ndarray | None = None, step: Callable | None = None,
-         aux: nn.Module | None = None, retarget: nn.Module | None = None) -> list[dict]:
+         aux: nn.Module | None = None, retarget: nn.Module | None = None,
+         consistent: nn.Module | None = None, validate: Callable[[nn.Module], float] | None = None) -> dict:
+    """The training loop: returns {"log": per-epoch rows, "kept": which epoch's weights were kept}."""
     model.to(device)
-    log: list[dict] = []
+    epochs = recipe.epochs_for(len(train))
     if epochs == 0:
-        return log
-    gen = torch.Generator().manual_seed(seed)
+        return {"log": [], "kept": None, "epochs": 0}
+    gen = torch.Generator().manual_seed(recipe.seed)
     x = torch.from_numpy(train.x).to(device)
     y = torch.from_numpy(train.y).to(device)
     t = torch.from_numpy(teacher_logits).to(device) if teacher_logits is not None else None
     t_flip = torch.from_numpy(teacher_logits_hflip).to(device) if teacher_logits_hflip is not None else None
-    aug_gen = torch.Generator().manual_seed(seed + 2)
+    aug_gen = torch.Generator().manual_seed(recipe.seed + 2)
     # extra trainable modules (FitNets' regressors) share the optimiser but are not part of the model
-    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
-    opt = torch.optim.Adam(params, lr=lr)
-    steps = epochs * ((len(y) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    bar = tqdm(total=steps, desc=f"train {what}", disable=not progress, leave=False, unit="step")
+    steps_per_epoch = (len(y) + recipe.batch_size - 1) // recipe.batch_size
+    opt, sched = make_optimizer([model] + ([aux] if aux is not None else []), recipe,
+                                epochs * steps_per_epoch)
+    keeper = BestEpoch(model, recipe, validate)
+    bar = Progress(epochs * steps_per_epoch, what, progress)
+    log: list[dict] = []
     for epoch in range(epochs):
         model.train()
         if aux is not None:
             aux.train()
         total, correct, loss_sum = 0, 0, 0.0
-        for idx in _batches(len(y), batch_size, gen):
+        for idx in _batches(len(y), recipe.batch_size, gen):
             xb, idx_np, idx, tb = prepare_batch(idx.numpy(), x, t, t_flip, train, device, augment, crop_flip,
-                                                aug_gen, retarget)
+                                                aug_gen, retarget, consistent)
             if step is None:
                 out = model(xb)
                 loss = loss_fn(out, tb, y[idx])
@@ -257,12 +337,20 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, epoc
             loss.backward()
             opt.step()
             sched.step()
+            keeper.after_step()
             total += len(idx)
             correct += int((out.argmax(1) == y[idx]).sum())
             loss_sum += float(loss.detach()) * len(idx)
-            bar.update(1)
-        log.append({"epoch": epoch + 1, "loss": loss_sum / total, "train_accuracy": correct / total})
-        bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+            bar.step(len(idx))
+        row = {"epoch": epoch + 1, "loss": loss_sum / total, "train_accuracy": correct / total,
+               "lr_end": opt.param_groups[0]["lr"], "images_per_s": round(bar.images_per_s(), 1)}
+        stop = keeper.end_epoch(epoch + 1, row)
+        log.append(row)
+        bar.epoch(loss=f"{row['loss']:.3f}", acc=f"{row['train_accuracy']:.3f}",
+                  **({"val": f"{row['val_score']:.3f}"} if "val_score" in row else {}))
+        if stop:
+            break
     bar.close()
+    kept = keeper.restore()
     model.eval()
-    return log
+    return {"log": log, "kept": kept, "epochs": epochs}

@@ -451,10 +451,11 @@ def _adversarial_check(art: _Artifact, model: str, policy: Policy) -> list[Check
                                extra=f"; examples: teacher {sources[TEACHER]}, {model} {sources[model]}")]
 
 
-_BUDGET_METRICS = {  # budget key -> (report path, unit, name)
+_BUDGET_METRICS = {  # budget key -> (report path, unit, name); max_* are ceilings, min_* floors
     "max_size_bytes": ("size_bytes", "bytes", "file size"),
     "max_latency_p90_ms": ("latency_ms.p90", "ms", "latency p90 at batch 1"),
     "max_peak_memory_bytes": ("memory.peak_rss_bytes", "bytes", "peak memory (RSS)"),
+    "min_accuracy": ("accuracy.clean", "rate", "clean accuracy (absolute floor)"),
 }
 
 
@@ -469,9 +470,10 @@ def _budget_checks(art: _Artifact, model: str, budget: Budget) -> list[Check]:
         value = art.metric(model, path, f"the budget {key}", hint)
         if not _is_number(value):
             raise InputError(f"{art.label}: model {model} {path} is {value!r}, not a number")
+        floor = key.startswith("min_")
         out.append(Check(f"{model}.{key.removeprefix('max_')}", name, model, path, float(value), None,
-                         float(limit), "<=", value <= limit, f"measured {path} = {value:g}, "
-                         f"budget {key} = {limit:g}", unit=unit))
+                         float(limit), ">=" if floor else "<=", value >= limit if floor else value <= limit,
+                         f"measured {path} = {value:g}, budget {key} = {limit:g}", unit=unit))
     return out
 
 

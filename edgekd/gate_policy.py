@@ -34,6 +34,9 @@ class Budget:
                                             "positive")
     max_peak_memory_bytes: float | None = _key(None, "peak resident memory (memory.peak_rss_bytes)",
                                                "positive")
+    min_accuracy: float | None = _key(None, "absolute floor on clean test accuracy (accuracy.clean); "
+                                      "a student is not passed because its teacher is as poor",
+                                      "fraction")
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,11 @@ def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float
     return t * t * kl_batchmean(teacher_logits, student_logits, t)
 
 
+def hard_ce(student_logits: torch.Tensor, labels: torch.Tensor, cfg) -> torch.Tensor:
+    """The hard-label cross-entropy term, with ``cfg.label_smoothing``."""
+    return F.cross_entropy(student_logits, labels, label_smoothing=getattr(cfg, "label_smoothing", 0.0))
+
+
 def _match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Average-pool the larger of two NCHW maps down to the other's height and width."""
     if a.shape[-2:] == b.shape[-2:]:
@@ -147,15 +152,15 @@ def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     t = cfg.temperature
     kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                   reduction="batchmean", log_target=True)
-    ce = F.cross_entropy(student_logits, labels)
-    return (1 - cfg.alpha) * ce + cfg.alpha * t * t * kl
+    return (1 - cfg.alpha) * hard_ce(student_logits, labels, cfg) + cfg.alpha * t * t * kl
 
 
 @LOSSES.register("ce")
 def cross_entropy_only(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        labels: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
-    """Plain cross-entropy on the labels, ignoring the teacher (the no-KD baseline)."""
-    return F.cross_entropy(student_logits, labels)
+    """Plain cross-entropy on the labels (label-smoothed with ``cfg.label_smoothing``), ignoring
+    the teacher (the no-KD baseline)."""
+    return hard_ce(student_logits, labels, cfg)
 
 
 # --- step methods ---------------------------------------------------------------------------------

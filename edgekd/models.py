@@ -214,6 +214,39 @@ def _torchvision_any(arch: str, num_classes: int, width: float, stem: str) -> nn
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation torchvision's pretrained weights expect
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def pretrained_model(arch: str, num_classes: int) -> nn.Module:
+    """torchvision classifier ``arch`` with its published default (ImageNet) weights, its last
+    linear layer replaced by a freshly initialised one with ``num_classes`` outputs. torchvision
+    downloads the weights into torch's cache on first use (never in tests or the default build)."""
+    import torchvision
+
+    if ":" in arch or arch not in torchvision.models.list_models(module=torchvision.models):
+        from .errors import ConfigError
+
+        raise ConfigError(f"teacher.pretrained needs teacher.arch to be a torchvision.models "
+                          f"classifier (e.g. resnet18, mobilenet_v3_large, efficientnet_b0), not {arch!r}")
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    try:
+        net = torchvision.models.get_model(arch, weights=weights)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError
+        raise InputError(f"teacher.pretrained: cannot fetch the {weights} weights of {arch!r} "
+                         f"into torch's cache ({type(e).__name__}: {e}); put them there by hand or "
+                         "train without teacher.pretrained") from None
+    linears = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        from .errors import ConfigError
+
+        raise ConfigError(f"teacher.pretrained: {arch!r} has no linear classifier layer to replace")
+    name, head = linears[-1]
+    parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
+    setattr(parent, name.rpartition(".")[2], nn.Linear(head.in_features, num_classes))
+    return net
+
+
 def _factory(spec: str) -> Callable[..., nn.Module]:
     """``package.module:function`` -> the function (a user's model factory)."""
     import importlib

@@ -32,7 +32,15 @@ from .errors import ConfigError, InputError
 from .export import check_parity, export_onnx
 from .files import move_into_place, sha256_file
 from .harness import accuracy, agreement, evaluate, measure_latency
-from .models import Preprocessed, build_model, count_params, save_checkpoint
+from .models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessed,
+    build_model,
+    count_params,
+    pretrained_model,
+    save_checkpoint,
+)
 from .quantize import quantize_static_int8
 from .runtimes import OrtRunner, TorchRunner
 
@@ -77,19 +85,30 @@ def _state_dict_bytes(model: torch.nn.Module) -> int:
 
 
 def prepare_teacher(cfg: BuildConfig, ds: Dataset, device: str, progress: bool) -> tuple[Preprocessed, dict]:
-    """Load the teacher named by the config (any format, checked against the data), or train one."""
-    from .teachers import load_teacher, state_dict_sha256
+    """Load the teacher named by the config (any format, checked against the data), or train one
+    (from scratch, or fine-tuned from torchvision's published weights with ``teacher.pretrained``);
+    then check that it beats chance on the validation split."""
+    from .teachers import check_not_chance, load_teacher, state_dict_sha256
 
     if cfg.teacher.weights:
-        return load_teacher(cfg.teacher, ds, device)
-    torch.manual_seed(cfg.teacher.seed)
-    net = build_model(cfg.teacher.arch, len(ds.classes), stem=cfg.teacher.stem,
-                      image_size=ds.image_shape[0])
-    teacher = Preprocessed(net, ds.mean, ds.std)
-    log = train_teacher(teacher, ds.train, cfg.teacher, device, progress)
-    rec = {"source": "trained", "arch": cfg.teacher.arch, "epochs": cfg.teacher.epochs, "log": log,
-           "sha256": state_dict_sha256(teacher)}
-    return teacher.to(device).eval(), rec
+        teacher, rec = load_teacher(cfg.teacher, ds, device)
+    else:
+        torch.manual_seed(cfg.teacher.seed)
+        if cfg.teacher.pretrained:
+            net = pretrained_model(cfg.teacher.arch, len(ds.classes))
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            net = build_model(cfg.teacher.arch, len(ds.classes), stem=cfg.teacher.stem,
+                              image_size=ds.image_shape[0])
+            mean, std = ds.mean, ds.std
+        teacher = Preprocessed(net, mean, std)
+        training = train_teacher(teacher, ds.train, cfg.teacher, device, progress, val=ds.val)
+        rec = {"source": "pretrained+fine-tuned" if cfg.teacher.pretrained else "trained",
+               "arch": cfg.teacher.arch, "epochs": training["epochs"], "log": training["log"],
+               "kept": training["kept"], "sha256": state_dict_sha256(teacher)}
+        teacher = teacher.to(device).eval()
+    rec["check"] = check_not_chance(teacher, ds, device, cfg.teacher.allow_chance_level)
+    return teacher, rec
 
 
 def student_options(cfg: BuildConfig, image_size: int) -> dict:
@@ -105,7 +124,8 @@ def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Data
     from .teachers import teacher_outputs
 
     n_cls = len(ds.classes)
-    if not cfg.distill.epochs or cfg.distill.loss == "ce":  # no soft targets needed
+    if not cfg.distill.epochs or cfg.distill.loss == "ce" or cfg.distill.teacher_view == "same":
+        # no cached soft targets needed (labels only, or the teacher runs on every batch)
         return np.zeros((len(ds.train), n_cls), np.float32), None, {"computed": 0, "from_cache": 0}
     cache = cache_dir_from_config(cfg.robustness.cache_dir) if cfg.distill.cache_teacher_outputs else None
     views = ["clean", "hflip"] if cfg.distill.crop_flip else ["clean"]
@@ -174,14 +194,14 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     t1 = time.perf_counter()
     logits, logits_flip, targets_rec = teacher_train_targets(cfg, teacher, teacher_rec, ds, device)
     timings["teacher_outputs"] = round(time.perf_counter() - t1, 3)
-    distill_log = distill(student, logits, ds.train, cfg.distill, device, progress, teacher=teacher,
-                          teacher_logits_hflip=logits_flip)
+    training = distill(student, logits, ds.train, cfg.distill, device, progress, teacher=teacher,
+                       teacher_logits_hflip=logits_flip, val=ds.val)
     student = student.cpu().eval()
     save_checkpoint(student, cfg.student.arch, n_cls, out / "student.pt",
                     {"classes": ds.classes, "options": s_opts, "config": cfg.to_dict()})
     stage("distill", t0)
     say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
-        f"teacher), {cfg.distill.epochs} epochs of {cfg.distill.loss} distillation"
+        f"teacher), {training['epochs']} epochs of {cfg.distill.loss} distillation"
         + (f", augmented with {', '.join(cfg.distill.augment)}" if cfg.distill.augment else ""))
 
     # 3. export + parity on held-out (calibration) images
@@ -251,7 +271,8 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     from .report import build_report, write_report_files
 
-    report = build_report(cfg, ds, models, robustness_meta, device)
+    report = build_report(cfg, ds, models, robustness_meta, device,
+                          training_record(cfg, ds, teacher_rec, training))
     np.savez_compressed(out / "predictions.npz", **predictions)
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
@@ -276,7 +297,8 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         "stages": {"teacher": teacher_rec,
                    "distill": {"loss": cfg.distill.loss, "epochs": cfg.distill.epochs,
                                "augment": cfg.distill.augment, "crop_flip": cfg.distill.crop_flip,
-                               "teacher_outputs": targets_rec, "log": distill_log},
+                               "teacher_outputs": targets_rec, "log": training["log"],
+                               "kept": training["kept"], "epochs_run": training["epochs"]},
                    "export": export_rec, "quantize": quant_rec, "ort_format": ort_rec},
         "timings_s": timings,
         "gate": gate_rec,
@@ -286,6 +308,18 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                          for p in sorted(out.iterdir()) if p.is_file()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return BuildResult(out, report, manifest, exit_code, gate_text, timings)
+
+
+def training_record(cfg: BuildConfig, ds: Dataset, teacher_rec: dict, training: dict) -> dict:
+    """report.json ``training``: the student's recipe, which epoch's weights were kept and why, and
+    the teacher's check against chance."""
+    d = cfg.distill
+    return {"student": {"method": d.loss, "optimizer": d.optimizer, "lr": d.lr, "schedule": d.schedule,
+                        "batch_size": d.batch_size, "epochs": training["epochs"],
+                        "epochs_run": len(training["log"]), "ema_decay": d.ema_decay,
+                        "label_smoothing": d.label_smoothing, "kept": training["kept"],
+                        "val_images": 0 if ds.val is None else len(ds.val)},
+            "teacher": {"source": teacher_rec["source"], "check": teacher_rec.get("check")}}
 
 
 def _describe_models(teacher, student, teacher_rec, out: Path, t_params: int, s_params: int,

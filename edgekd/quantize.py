@@ -51,10 +51,11 @@ def quantize_static_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarr
         pre = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
         quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=cfg.per_channel, activation_type=QuantType.QInt8,
+                        per_channel=cfg.per_channel,
+                        activation_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[cfg.activation_type],
                         weight_type=QuantType.QInt8, calibrate_method=method,
                         reduce_range=cfg.reduce_range)
     return {"path": out_path.name, "format": "QDQ", "weights": "int8 per-channel" if cfg.per_channel
-            else "int8 per-tensor", "activations": "int8", "calibrate_method": cfg.calibrate_method,
+            else "int8 per-tensor", "activations": cfg.activation_type, "calibrate_method": cfg.calibrate_method,
             "reduce_range": cfg.reduce_range,
             "calib_samples": int(len(calib_images)), "pre_process": "quant_pre_process"}

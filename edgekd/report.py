@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 
 
 def build_report(cfg: BuildConfig, ds: Dataset, models: dict, robustness_meta: dict,
-                 teacher_device: str) -> dict:
+                 teacher_device: str, training: dict | None = None) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "edgekd_version": __version__,
@@ -37,6 +37,7 @@ def build_report(cfg: BuildConfig, ds: Dataset, models: dict, robustness_meta: d
         "teacher_device": teacher_device,
         "corruption_table": robustness_meta.get("corruption_table"),
         "robustness": robustness_meta,
+        "training": training,
         "models": models,
     }
 
@@ -82,10 +83,39 @@ def render_markdown(report: dict, gate_text: str = "") -> str:
              f"{_first_latency(report).get('batch', 1)}, {_first_latency(report).get('threads', '?')} "
              "thread(s), onnxruntime CPU / torch.", "", "## Models", "",
              markdown_table(summary_rows(report)), ""]
+    if training_text(report):
+        parts += ["## Training", "", training_text(report), ""]
     parts += markdown_sections(report)
     if gate_text:
         parts += ["## Gate", "", "```", gate_text.rstrip(), "```", ""]
     return "\n".join(parts)
+
+
+def training_text(report: dict) -> str:
+    """One paragraph: how the student was trained, which epoch's weights were kept and why, and the
+    teacher's accuracy on the validation split against chance (report.md and report.html)."""
+    tr = report.get("training")
+    if not tr:
+        return ""
+    st = tr["student"]
+    parts = []
+    if st["epochs"]:
+        parts.append(f"Student: {st['method']}, {st['optimizer']} {st['schedule']} (peak lr {st['lr']:g}), "
+                     f"batch {st['batch_size']}, {st['epochs_run']} of {st['epochs']} epochs run"
+                     + (f", weight EMA {st['ema_decay']:g}" if st["ema_decay"] else "")
+                     + (f", label smoothing {st['label_smoothing']:g}" if st["label_smoothing"] else "") + ".")
+        kept = st.get("kept") or {}
+        if kept.get("selection", "last") != "last":
+            parts.append(f"Kept the weights of epoch {kept['kept_epoch']}: the {kept['why']} on "
+                         f"{st['val_images']} validation images held out of training (not the test split).")
+        elif kept:
+            parts.append(f"Kept the weights of the last epoch ({kept['kept_epoch']}): no selection.")
+    chk = (tr.get("teacher") or {}).get("check")
+    if chk:
+        parts.append(f"Teacher ({tr['teacher']['source']}): {100 * chk['accuracy']:.1f}% on the "
+                     f"{chk['n_images']} {chk['split']} images, chance {100 * chk['chance']:.1f}%"
+                     + (" — **no better than chance**" if not chk["passed"] else "") + ".")
+    return " ".join(parts)
 
 
 def _first_latency(report: dict) -> dict:

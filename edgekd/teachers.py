@@ -208,3 +208,31 @@ def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x: np.ndarray, devi
         except OSError:
             pass  # the cache is an optimisation; a read-only home must not fail a build
     return logits, False
+
+
+def check_not_chance(teacher: nn.Module, ds: Dataset, device: str, allow: bool,
+                     p_value: float = 0.01, margin: float = 0.05) -> dict:
+    """The teacher's accuracy on the validation split (the test split when there is none) against
+    chance, the majority-class rate of that split. It fails when it is not above chance by at least
+    ``margin`` or not significantly (one-sided binomial test at ``p_value``): every other check is
+    relative to the teacher, so a student of a useless teacher would pass them. Unless ``allow``
+    (``teacher.allow_chance_level``), that is an InputError; returns the record either way."""
+    from scipy.stats import binomtest
+
+    from .distill import predict_logits
+
+    split, name = (ds.val, "validation") if ds.val is not None and len(ds.val) else (ds.test, "test")
+    preds = predict_logits(teacher, split.x, device).argmax(1)
+    n, correct = len(split), int((preds == split.y).sum())
+    chance = float(np.bincount(split.y, minlength=len(ds.classes)).max() / n)
+    p = float(binomtest(correct, n, chance, alternative="greater").pvalue) if chance < 1 else 1.0
+    acc = correct / n
+    rec = {"split": name, "n_images": n, "accuracy": acc, "chance": chance, "p_value": p,
+           "passed": bool(acc >= chance + margin and p < p_value)}
+    if not rec["passed"] and not allow:
+        raise InputError(f"the teacher scores {100 * acc:.1f}% on the {n} {name} images, no better than "
+                         f"chance ({100 * chance:.1f}%, the largest class's share; binomial p = {p:.2g}), "
+                         "so a student distilled from it would mean nothing; give a better teacher "
+                         "(teacher.weights, teacher.pretrained, more teacher.epochs) or set "
+                         "teacher.allow_chance_level = true")
+    return rec
