@@ -138,7 +138,8 @@ class DistillConfig:
                          choices=("sgd", "adam", "adamw"))
     lr: float = opt(0.1, "peak learning rate (one-cycle / cosine); 0.1-0.2 for sgd, ~5e-3 for adam",
                     min=0.0)
-    momentum: float = opt(0.9, "sgd momentum", min=0.0, max=0.999)
+    momentum: float = opt(0.9, "sgd momentum (one-cycle cycles it 0.05 either side, against the rate)",
+                          min=0.0, max=0.999)
     nesterov: bool = opt(True, "sgd: Nesterov momentum")
     weight_decay: float = opt(5e-4, "weight decay of conv / linear weights (none on BatchNorm and "
                               "biases)", min=0.0)
@@ -158,6 +159,8 @@ class DistillConfig:
                                    "score (0 = run every epoch)", min=0)
     min_steps: int = opt(250, "training takes at least this many optimiser steps (more epochs on "
                          "small data sets)", min=0)
+    amp: bool = opt(True, "on CUDA: bf16 autocast for the student's and the teacher's forward passes "
+                    "(no effect on CPU)")
     batch_size: int = opt(64, "batch size", min=1)
     seed: int = opt(0, "seed for student initialisation and batch order", min=0, max=2**31 - 1)
     augment: list[str] = opt(["speckle_noise", "gaussian_blur", "spatter", "occlusion", "pixel_dropout"],

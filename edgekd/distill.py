@@ -213,18 +213,27 @@ def draw_crop_flip(n: int, gen: torch.Generator, pad: int = 4, device="cpu"
     return dy, dx, flip
 
 
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Source index of position ``i`` (may lie in -n+1 .. 2n-2) under reflect padding (no edge
+    repeat, as ``F.pad(mode="reflect")``)."""
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
 def apply_crop_flip(x: torch.Tensor, shifts: tuple[torch.Tensor, torch.Tensor, torch.Tensor], pad: int = 4
                     ) -> torch.Tensor:
     """Crop and mirror each image of a uint8 NHWC batch as ``shifts`` (from :func:`draw_crop_flip`)
-    say, so a second batch (the clean sources of perturbed images) can get the same crops."""
+    say, so a second batch (the clean sources of perturbed images) can get the same crops. One
+    ``index_select`` of whole pixels on the uint8 batch: the reflect padding is folded into the
+    indices (bit-identical to padding, cropping and flipping, ~6x faster than a padded float copy)."""
     dy, dx, flip = shifts
-    _, h, w, _ = x.shape
-    padded = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="reflect")
-    rows = dy + torch.arange(h, device=x.device)
-    cols = dx + torch.arange(w, device=x.device)
+    n, h, w, c = x.shape
+    rows = _reflect(dy + torch.arange(h, device=x.device) - pad, h)
+    cols = _reflect(dx + torch.arange(w, device=x.device) - pad, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    n_i = torch.arange(len(x), device=x.device)[:, None, None]
-    return padded[n_i, :, rows[:, :, None], cols[:, None, :]].to(torch.uint8)  # (n, h, w, C)
+    flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, h * w)
+    flat = flat + (torch.arange(n, device=x.device) * (h * w))[:, None]
+    return x.reshape(n * h * w, c).index_select(0, flat.reshape(-1)).view(n, h, w, c)
 
 
 def make_augmenter(cfg: DistillConfig, train: Split, prob: float | None = None, mode: str = "replace"):
@@ -276,7 +285,7 @@ def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t
     perturbed = None
     if augment is not None:  # perturbations work on uint8 numpy batches
         xa, idx_np, tb, perturbed = augment(train.x[idx_np], idx_np, tb)
-        xb, idx = torch.from_numpy(xa).to(device), torch.from_numpy(idx_np).to(device)
+        xb, idx = _to(torch.from_numpy(xa), device), torch.from_numpy(idx_np).to(device)
     shifts = None
     if crop_flip:
         shifts = draw_crop_flip(len(xb), aug_gen, device=xb.device)
@@ -293,6 +302,13 @@ def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t
             tb = tb.clone()
             tb[rows] = retarget.eval()(xb[rows]).to(tb.dtype)
     return xb, idx_np, idx, tb
+
+
+def _to(t: torch.Tensor, device: str) -> torch.Tensor:
+    """Host -> device copy; on CUDA through pinned memory, asynchronously."""
+    if device.startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, recipe: Recipe,
@@ -318,6 +334,8 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, reci
     opt, sched = make_optimizer([model] + ([aux] if aux is not None else []), recipe,
                                 epochs * steps_per_epoch)
     keeper = BestEpoch(model, recipe, validate)
+    # bf16 autocast on CUDA (no loss scaling needed); a no-op context on CPU
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=recipe.amp and device.startswith("cuda"))
     bar = Progress(epochs * steps_per_epoch, what, progress)
     log: list[dict] = []
     for epoch in range(epochs):
@@ -326,13 +344,14 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, reci
             aux.train()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in _batches(len(y), recipe.batch_size, gen):
-            xb, idx_np, idx, tb = prepare_batch(idx.numpy(), x, t, t_flip, train, device, augment, crop_flip,
-                                                aug_gen, retarget, consistent)
-            if step is None:
-                out = model(xb)
-                loss = loss_fn(out, tb, y[idx])
-            else:
-                loss, out = step(xb, tb, y[idx], idx_np)
+            with autocast:
+                xb, idx_np, idx, tb = prepare_batch(idx.numpy(), x, t, t_flip, train, device, augment,
+                                                    crop_flip, aug_gen, retarget, consistent)
+                if step is None:
+                    out = model(xb)
+                    loss = loss_fn(out.float(), None if tb is None else tb.float(), y[idx])
+                else:
+                    loss, out = step(xb, tb, y[idx], idx_np)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

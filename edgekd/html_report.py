@@ -384,6 +384,14 @@ def _training_html(rob: dict | None) -> str:
     return f'<p id="training" data-method="{_e(method or "")}">{text}.</p>'
 
 
+def _selection_html(report: dict) -> str:
+    """The recipe, the kept epoch and why, the teacher against chance (report.training_text)."""
+    from .report import training_text
+
+    text = training_text(report)
+    return f'<p id="selection">{_e(text).replace("**", "")}</p>' if text else ""
+
+
 def render_html(report: dict, gate: dict | None = None) -> str:
     """The page of one build: gate verdict (failing checks first), model table, plots, device runs."""
     models = report["models"]
@@ -395,6 +403,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
             f'{_e(ds.get("image_shape", "?"))}; created {_e(report.get("created", "?"))} by edgekd '
             f'{_e(report.get("edgekd_version", "?"))}; teacher on {_e(report.get("teacher_device", "?"))}.</p>',
             _gate_html(gate), "<h2>Models</h2>", _model_table(models), _training_html(report.get("robustness")),
+            _selection_html(report),
             "<p>Retention = model mCA / teacher mCA; agreement = share of test images where the model "
             "predicts the teacher's class; latency per call at batch 1; memory = peak resident memory "
             "of a fresh process running the artifact.</p>"]

@@ -174,15 +174,19 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     ds = load_dataset(cfg.data)
     n_cls = len(ds.classes)
     stage("data", t0)
-    say(f"data: {ds.name}, {len(ds.train)} train / {len(ds.calib)} calibration / {len(ds.test)} test "
-        f"images of {ds.image_shape}")
+    say(f"data: {ds.name}, {len(ds.train)} train / {0 if ds.val is None else len(ds.val)} validation / "
+        f"{len(ds.test)} test images of {ds.image_shape}; {len(ds.calib)} calibration images from "
+        + ("the training images" if cfg.data.calib_from == "train" else "held out of training"))
 
     # 1. teacher
     t0 = time.perf_counter()
     device = resolve_device(cfg.teacher.device)
     teacher, teacher_rec = prepare_teacher(cfg, ds, device, progress)
     stage("teacher", t0)
-    say(f"teacher: {cfg.teacher.arch} ({teacher_rec['source']}) on {device}")
+    chk = teacher_rec["check"]
+    say(f"teacher: {cfg.teacher.arch} ({teacher_rec['source']}) on {device}, {100 * chk['accuracy']:.1f}% on "
+        f"the {chk['n_images']} {chk['split']} images (chance {100 * chk['chance']:.1f}%)"
+        + ("" if chk["passed"] else " -- NO BETTER THAN CHANCE (teacher.allow_chance_level)"))
 
     # 2. student by distillation, against teacher logits computed once
     t0 = time.perf_counter()
@@ -201,7 +205,9 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                     {"classes": ds.classes, "options": s_opts, "config": cfg.to_dict()})
     stage("distill", t0)
     say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
-        f"teacher), {training['epochs']} epochs of {cfg.distill.loss} distillation"
+        f"teacher), {len(training['log'])} of {training['epochs']} epochs of {cfg.distill.loss} distillation"
+        + (f" (distill.min_steps raised {cfg.distill.epochs})" if training["epochs"] > cfg.distill.epochs else "")
+        + (f", kept epoch {training['kept']['kept_epoch']} ({training['kept']['why']})" if training["kept"] else "")
         + (f", augmented with {', '.join(cfg.distill.augment)}" if cfg.distill.augment else ""))
 
     # 3. export + parity on held-out (calibration) images
@@ -293,7 +299,9 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                     "cpu_count": os.cpu_count(), "teacher_device": device},
         "input_contract": ds.contract(),
         "dataset": {"name": ds.name, "test_sha256": ds.fingerprint(),
-                    "sizes": {"train": len(ds.train), "calib": len(ds.calib), "test": len(ds.test)}},
+                    "sizes": {"train": len(ds.train), "val": 0 if ds.val is None else len(ds.val),
+                              "calib": len(ds.calib), "test": len(ds.test)},
+                    "calib_from": cfg.data.calib_from},
         "stages": {"teacher": teacher_rec,
                    "distill": {"loss": cfg.distill.loss, "epochs": cfg.distill.epochs,
                                "augment": cfg.distill.augment, "crop_flip": cfg.distill.crop_flip,

@@ -46,6 +46,7 @@ class Recipe:
     select: str = "last"
     early_stop_patience: int = 0
     min_steps: int = 0
+    amp: bool = False
 
     @classmethod
     def from_config(cls, cfg) -> Recipe:
@@ -84,8 +85,13 @@ def make_optimizer(modules: list[nn.Module], recipe: Recipe, total_steps: int):
     total_steps = max(1, total_steps)
     warm = recipe.warmup_fraction
     if recipe.schedule == "onecycle":
+        # momentum (SGD) / beta1 (Adam) cycles inversely to the rate, 0.05 either side (fast.ai's
+        # one-cycle; for SGD around ``momentum``: 0.95 -> 0.85 at the peak -> 0.95 for 0.9)
+        m = recipe.momentum if recipe.optimizer == "sgd" else 0.9
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total_steps,
-                                                    pct_start=min(max(warm, 1e-3), 0.999))
+                                                    pct_start=min(max(warm, 1e-3), 0.999),
+                                                    base_momentum=max(0.0, m - 0.05),
+                                                    max_momentum=min(0.999, m + 0.05))
     elif recipe.schedule == "cosine":
         warm_steps = int(round(warm * total_steps))
 

@@ -44,9 +44,17 @@ def test_ort_parity_check_and_failure(default_build, tmp_path, digits):
     rec = convert_to_ort(tmp_path / "student.int8.onnx", digits.calib.x[:64])
     assert rec["parity"]["max_abs_logit_diff"] <= 0.05 and rec["parity"]["argmax_agreement"] >= 0.99
     assert (tmp_path / "student.int8.ort").is_file() and rec["operators"]
-    # an .ort of another model does not reproduce the .onnx: ParityError names both files
+    # an .ort of another model does not reproduce the .onnx: ParityError names both files. The
+    # other model: the fp32 student with its classifier's weights negated
+    import onnx
+    from onnx import numpy_helper
+
+    other = onnx.load(src / "student.fp32.onnx")
+    head = [t for t in other.graph.initializer if len(t.dims) == 2][-1]
+    head.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(head), head.name))
+    onnx.save(other, tmp_path / "student.fp32.onnx")
     with pytest.raises(ParityError, match="student.int8.ort does not reproduce student.fp32.onnx"):
-        check_ort_parity(src / "student.fp32.onnx", tmp_path / "student.int8.ort", digits.calib.x[:64],
+        check_ort_parity(tmp_path / "student.fp32.onnx", tmp_path / "student.int8.ort", digits.calib.x[:64],
                          atol=1e-6, min_agreement=1.0)
 
 

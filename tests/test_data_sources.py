@@ -43,7 +43,7 @@ def test_imagefolder_folder_resizes_and_splits_last_per_class(tmp_path):
     ds = load_dataset(cfg_for(root, 'data.split="last_per_class"', "data.test_per_class=2").data)
     assert ds.classes == CLASSES
     assert ds.test.x.shape == (6, 32, 32, 3) and ds.test.x.dtype == np.uint8
-    assert len(ds.train) + len(ds.calib) == 12
+    assert len(ds.train) + len(ds.val) == 12 and set(ds.calib.indices) <= set(ds.train.indices)
     assert np.bincount(ds.test.y).tolist() == [2, 2, 2]
     # the last two files of each class (sorted names 0004, 0005) are the test images
     assert ds.test.indices.tolist() == [4, 5, 10, 11, 16, 17]
@@ -72,7 +72,7 @@ def test_train_and_val_folders_are_used_as_the_split(tmp_path):
     make_tree(tmp_path / "d" / "train", per_class=5)
     make_tree(tmp_path / "d" / "val", per_class=2)
     ds = load_dataset(cfg_for(tmp_path / "d").data)
-    assert len(ds.test) == 6 and len(ds.train) + len(ds.calib) == 15
+    assert len(ds.test) == 6 and len(ds.train) + len(ds.val) == 15
     assert ds.test.indices.min() >= 15  # test indices never collide with training ones
     make_tree(tmp_path / "other", per_class=2, classes=["cat", "dog", "fox"])
     with pytest.raises(InputError, match="missing eel; unknown fox"):
@@ -82,12 +82,15 @@ def test_train_and_val_folders_are_used_as_the_split(tmp_path):
 def test_max_train_per_class_keeps_the_first_images(tmp_path):
     root = make_tree(tmp_path / "imgs", per_class=8)
     ds = load_dataset(cfg_for(root, 'data.split="last_per_class"', "data.test_per_class=2",
-                              "data.max_train_per_class=3").data)
+                              "data.max_train_per_class=3", "data.val_fraction=0").data)
     assert np.bincount(ds.train.y).tolist() == [3, 3, 3]
-    for k in range(3):  # the first (lowest) of each class's remaining images
-        idx = ds.train.indices[ds.train.y == k]
-        remaining = sorted(set(range(8 * k, 8 * k + 6)) - set(ds.calib.indices))
-        assert idx.tolist() == remaining[:3]
+    for k in range(3):  # the first (lowest) of each class's non-test images
+        assert ds.train.indices[ds.train.y == k].tolist() == [8 * k, 8 * k + 1, 8 * k + 2]
+    # the validation split is carved from those images, never from the ones left out
+    ds = load_dataset(cfg_for(root, 'data.split="last_per_class"', "data.test_per_class=2",
+                              "data.max_train_per_class=3", "data.val_fraction=0.34").data)
+    kept = {8 * k + i for k in range(3) for i in range(3)}
+    assert len(ds.val) == 3 and set(ds.val.indices) | set(ds.train.indices) == kept
 
 
 @pytest.mark.parametrize("setup, match", [
@@ -168,7 +171,7 @@ def test_cifar_loader_uses_torchvision_arrays_and_official_test_split(tmp_path, 
     monkeypatch.setattr(tvd, "CIFAR10", FakeCIFAR10)
     ds = load_dataset(load_config(None, ['data.name="cifar10"', f'data.path="{tmp_path}"',
                                          "data.calib_samples=10"]).data)
-    assert len(ds.test) == 20 and len(ds.train) == 40 and ds.classes[3] == "c3"
+    assert len(ds.test) == 20 and len(ds.train) == 45 and len(ds.val) == 5 and ds.classes[3] == "c3"
     assert np.array_equal(ds.test.x, FakeCIFAR10(None, False, False).data)
 
 
@@ -181,7 +184,9 @@ def test_relative_paths_in_a_config_file_are_relative_to_it(tmp_path):
     assert load_dataset(cfg.data).classes == CLASSES
 
 
-def test_calibration_must_leave_training_images(tmp_path):
+def test_held_out_calibration_must_leave_training_images(tmp_path):
     root = make_tree(tmp_path / "imgs", per_class=2)
-    with pytest.raises(ConfigError, match="leaves no training images"):
-        load_dataset(cfg_for(root, "data.calib_samples=100").data)
+    with pytest.raises(ConfigError, match="leave no training images"):
+        load_dataset(cfg_for(root, "data.calib_samples=100", "data.calib_from=held_out").data)
+    ds = load_dataset(cfg_for(root, "data.calib_samples=100").data)  # from the training images: all
+    assert np.array_equal(ds.calib.indices, ds.train.indices)

@@ -46,7 +46,7 @@ def test_zero_epochs_leaves_student_untouched(digits):
     st = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
     before = {k: v.clone() for k, v in st.state_dict().items()}
     logits = np.zeros((len(digits.train), 10), np.float32)
-    assert distill(st, logits, digits.train, DistillConfig(epochs=0), "cpu", progress=False) == []
+    assert distill(st, logits, digits.train, DistillConfig(epochs=0), "cpu", progress=False)["log"] == []
     assert all(torch.equal(before[k], v) for k, v in st.state_dict().items())
 
 
@@ -137,7 +137,8 @@ def test_append_mode_trains_on_more_images_per_epoch(digits):
     for mode in ("replace", "append"):
         torch.manual_seed(0)
         st = Counting(Preprocessed(build_model("digits_student", 10), digits.mean, digits.std))
-        cfg = DistillConfig(epochs=1, augment=["pixel_dropout"], augment_prob=0.5, augment_mode=mode, seed=1)
+        cfg = DistillConfig(epochs=1, min_steps=0, augment=["pixel_dropout"], augment_prob=0.5, augment_mode=mode,
+                            seed=1, select="last")
         distill(st, logits, digits.train, cfg, "cpu", progress=False)
         seen[mode] = st.images
     n = len(digits.train)

@@ -241,13 +241,14 @@ def test_each_method_trains_a_digits_student(name, trained_pair, digits):
     teacher, _ = trained_pair
     train = _subset(digits.train, 128)
     logits = predict_logits(teacher, train.x, "cpu")
-    cfg = load_config(None, ["distill.epochs=1", f"distill.loss={name}", "distill.adv_steps=2",
-                             'distill.feature_layers=["6:6", "10:10"]', "distill.batch_size=64"]).distill
+    cfg = load_config(None, ["distill.epochs=1", "distill.min_steps=0", f"distill.loss={name}",
+                             "distill.adv_steps=2", 'distill.feature_layers=["6:6", "10:10"]',
+                             "distill.batch_size=64"]).distill
     torch.manual_seed(0)
     student = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
     teacher_before = copy.deepcopy(teacher.state_dict())
     keys_before = set(student.state_dict())
-    log = distill(student, logits, train, cfg, "cpu", progress=False, teacher=teacher)
+    log = distill(student, logits, train, cfg, "cpu", progress=False, teacher=teacher)["log"]
     assert len(log) == 1 and math.isfinite(log[0]["loss"])
     assert set(student.state_dict()) == keys_before  # no regressor left inside the student
     assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())
@@ -262,7 +263,7 @@ def test_default_distillation_is_unchanged_by_the_new_options(trained_pair, digi
     logits = predict_logits(teacher, train.x, "cpu")
     states = []
     for extra in ([], ["distill.js_weight=3", "distill.adv_steps=3", 'distill.feature_layers=["2:2"]']):
-        cfg = load_config(None, ["distill.epochs=1", *extra]).distill
+        cfg = load_config(None, ["distill.epochs=1", "distill.min_steps=0", *extra]).distill
         torch.manual_seed(0)
         student = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
         distill(student, logits, train, cfg, "cpu", progress=False, teacher=teacher)
