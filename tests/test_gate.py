@@ -326,6 +326,22 @@ def test_budgets_and_report_dict_input(tmp_path):
         g.evaluate_gate(report, policy, predictions=art / "predictions.npz")
 
 
+def test_min_accuracy_is_an_absolute_floor_for_any_model(tmp_path):
+    art = make_artifact(tmp_path / "d")
+    report = json.loads((art / "report.json").read_text())
+    acc = {m: report["models"][m]["accuracy"]["clean"] for m in ("teacher", "student_int8")}
+    policy = g.load_policy({"budgets": {"student_int8": {"min_accuracy": acc["student_int8"] + 0.01},
+                                        "teacher": {"min_accuracy": acc["teacher"] - 0.01}}})
+    result = g.evaluate_gate(report, policy, predictions=art / "predictions.npz")
+    checks = {c.id: c for c in result.checks}
+    floor = checks["student_int8.min_accuracy"]
+    assert not floor.passed and floor.comparison == ">=" and floor.value == pytest.approx(acc["student_int8"])
+    assert checks["teacher.min_accuracy"].passed
+    assert [c.id for c in result.failed] == ["student_int8.min_accuracy"]
+    with pytest.raises(ConfigError, match="min_accuracy must be a fraction"):
+        g.load_policy({"budgets": {"student_int8": {"min_accuracy": 80}}})
+
+
 # ---------------------------------------------------------------------------- the command
 
 def test_command_exit_codes_and_outputs(tmp_path, run_gate, monkeypatch):
