@@ -2,7 +2,7 @@
 schedule, weight EMA, best-epoch selection on a validation split, and the progress line.
 
     recipe = Recipe.from_config(cfg.distill)
-    opt, sched = make_optimizer(model, recipe, steps_per_epoch)
+    opt, sched = make_optimizer([model], recipe, total_steps)
     keeper = BestEpoch(model, recipe, validate)   # validate(model) -> score on the validation split
     ...; keeper.end_epoch(epoch, log_row); keeper.restore()
 
