@@ -1,9 +1,52 @@
-"""File helpers shared by the stages (no heavy imports: the device-results merge uses them too)."""
+"""File helpers shared by the stages (no heavy imports: the device-results merge uses them too).
+
+Every file edgekd reads from a user goes through :func:`check_regular` first (a FIFO or a device
+would block or never end), every JSON / TOML document through :func:`read_json` /
+:func:`read_toml` (size cap, no RecursionError), and every file it writes or replaces through
+:func:`write_atomic` (temp file in the same folder, then one rename: a reader sees the old file or
+the new one, never half of one).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
+
+# JSON / TOML documents edgekd reads (configs, policies, profiles, manifests, device results) are
+# small; a bigger one is refused before it is read
+MAX_DOCUMENT_BYTES = 64 << 20
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return word
+    return "a special file"
+
+
+def check_regular(path: str | Path, key: str, folder_ok: bool = False) -> Path:
+    """``path`` if it is a regular file (or, with ``folder_ok``, a folder), following symlinks;
+    otherwise an InputError that says what it is: missing, a device, a FIFO, a socket, a folder.
+    Call it before opening anything a user names: opening a FIFO blocks, reading a device never
+    ends."""
+    from .errors import InputError
+
+    p = Path(path)
+    what = "file or folder" if folder_ok else "file"
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{key} = {str(p)!r}: no such {what}") from None
+    except OSError as e:
+        raise InputError(f"{key} = {str(p)!r}: cannot be read ({e.strerror or e})") from None
+    if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
+        return p
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{key} = {str(p)!r}: is a folder, not a file")
+    raise InputError(f"{key} = {str(p)!r}: not a regular {what} ({_kind(mode)})")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -15,46 +58,168 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def read_document(path: Path, missing: str, kind: str) -> str:
+    """The text of a small document (JSON / TOML) edgekd reads from a user: ``missing`` is the
+    error when there is no such file; a special file, one over MAX_DOCUMENT_BYTES or one that is
+    not UTF-8 is an error naming it."""
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise InputError(missing)
+    check_regular(path, kind)
+    size = path.stat().st_size
+    if size > MAX_DOCUMENT_BYTES:
+        raise InputError(f"{path}: {size / 2**20:.0f} MiB is too big for a {kind} "
+                         f"(at most {MAX_DOCUMENT_BYTES >> 20} MiB)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
 def read_json(path: Path, missing: str) -> dict:
-    """A JSON file's content; ``missing`` is the error when there is no such file, and a file that
-    does not parse is an error naming it."""
+    """A JSON object from a file; ``missing`` is the error when there is no such file, and a file
+    that does not parse (or nests too deep to parse) is an error naming it."""
     import json
 
     from .errors import InputError
 
-    if not path.is_file():
-        raise InputError(missing)
+    text = read_document(path, missing, "JSON file")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
         raise InputError(f"{path}: not readable JSON ({e})") from None
+    except RecursionError:
+        raise InputError(f"{path}: not readable JSON (nested too deeply)") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a JSON object ({{...}}), found {type(doc).__name__}")
+    return doc
 
 
-def write_text(target: Path, text: str) -> None:
-    """Write a UTF-8 text file; failing to write it is an input error naming the file."""
+def parse_toml(text: str, where: str) -> dict:
+    """Parse TOML text; a syntax error or a document nested too deeply is an error naming
+    ``where``."""
+    import tomllib
+
     from .errors import InputError
 
     try:
-        target.write_text(text, encoding="utf-8")
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{where}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise InputError(f"{where}: not valid TOML (nested too deeply)") from None
+
+
+def read_toml(path: Path, missing: str) -> dict:
+    """A TOML document from a file (see :func:`read_document` and :func:`parse_toml`)."""
+    return parse_toml(read_document(path, missing, "TOML file"), str(path))
+
+
+def write_atomic(target: str | Path, data: str | bytes) -> None:
+    """Write ``target`` whole or not at all: the bytes go to a temporary file beside it, are
+    flushed to disk, then renamed over it. On failure (a full disk, a read-only folder) the
+    temporary file is removed, ``target`` is as it was, and the error names the file."""
+    from .errors import InputError
+
+    target = Path(target)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
     except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
         raise InputError(f"cannot write {target}: {e.strerror or e}") from None
 
 
+def write_text(target: Path, text: str) -> None:
+    """Write a UTF-8 text file atomically; failing to write it is an input error naming the file."""
+    write_atomic(target, text)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange)
+    return rc == 0
+
+
 def move_into_place(tmp: Path, dest: Path) -> None:
-    """Replace ``dest`` by the finished folder ``tmp`` (renames only); if the last rename fails,
-    the previous ``dest`` is put back."""
-    import os
+    """Replace ``dest`` by the finished folder ``tmp``. Where the system can, the two are swapped
+    in one atomic rename, so ``dest`` is always either the old or the new folder, even if the
+    process is killed; elsewhere two renames (and :func:`recover_interrupted` puts the old one back
+    if the process died between them)."""
     import shutil
 
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        dest.rename(old)
+    if not dest.exists():
+        tmp.rename(dest)
+        return
+    if _rename_exchange(tmp, dest):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous folder
+        return
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    dest.rename(old)
     try:
         tmp.rename(dest)
     except OSError:
-        if old is not None:
-            old.rename(dest)  # put the previous one back
+        old.rename(dest)  # put the previous one back
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted(dest: Path) -> list[str]:
+    """Clean up after edgekd processes that died while writing ``dest``: remove their
+    ``.NAME.partial-PID`` and ``.NAME.tmp-PID`` leftovers, and put back a ``.NAME.old-PID`` folder
+    if ``dest`` itself is missing (killed between the two renames of a move). Leftovers of live
+    processes are left alone. Returns what was done, for the log."""
+    import shutil
+
+    done: list[str] = []
+    parent = dest.parent
+    if not parent.is_dir():
+        return done
+    for p in sorted(parent.glob(f".{dest.name}.*-*")):
+        kind, _, pid = p.name[len(dest.name) + 2:].rpartition("-")
+        if kind not in ("partial", "old", "tmp") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not dest.exists() and not dest.is_symlink():
+            p.rename(dest)
+            done.append(f"restored {dest} from {p.name}")
+        else:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            done.append(f"removed {p.name}")
+    return done
