@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
+import os
 import tarfile
+import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +31,19 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import ConfigError, InputError
+from .files import check_regular
 from .registry import Registry
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 TEST_FOLDER_NAMES = ("val", "valid", "validation", "test")
+
+# What one data set may make edgekd read or hold: a small file (a zip of zeros, a PNG header, one
+# huge label) must not exhaust the machine. Each limit is refused with one sentence naming the file.
+MAX_IMAGE_PIXELS = 50_000_000  # width x height of one image, checked from its header before decoding
+MAX_IMAGE_FILE_BYTES = 64 << 20  # one image file, in a folder or (uncompressed) in an archive
+MAX_ARCHIVE_BYTES = 8 << 30  # all the members of one archive together, uncompressed
+MAX_ARCHIVE_MEMBERS = 1_000_000  # files and folders in one archive
+MAX_CLASSES = 10_000  # an .npz without a 'classes' array: labels 0 .. MAX_CLASSES - 1
 
 
 @dataclass
@@ -109,34 +123,142 @@ def load_digits(cfg: DataConfig) -> Dataset:
 
 # --- ImageFolder trees (folders or archives) ----------------------------------------------------
 
-def _archive_reader(path: Path) -> dict[str, Callable[[], bytes]]:
-    """Relative POSIX path -> bytes loader, for every regular file of a tar or zip archive."""
+def _member_path(name: str, archive: Path) -> str | None:
+    """The relative POSIX path of an archive member, or None for one the loader ignores: a hidden
+    file or anything in a hidden folder (``.git/``, ``__MACOSX/._x.png``), as in a plain folder.
+    A leading ``./`` and empty parts are dropped; an absolute name or one with a ``..`` part is
+    refused (it names a file outside the tree)."""
+    if name.startswith("/"):
+        why = "is an absolute path"
+    elif ".." in name.split("/"):
+        why = "has a '..' part"
+    else:
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if not parts or any(p.startswith(".") for p in parts):
+            return None
+        return "/".join(parts)
+    raise InputError(f"{archive}: member {name!r} {why}; refused (the members of an archive of "
+                     "class folders must be relative paths inside it)")
+
+
+def _check_archive_size(archive: Path, members: int, total_bytes: int) -> None:
+    if members > MAX_ARCHIVE_MEMBERS:
+        raise InputError(f"{archive}: holds more than {MAX_ARCHIVE_MEMBERS:,} files and folders "
+                         "(the most edgekd reads from one archive)")
+    if total_bytes > MAX_ARCHIVE_BYTES:
+        raise InputError(f"{archive}: its members add up to more than "
+                         f"{MAX_ARCHIVE_BYTES / 2**30:g} GiB uncompressed (the most edgekd reads "
+                         "from one archive)")
+
+
+def _read_image_file(f, declared_bytes: int, where: str) -> bytes:
+    """The bytes of one image file from the open file ``f``: refused before reading when its
+    declared size (on disk, or in the archive's header) is over MAX_IMAGE_FILE_BYTES, and while
+    reading when more than that comes (a header can lie)."""
+    limit_mib = MAX_IMAGE_FILE_BYTES >> 20
+    if declared_bytes > MAX_IMAGE_FILE_BYTES:
+        raise InputError(f"{where}: {declared_bytes / 2**20:,.0f} MiB is too big for an image file "
+                         f"(at most {limit_mib} MiB)")
+    data = f.read(MAX_IMAGE_FILE_BYTES + 1)
+    if len(data) > MAX_IMAGE_FILE_BYTES:
+        raise InputError(f"{where}: more than {limit_mib} MiB is too big for an image file "
+                         f"(at most {limit_mib} MiB)")
+    return data
+
+
+# errors of reading a tar (plain, gz, bz2, xz) or zip archive that mean the file is at fault
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError,
+                   EOFError)
+
+
+def _zip_files(path: Path, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
+    z = stack.enter_context(zipfile.ZipFile(path))
+    infos = z.infolist()
+    _check_archive_size(path, len(infos), sum(i.file_size for i in infos))
+
+    def read(info: zipfile.ZipInfo) -> bytes:
+        where = f"{path}: {info.filename}"
+        try:
+            with z.open(info) as f:
+                return _read_image_file(f, info.file_size, where)
+        except (*_ARCHIVE_ERRORS, RuntimeError, NotImplementedError) as e:  # encrypted, unknown method
+            raise InputError(f"{where}: cannot be read from the archive ({e})") from None
+
     files: dict[str, Callable[[], bytes]] = {}
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                for info in z.infolist():
-                    if not info.is_dir():
-                        data = z.read(info)
-                        files[info.filename.lstrip("./")] = lambda d=data: d
-        else:
-            with tarfile.open(path) as tar:
-                for m in tar:
-                    if m.isfile():
-                        data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                        files[m.name.lstrip("./")] = lambda d=data: d
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
-        raise InputError(f"{path}: not a readable folder, tar or zip archive ({e})") from None
+    for info in infos:
+        rel = _member_path(info.filename, path)
+        if rel is not None and not info.is_dir():
+            files[rel] = lambda info=info: read(info)
     return files
 
 
-def _tree_files(path: Path, key: str) -> dict[str, Callable[[], bytes]]:
-    if not path.exists():
+def _tar_files(path: Path, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
+    tar = stack.enter_context(tarfile.open(path))
+
+    def read(m: tarfile.TarInfo) -> bytes:
+        where = f"{path}: {m.name}"
+        try:
+            return _read_image_file(tar.extractfile(m), m.size, where)  # type: ignore[arg-type]
+        except _ARCHIVE_ERRORS as e:
+            raise InputError(f"{where}: cannot be read from the archive ({e})") from None
+
+    files: dict[str, Callable[[], bytes]] = {}
+    members = total_bytes = 0
+    for m in tar:  # the headers only; a compressed tar is decompressed (not kept) on the way
+        members, total_bytes = members + 1, total_bytes + max(m.size, 0)
+        _check_archive_size(path, members, total_bytes)
+        rel = _member_path(m.name, path)
+        if rel is not None and m.isfile():
+            files[rel] = lambda m=m: read(m)
+    return files
+
+
+def _archive_reader(path: Path, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
+    """Relative POSIX path -> bytes loader, for every visible regular file of a tar or zip archive.
+    Only the member names and sizes are read here; a member's bytes are read when its loader is
+    called (the archive stays open until ``stack`` closes), so members the loader ignores by name
+    are never decompressed (in a compressed tar they are passed over, not kept)."""
+    try:
+        if zipfile.is_zipfile(path):
+            return _zip_files(path, stack)
+        return _tar_files(path, stack)
+    except _ARCHIVE_ERRORS as e:
+        raise InputError(f"{path}: not a readable folder, tar or zip archive ({e})") from None
+
+
+def _folder_files(root: Path) -> dict[str, Callable[[], bytes]]:
+    """Relative POSIX path -> bytes loader, for every visible regular file under ``root``. Hidden
+    files and folders are left out, symlinks to files followed (to folders not), and FIFOs,
+    devices, sockets and broken links skipped without being opened."""
+
+    def walk_error(e: OSError) -> None:
+        raise InputError(f"{e.filename}: cannot be read ({e.strerror or e})")
+
+    def read(p: Path) -> bytes:
+        check_regular(p, "image file")  # it may have been replaced since it was listed
+        try:
+            with open(p, "rb") as f:
+                return _read_image_file(f, os.fstat(f.fileno()).st_size, str(p))
+        except OSError as e:
+            raise InputError(f"{p}: cannot be read ({e.strerror or e})") from None
+
+    files: dict[str, Callable[[], bytes]] = {}
+    for folder, dirs, names in os.walk(root, onerror=walk_error):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            p = Path(folder) / name
+            if not name.startswith(".") and p.is_file():  # is_file: a regular file, not opened
+                files[p.relative_to(root).as_posix()] = lambda p=p: read(p)
+    return files
+
+
+def _tree_files(path: Path, key: str, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"{key} = {str(path)!r}: no such folder or archive")
+    check_regular(path, key, folder_ok=True)  # a FIFO would block, a device never end
     if path.is_dir():
-        return {p.relative_to(path).as_posix(): p.read_bytes
-                for p in sorted(path.rglob("*")) if p.is_file()}
-    return _archive_reader(path)
+        return _folder_files(path)
+    return _archive_reader(path, stack)
 
 
 def _class_root(paths: list[tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
@@ -163,12 +285,25 @@ def _decode(data: bytes, size: int, name: str) -> np.ndarray:
     """Image bytes -> (size, size, 3) uint8 RGB: shorter side resized to ``size``, centre crop."""
     from PIL import Image, UnidentifiedImageError
 
+    unreadable = (UnidentifiedImageError, OSError, ValueError)
+    too_large = f"too large an image (at most {MAX_IMAGE_PIXELS:,} pixels)"
     try:
-        img = Image.open(io.BytesIO(data))
-        img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():  # Pillow's bomb warning: our own, lower limit follows
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: {too_large}") from None
+    except unreadable as e:
         raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
     w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:  # before decoding: the header alone says how big it would be
+        raise InputError(f"{name}: {w} x {h} pixels is {too_large}")
+    if w < 1 or h < 1:
+        raise InputError(f"{name}: not a readable image ({w} x {h} pixels)")
+    try:
+        img = img.convert("RGB")
+    except unreadable as e:
+        raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
     if (w, h) != (size, size):
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -187,7 +322,7 @@ def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str
     d = len(prefix)
     for rel in sorted(files):
         parts = tuple(rel.split("/"))
-        if parts[:d] != prefix or any(p.startswith(".") for p in parts):
+        if parts[:d] != prefix:  # (hidden files never get here: see _member_path, _folder_files)
             continue
         if len(parts) < d + 2:  # a file beside the class folders
             skipped.append(rel)
@@ -212,11 +347,12 @@ def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str
                          + (f"; missing {', '.join(missing)}" if missing else "")
                          + (f"; unknown {', '.join(unknown)}" if unknown else ""))
     names = classes or found
-    xs, ys = [], []
-    for k, c in enumerate(names):
-        for rel in by_class[c]:
-            xs.append(_decode(files[rel](), size, f"{where}: {rel}"))
-            ys.append(k)
+    wanted = {rel for c in names for rel in by_class[c]}
+    # decoded in the tree's own order (a compressed tar is then read through once, not once per
+    # image), stacked in class order
+    decoded = {rel: _decode(files[rel](), size, f"{where}: {rel}") for rel in files if rel in wanted}
+    xs = [decoded[rel] for c in names for rel in by_class[c]]
+    ys = [k for k, c in enumerate(names) for _ in by_class[c]]
     return names, np.stack(xs), np.asarray(ys, np.int64)
 
 
@@ -227,55 +363,90 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
     ``path`` may hold the class folders directly, or ``train/`` plus ``val/`` (or ``test/``)
     folders of them; a separate test tree can also be given as ``test_path``. Images are decoded
     to RGB and resized (shorter side, then centre crop) to ``image_size``; files that are not
-    images by extension are ignored, an image that does not decode is an error naming it."""
+    images by extension, hidden files and folders, and (in a folder) FIFOs and devices are ignored
+    and never read. An image that does not decode, is over MAX_IMAGE_FILE_BYTES or
+    MAX_IMAGE_PIXELS, or an archive member with an absolute or ``..`` path is an error naming it."""
     if not cfg.path:
         raise InputError("data.name = 'imagefolder' needs data.path (a folder or archive of class folders)")
     root = Path(cfg.path)
-    files = _tree_files(root, "data.path")
-    train_prefix, test_prefix = _class_root([tuple(p.split("/")) for p in files])
-    where = str(root) + ("/" + "/".join(train_prefix) if train_prefix else "")
-    classes, x, y = _read_class_folders(files, train_prefix, cfg.image_size, where)
-    test = None
-    if cfg.test_path:
-        tfiles = _tree_files(Path(cfg.test_path), "data.test_path")
-        tprefix, _ = _class_root([tuple(p.split("/")) for p in tfiles])
-        _, tx, ty = _read_class_folders(tfiles, tprefix, cfg.image_size, cfg.test_path, classes)
-        test = (tx, ty)
-    elif test_prefix is not None and cfg.split == "auto":
-        _, tx, ty = _read_class_folders(files, test_prefix, cfg.image_size,
-                                        f"{root}/{'/'.join(test_prefix)}", classes)
-        test = (tx, ty)
+    with ExitStack() as stack:  # archives stay open while their images are read, then close
+        files = _tree_files(root, "data.path", stack)
+        train_prefix, test_prefix = _class_root([tuple(p.split("/")) for p in files])
+        where = str(root) + ("/" + "/".join(train_prefix) if train_prefix else "")
+        classes, x, y = _read_class_folders(files, train_prefix, cfg.image_size, where)
+        test = None
+        if cfg.test_path:
+            tfiles = _tree_files(Path(cfg.test_path), "data.test_path", stack)
+            tprefix, _ = _class_root([tuple(p.split("/")) for p in tfiles])
+            _, tx, ty = _read_class_folders(tfiles, tprefix, cfg.image_size, cfg.test_path, classes)
+            test = (tx, ty)
+        elif test_prefix is not None and cfg.split == "auto":
+            _, tx, ty = _read_class_folders(files, test_prefix, cfg.image_size,
+                                            f"{root}/{'/'.join(test_prefix)}", classes)
+            test = (tx, ty)
     return split_dataset(f"imagefolder:{root.name}", classes, x, y, cfg, test)
 
 
 # --- arrays ------------------------------------------------------------------------------------
 
 def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    if not path.is_file():
-        raise InputError(f"{key} = {str(path)!r}: file does not exist")
+    """(images resized to ``size``, labels int64, class names or None) from an .npz file. Only
+    the arrays ``x``, ``y`` and ``classes`` are read; shapes, dtypes and labels are checked before
+    anything is resized."""
+    where = f"{key} = {str(path)!r}"
+    check_regular(path, key)  # a FIFO would block, a device never end
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{key} = {str(path)!r}: not a readable .npz file ({e})") from None
-    if "x" not in arrays or "y" not in arrays:
-        raise InputError(f"{key} = {str(path)!r}: needs arrays 'x' (uint8 N x H x W x 3) and 'y' "
-                         f"(labels); it has {', '.join(sorted(arrays)) or 'none'}")
-    x, y = arrays["x"], arrays["y"]
-    if x.ndim == 3:
-        x = np.repeat(x[..., None], 3, axis=-1)  # grayscale N x H x W
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise InputError(f"{key} = {str(path)!r}: 'x' must be uint8 N x H x W x 3 (RGB, 0..255); "
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a single array (a .npy file)
+            raise InputError(f"{where}: not an .npz archive of arrays (write one with "
+                             "numpy.savez(path, x=..., y=...))")
+        with z:
+            names = set(z.files)
+            if "x" not in names or "y" not in names:
+                raise InputError(f"{where}: needs arrays 'x' (uint8 N x H x W x 3) and 'y' "
+                                 f"(labels); it has {', '.join(sorted(names)) or 'none'}")
+            x, y = z["x"], z["y"]
+            class_array = z["classes"] if "classes" in names else None
+    except ValueError as e:  # numpy's own text may advise loading pickles: never quoted
+        detail = "no plain numpy arrays; edgekd never loads pickled data" if "pickle" in str(e) else e
+        raise InputError(f"{where}: not a readable .npz file ({detail})") from None
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise InputError(f"{where}: not a readable .npz file ({e})") from None
+    except MemoryError:  # an array header declaring a huge shape
+        raise InputError(f"{where}: its arrays are too large to load into memory") from None
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise InputError(f"{where}: 'x' must be uint8 N x H x W x 3 (RGB, 0..255); "
                          f"it is {x.dtype} {tuple(x.shape)}")
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise InputError(f"{key} = {str(path)!r}: 'y' must hold one non-negative integer label per "
+    if (y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer)
+            or (len(y) and int(y.min()) < 0)):
+        raise InputError(f"{where}: 'y' must hold one non-negative integer label per "
                          f"image ({len(x)}); it is {y.dtype} {tuple(y.shape)}")
     if len(x) == 0:
-        raise InputError(f"{key} = {str(path)!r}: holds no images")
-    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
-    return resize_batch(x, size), y.astype(np.int64), classes
+        raise InputError(f"{where}: holds no images")
+    h, w = x.shape[1:3]
+    if h < 1 or w < 1:
+        raise InputError(f"{where}: its images are {h} x {w} pixels; each needs at least 1 x 1")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise InputError(f"{where}: its images are {h} x {w} pixels, too large (at most "
+                         f"{MAX_IMAGE_PIXELS:,} pixels an image)")
+    top = int(y.max())  # a Python int: exact for any integer dtype (uint64 too)
+    classes = None
+    if class_array is not None:
+        if class_array.ndim != 1 or not 1 <= len(class_array) <= MAX_CLASSES:
+            raise InputError(f"{where}: 'classes' must be a list of 1 to {MAX_CLASSES:,} names; "
+                             f"it is {class_array.dtype} {tuple(class_array.shape)}")
+        classes = [str(c) for c in class_array]
+        if top >= len(classes):
+            raise InputError(f"{where}: labels go up to {top} but 'classes' names only {len(classes)}")
+    elif top >= MAX_CLASSES:
+        raise InputError(f"{where}: label {top} is too large; without a 'classes' array the labels "
+                         f"must be 0 .. {MAX_CLASSES - 1} (at most {MAX_CLASSES:,} classes)")
+    if x.ndim == 3:  # grayscale N x H x W
+        x = x[..., None]
+    x = resize_batch(x, size)
+    if x.shape[-1] == 1:  # replicated after resizing: a third of the work
+        x = np.repeat(x, 3, axis=-1)
+    return x, y.astype(np.int64), classes
 
 
 def resize_batch(x: np.ndarray, size: int) -> np.ndarray:
@@ -288,9 +459,10 @@ def resize_batch(x: np.ndarray, size: int) -> np.ndarray:
 
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    per_chunk = max(1, (1 << 22) // max(h * w, nh * nw))  # about 4M pixels as float at a time
     out = []
-    for i in range(0, len(x), 1024):
-        t = torch.from_numpy(x[i:i + 1024]).permute(0, 3, 1, 2).float()
+    for i in range(0, len(x), per_chunk):
+        t = torch.from_numpy(x[i:i + per_chunk]).permute(0, 3, 1, 2).float()
         t = F.interpolate(t, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
         top, left = (nh - size) // 2, (nw - size) // 2
         t = t[:, :, top:top + size, left:left + size]
@@ -300,16 +472,13 @@ def resize_batch(x: np.ndarray, size: int) -> np.ndarray:
 
 @DATASETS.register("npz")
 def load_npz(cfg: DataConfig) -> Dataset:
-    """``.npz`` with ``x`` (uint8 N x H x W x 3), ``y`` (int labels) and optionally ``classes``."""
+    """``.npz`` with ``x`` (uint8 N x H x W x 3), ``y`` (int labels) and optionally ``classes``
+    (without it, labels must be below MAX_CLASSES)."""
     if not cfg.path:
         raise InputError("data.name = 'npz' needs data.path (an .npz file with arrays x and y)")
     x, y, classes = _load_npz(Path(cfg.path), "data.path", cfg.image_size)
-    n_cls = int(y.max()) + 1
     if classes is None:
-        classes = [str(i) for i in range(n_cls)]
-    elif len(classes) < n_cls:
-        raise InputError(f"data.path = {cfg.path!r}: labels go up to {n_cls - 1} but 'classes' names "
-                         f"only {len(classes)}")
+        classes = [str(i) for i in range(int(y.max()) + 1)]
     test = None
     if cfg.test_path:
         tx, ty, _ = _load_npz(Path(cfg.test_path), "data.test_path", cfg.image_size)
