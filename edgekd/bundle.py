@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 import zipfile
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 from . import __version__
 from .device_profiles import DeviceProfile
 from .errors import ConfigError, InputError
-from .files import move_into_place, read_json, sha256_file
+from .files import move_into_place, read_json, recover_interrupted, sha256_file, write_text
 
 BUNDLE_FORMAT = "edgekd-bundle"
 DEFAULT_PERTURBATIONS = ("gaussian_noise", "defocus_blur", "contrast", "jpeg_compression", "occlusion")
@@ -49,14 +50,70 @@ MODEL_FILES = {  # bundle model id -> (file in the artifact dir, format, precisi
 }
 
 
-def check_bundle_dest(bundle_dir: Path) -> None:
-    """Refuse to replace anything but an earlier bundle (nothing of the user's is lost)."""
-    if bundle_dir.exists():
-        if not bundle_dir.is_dir():
-            raise ConfigError(f"bundle path {bundle_dir} exists and is not a directory")
-        if any(bundle_dir.iterdir()) and not (bundle_dir / "bundle.json").is_file():
-            raise ConfigError(f"{bundle_dir} exists, is not empty and is not an edgekd bundle; choose "
-                              "another -o")
+BUNDLE_ENTRIES = ("run.py", "bundle.json", "device.json", "eval.npz", "README.txt", "models")
+MAX_BUNDLE_JSON = 1 << 20  # bundle.json inside an earlier bundle's zip is read only up to this
+
+
+def _is_bundle_record(doc: object) -> bool:
+    return isinstance(doc, dict) and doc.get("format") == BUNDLE_FORMAT
+
+
+def _unlisted_in_bundle(folder: Path) -> list[str] | None:
+    """None when ``folder`` is not an edgekd bundle (no bundle.json with its format marker); else
+    what it holds that edgekd did not write there (e.g. a results.json of run.py)."""
+    try:
+        rec = read_json(folder / "bundle.json", "no bundle.json")
+    except InputError:
+        return None
+    if not _is_bundle_record(rec):
+        return None
+    models = rec.get("models") if isinstance(rec.get("models"), list) else []
+    listed = {str(m.get("file")) for m in models if isinstance(m, dict)}
+    extra = []
+    for p in sorted(folder.iterdir()):
+        if p.name not in BUNDLE_ENTRIES or p.is_symlink() or p.is_dir() != (p.name == "models"):
+            extra.append(p.name)
+        elif p.name == "models":
+            extra += [f"models/{q.name}" for q in sorted(p.iterdir())
+                      if f"models/{q.name}" not in listed or q.is_symlink() or not q.is_file()]
+    return extra
+
+
+def _is_bundle_zip(path: Path, name: str) -> bool:
+    """True when ``path`` is a regular file holding the zip of a bundle folder ``name`` (its
+    ``name/bundle.json`` carries the bundle format marker)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo(f"{name}/bundle.json")
+            if info.file_size > MAX_BUNDLE_JSON:
+                return False
+            return _is_bundle_record(json.loads(z.read(info)))
+    except (OSError, KeyError, ValueError, RecursionError, NotImplementedError, RuntimeError,
+            zipfile.BadZipFile, EOFError):
+        return False
+
+
+def check_bundle_dest(bundle_dir: Path, zip_path: Path | None = None) -> None:
+    """Refuse to replace anything but an earlier bundle (folder and zip) that holds only what
+    edgekd wrote: nothing of the user's is lost."""
+    if bundle_dir.exists() or bundle_dir.is_symlink():
+        if bundle_dir.is_symlink() or not bundle_dir.is_dir():
+            raise ConfigError(f"bundle path {bundle_dir} exists and is not a folder; choose another -o "
+                              "or remove it")
+        extra = _unlisted_in_bundle(bundle_dir) if any(bundle_dir.iterdir()) else []
+        if extra is None:
+            raise ConfigError(f"{bundle_dir} exists, is not empty and is not an edgekd bundle (no edgekd "
+                              "bundle.json); choose another -o or remove it")
+        if extra:
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            raise ConfigError(f"{bundle_dir} is an earlier edgekd bundle but also holds {shown}, which "
+                              "edgekd did not write; move them away or choose another -o")
+    if zip_path is not None and (zip_path.exists() or zip_path.is_symlink()):
+        if zip_path.is_symlink() or not _is_bundle_zip(zip_path, bundle_dir.name):
+            raise ConfigError(f"{zip_path} exists and is not the zip of an edgekd bundle; choose another "
+                              "-o, remove it, or pass --no-zip")
 
 
 def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, max_images: int,
@@ -95,14 +152,68 @@ def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, max_i
     return arrays, sets, notes
 
 
+def _bundle_path(path: Path) -> Path:
+    """``path`` made absolute, with its folder resolved but not the last component (a symlink
+    there is refused by check_bundle_dest, never followed)."""
+    p = Path(path).absolute()
+    p = p.parent.resolve() / p.name if p.name not in ("", "..") else p.resolve()
+    if not p.name:
+        raise ConfigError(f"bundle path {path} names no folder; choose another -o")
+    return p
+
+
 def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_images: int = 500,
                 perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS, severity: int = DEFAULT_SEVERITY,
                 make_zip: bool = True) -> dict:
-    """Write ``bundle_dir`` (atomically) and ``bundle_dir.zip``; returns the bundle.json record."""
+    """Write ``bundle_dir`` and ``bundle_dir.zip``; returns the bundle.json record.
+
+    Both are checked first (only an earlier bundle is replaced), built beside their destination
+    under a ``.NAME.partial-PID`` name and moved into place at the end: a failure leaves what was
+    there. A folder that cannot be written is an InputError naming it.
+    """
+    out_dir, bundle_dir = Path(out_dir), _bundle_path(bundle_dir)
+    zpath = bundle_dir.with_name(bundle_dir.name + ".zip") if make_zip else None
+    if max_images < 1:
+        raise ConfigError(f"max_images must be >= 1, got {max_images}")
+    tmp = bundle_dir.parent / f".{bundle_dir.name}.partial-{os.getpid()}"
+    ztmp = zpath.with_name(f".{zpath.name}.partial-{os.getpid()}") if zpath else None
+    try:
+        for dest in (bundle_dir, zpath):
+            if dest is not None:
+                recover_interrupted(dest)  # leftovers of killed edgekd processes
+        check_bundle_dest(bundle_dir, zpath)
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "models").mkdir(parents=True)  # first: a folder we cannot write fails before the work
+        rec = _write_bundle(out_dir, profile, tmp, max_images, perturbations, severity)
+        if ztmp is not None:
+            with zipfile.ZipFile(ztmp, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in sorted(tmp.rglob("*")):
+                    if f.is_file():
+                        z.write(f, f"{bundle_dir.name}/{f.relative_to(tmp)}")
+        move_into_place(tmp, bundle_dir)
+        if ztmp is not None:
+            os.replace(ztmp, zpath)
+            rec["zip"] = str(zpath)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise InputError(f"cannot write the bundle {bundle_dir}: {e.strerror or e}{where}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if ztmp is not None:
+            try:
+                ztmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    rec["dir"] = str(bundle_dir)
+    return rec
+
+
+def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, max_images: int,
+                  perturbations: tuple[str, ...], severity: int) -> dict:
+    """Fill the folder ``tmp`` (holding an empty models/) with the bundle; returns bundle.json's record."""
     from .gate import _load_npz
     from .runtimes import OrtRunner
 
-    out_dir, bundle_dir = Path(out_dir), Path(bundle_dir).resolve()
     report, manifest = (read_json(out_dir / name, f"{out_dir / name} is missing: {out_dir} is not an "
                                   "edgekd artifact directory") for name in ("report.json", "manifest.json"))
     if not (out_dir / "predictions.npz").is_file():
@@ -119,63 +230,41 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
         raise InputError(f"{out_dir} has no {MODEL_FILES[profile.model_id][0]}, the model profile "
                          f"{profile.name} deploys; rebuild with this edgekd or use a profile with "
                          "model_format = \"onnx\"")
-    if max_images < 1:
-        raise ConfigError(f"max_images must be >= 1, got {max_images}")
-    check_bundle_dest(bundle_dir)
     arrays, sets, notes = _eval_images(out_dir, manifest, report, preds, max_images, perturbations, severity)
-
-    tmp = bundle_dir.parent / f".{bundle_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "models").mkdir(parents=True)
-        models = []
-        for mid in ids:
-            fname, fmt, prec = MODEL_FILES[mid]
-            dest = tmp / "models" / fname
-            shutil.copyfile(out_dir / fname, dest)
-            runner = OrtRunner(dest)
-            build_acc = {}
-            for s in sets:
-                pred = runner.predict(arrays[f"images/{s}"]).argmax(1)
-                build_acc[s] = float((pred == arrays[f"labels/{s}"]).mean())
-                ref = preds.get(f"{mid}/{s}")
-                if ref is not None and not np.array_equal(pred, np.asarray(ref[:len(pred)])):
-                    raise InputError(f"{mid} on the regenerated {s} images does not reproduce the "
-                                     f"build's predictions.npz; the data or edgekd.perturb changed since "
-                                     f"{out_dir} was built")
-            models.append({"id": mid, "file": f"models/{fname}", "format": fmt, "precision": prec,
-                           "primary": mid == profile.model_id, "size_bytes": dest.stat().st_size,
-                           "sha256": sha256_file(dest), "build_accuracy": build_acc})
-        np.savez_compressed(tmp / "eval.npz", **arrays)
-        shutil.copyfile(Path(__file__).with_name("_ortbench.py"), tmp / "run.py")
-        prof = profile.to_dict()
-        (tmp / "device.json").write_text(json.dumps(prof, indent=2) + "\n")
-        rec = {"format": BUNDLE_FORMAT, "version": 1, "edgekd_version": __version__,
-               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "profile": prof,
-               "models": models,
-               "eval": {"file": "eval.npz", "sets": sets, "n_images": int(len(arrays["labels/clean"])),
-                        "severity": severity, "notes": notes},
-               "build": {"artifact_dir": str(out_dir.resolve()), "report_created": report.get("created"),
-                         "dataset": (report.get("dataset") or {}).get("name"),
-                         "test_sha256": (report.get("dataset") or {}).get("test_sha256"),
-                         "report_sha256": sha256_file(out_dir / "report.json")},
-               "requires": "python >= 3.8, numpy, onnxruntime"}
-        (tmp / "bundle.json").write_text(json.dumps(rec, indent=2) + "\n")
-        (tmp / "README.txt").write_text(_readme(profile, rec))
-        move_into_place(tmp, bundle_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if make_zip:
-        zpath = bundle_dir.with_name(bundle_dir.name + ".zip")
-        ztmp = zpath.with_name(f".{zpath.name}.partial-{os.getpid()}")
-        with zipfile.ZipFile(ztmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in sorted(bundle_dir.rglob("*")):
-                if p.is_file():
-                    z.write(p, f"{bundle_dir.name}/{p.relative_to(bundle_dir)}")
-        os.replace(ztmp, zpath)
-        rec["zip"] = str(zpath)
-    rec["dir"] = str(bundle_dir)
+    models = []
+    for mid in ids:
+        fname, fmt, prec = MODEL_FILES[mid]
+        dest = tmp / "models" / fname
+        shutil.copyfile(out_dir / fname, dest)
+        runner = OrtRunner(dest)
+        build_acc = {}
+        for s in sets:
+            pred = runner.predict(arrays[f"images/{s}"]).argmax(1)
+            build_acc[s] = float((pred == arrays[f"labels/{s}"]).mean())
+            ref = preds.get(f"{mid}/{s}")
+            if ref is not None and not np.array_equal(pred, np.asarray(ref[:len(pred)])):
+                raise InputError(f"{mid} on the regenerated {s} images does not reproduce the "
+                                 f"build's predictions.npz; the data or edgekd.perturb changed since "
+                                 f"{out_dir} was built")
+        models.append({"id": mid, "file": f"models/{fname}", "format": fmt, "precision": prec,
+                       "primary": mid == profile.model_id, "size_bytes": dest.stat().st_size,
+                       "sha256": sha256_file(dest), "build_accuracy": build_acc})
+    np.savez_compressed(tmp / "eval.npz", **arrays)
+    shutil.copyfile(Path(__file__).with_name("_ortbench.py"), tmp / "run.py")
+    prof = profile.to_dict()
+    write_text(tmp / "device.json", json.dumps(prof, indent=2) + "\n")
+    rec = {"format": BUNDLE_FORMAT, "version": 1, "edgekd_version": __version__,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "profile": prof,
+           "models": models,
+           "eval": {"file": "eval.npz", "sets": sets, "n_images": int(len(arrays["labels/clean"])),
+                    "severity": severity, "notes": notes},
+           "build": {"artifact_dir": str(out_dir.resolve()), "report_created": report.get("created"),
+                     "dataset": (report.get("dataset") or {}).get("name"),
+                     "test_sha256": (report.get("dataset") or {}).get("test_sha256"),
+                     "report_sha256": sha256_file(out_dir / "report.json")},
+           "requires": "python >= 3.8, numpy, onnxruntime"}
+    write_text(tmp / "bundle.json", json.dumps(rec, indent=2) + "\n")
+    write_text(tmp / "README.txt", _readme(profile, rec))
     return rec
 
 

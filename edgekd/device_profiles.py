@@ -7,7 +7,8 @@
 
 A profile is a TOML file with the keys of :class:`DeviceProfile` at the top level and a
 ``[budgets]`` table (keys of :class:`DeviceBudgets`); docs/devices.md shows one. Unknown keys, wrong
-types and non-positive budgets raise :class:`ConfigError` naming the file and the key. Put your own
+types, non-positive budgets and unsafe names raise :class:`ConfigError` naming the file and the key
+(a name must match :data:`PROFILE_NAME`: it becomes the default bundle folder name). Put your own
 profiles in any folder and pass the path, or drop them into ``$EDGEKD_DEVICES`` (a folder; its
 profiles are listed by ``edgekd devices`` and found by name like the built-in ones).
 """
@@ -15,12 +16,13 @@ profiles are listed by ``edgekd devices`` and found by name like the built-in on
 from __future__ import annotations
 
 import os
-import tomllib
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
+from .files import read_toml
 
 BUILTIN_DIR = Path(__file__).parent / "devices"
 USER_DIR_ENV = "EDGEKD_DEVICES"
@@ -28,6 +30,9 @@ USER_DIR_ENV = "EDGEKD_DEVICES"
 PRECISIONS = ("int8", "fp32")
 MODEL_FORMATS = ("onnx", "ort")
 RUNTIMES = ("onnxruntime",)
+# a profile's name names files (the default bundle folder bundle-NAME): a plain file name, no
+# separators, no leading dot, nothing a shell or a file system treats specially
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -130,6 +135,10 @@ def profile_from_dict(raw: dict, where: str = "device profile", default_name: st
     values.setdefault("name", default_name)
     if not values["name"]:
         raise ConfigError(f"{where}: name must not be empty")
+    if not PROFILE_NAME.fullmatch(values["name"]):
+        origin = "" if "name" in raw else " (taken from the file name; set name = \"...\" in the file)"
+        raise ConfigError(f"{where}: name = {values['name']!r} is not a valid profile name{origin}: use "
+                          "at most 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     profile = DeviceProfile(**values, source=where)
     if profile.model_format == "ort" and profile.precision != "int8":
         raise ConfigError(f"{where}: model_format = \"ort\" needs precision = \"int8\" (edgekd converts "
@@ -155,13 +164,17 @@ def _budgets(value: Any, where: str) -> DeviceBudgets:
 
 
 def read_profile_file(path: str | Path) -> DeviceProfile:
+    """A profile from a .toml file (read with :func:`edgekd.files.read_toml`: regular files only,
+    size-capped, no RecursionError)."""
     p = Path(path)
+    missing = f"device profile {p} does not exist"
     try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"device profile {p} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
-        raise ConfigError(f"{p} is not a readable TOML file: {e}") from None
+        raw = read_toml(p, missing)
+    except InputError as e:  # a profile is configuration: the same exit code, the ConfigError class
+        msg = str(e)
+        if msg != missing:
+            msg = f"{p} is not a readable TOML file ({msg.removeprefix(f'{p}: ')})"
+        raise ConfigError(msg) from None
     return profile_from_dict(raw, str(p), default_name=p.stem)
 
 

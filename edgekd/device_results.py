@@ -4,10 +4,15 @@
     report["device_runs"][-1]["models"]["student_int8_ort"]["latency_ms"]["p90"]   # -> 3.2
     checks = device_run_checks(report, "report.json", [load_profile("rpi4")])      # gate.Check list
 
+A results file is validated whole against :data:`RESULTS_SCHEMA` (types, ranges, finite numbers,
+p50 <= p90 <= p99) before anything is used or written; an error names the file and the field
+(``results.json: models.student_int8.latency_ms.p90 must be a finite number >= 0, got -1``).
+
 ``merge_device_results`` appends one entry to the report's top-level ``device_runs`` list (schema in
 docs/report.md; an entry with the same profile, device and time replaces the old one, so merging
-twice is harmless), rewrites report.json atomically, adds a "Device runs" section to report.md and
-updates the two files' sha256 in manifest.json.
+twice is harmless) and rewrites report.json and report.md (and, from ``edgekd report``,
+report.html) through :func:`replace_build_files`: each file atomically, then the build's
+manifest.json, last, with the new files' sha256, so the build never contradicts its manifest.
 
 The gate checks every device run against budgets: by default those of the profile recorded in the
 run (the profile the bundle was made for); ``edgekd gate OUT --device PROFILE`` checks the runs of
@@ -18,60 +23,157 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-from .device_profiles import DeviceProfile, profile_from_dict
-from .errors import InputError
-from .files import read_json, sha256_file
+from .device_profiles import PROFILE_NAME, DeviceProfile, profile_from_dict
+from .errors import EdgekdError, InputError
+from .files import build_manifest, read_document, read_json, sha256_file, write_atomic
 
 RESULTS_FORMAT = "edgekd-device-results"
+RESULTS_VERSION = 1
 _STATS = ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")
+_ORDERED = ("min", "p50", "p90", "p95", "p99", "max")  # each at most the next
+
+# ---------------------------------------------------------------------------------------------
+# the results schema
+# ---------------------------------------------------------------------------------------------
 
 
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _need(cond: bool, where: str, what: str) -> None:
-    if not cond:
-        raise InputError(f"{where}: {what}")
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# leaf kinds: name -> (test, what a valid value is)
+_KINDS = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "count": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
+    "int0": (lambda v: _int(v) and v >= 0, "a whole number >= 0"),
+    "num0": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
+    "frac": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+}
+
+# A spec is a leaf kind (above), a dict (an object with these keys; "key?" may be missing or null,
+# other keys must be present and not null; keys not listed are ignored and never copied), {"*": spec}
+# (an object of any keys, each value a spec) or [spec] (a list, each item a spec). What run.py
+# (edgekd/_ortbench.py) writes; the profile is checked by device_profiles.profile_from_dict.
+_MODEL = {
+    "file?": "str", "format?": "str", "precision?": "str", "primary?": "bool", "sha256_ok?": "bool",
+    "model?": "str", "size_bytes": "count", "provider?": "str", "batch?": "count", "threads?": "count",
+    "os_threads?": "count", "affinity?": ["int0"], "session_create_ms?": "num0",
+    "first_inference_ms?": "num0", "warmup?": "int0", "runs?": "count", "seconds?": "num0",
+    "wall_s?": "num0", "latency_ms": dict.fromkeys(_STATS, "num0"),
+    "throughput?": {"inferences_per_s?": "num0", "images_per_s?": "num0"},
+    "memory": {"baseline_rss_bytes?": "int0", "peak_rss_bytes?": "count", "model_rss_bytes?": "int0",
+               "source?": "str"},
+    "warnings?": ["str"], "accuracy": {"*": "frac"}, "agreement_with_teacher": {"*": "frac"},
+    "build_accuracy?": {"*": "frac"},
+}
+RESULTS_SCHEMA = {
+    "format": "str", "version": "count", "created": "str", "profile": {}, "threads": "count",
+    "bundle": {"artifact_dir?": "str", "report_created?": "str", "dataset?": "str", "test_sha256?": "str",
+               "report_sha256?": "str", "bundle_created?": "str"},
+    "device": {"machine?": "str", "processor?": "str", "cpu_model?": "str", "platform?": "str",
+               "system?": "str", "node?": "str", "cpu_count?": "count", "affinity?": ["int0"],
+               "mem_total_bytes?": "int0", "python?": "str", "numpy?": "str", "onnxruntime?": "str",
+               "providers?": ["str"]},
+    "models": {"*": _MODEL}, "warnings?": ["str"], "n_images?": {"*": "int0"},
+}
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list):
+        return "a list"
+    text = json.dumps(v) if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_schema(value: Any, spec: Any, where: str, path: str = "") -> None:
+    """Walk ``value`` against ``spec`` (see RESULTS_SCHEMA); the first mismatch is an InputError
+    ``WHERE: PATH must be ..., got ...``."""
+    def fail(what: str) -> None:
+        raise InputError(f"{where}: {path or 'the document'} must be {what}, got {_show(value)}")
+
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            fail("an object")
+        if "*" in spec:
+            for key, item in value.items():
+                check_schema(item, spec["*"], where, f"{path}.{key}" if path else key)
+            return
+        for key, sub in spec.items():
+            name = key.removesuffix("?")
+            sub_path = f"{path}.{name}" if path else name
+            if value.get(name) is None:
+                if key.endswith("?"):
+                    continue
+                raise InputError(f"{where}: {sub_path} is missing")
+            check_schema(value[name], sub, where, sub_path)
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            fail("a list")
+        for i, item in enumerate(value):
+            check_schema(item, spec[0], where, f"{path}[{i}]")
+    else:
+        test, what = _KINDS[spec]
+        if not test(value):
+            fail(what)
+
+
+def validate_device_results(res: Any, where: str) -> None:
+    """Check a whole results document before any of it is used: the marker and version, then every
+    field against RESULTS_SCHEMA, then what one field says about another."""
+    if not isinstance(res, dict) or res.get("format") != RESULTS_FORMAT:
+        raise InputError(f"{where}: not an edgekd device results file (format is not {RESULTS_FORMAT!r}); "
+                         "it is the results.json that run.py of an `edgekd bundle` writes")
+    if res.get("version") != RESULTS_VERSION:
+        raise InputError(f"{where}: results version {res.get('version')!r}; this edgekd reads version "
+                         f"{RESULTS_VERSION}")
+    check_schema(res, RESULTS_SCHEMA, where)
+    try:
+        profile_from_dict({k: v for k, v in res["profile"].items() if k != "source"}, f"{where}: profile")
+    except EdgekdError as e:
+        raise InputError(str(e)) from None
+    if not res["models"]:
+        raise InputError(f"{where}: models is empty")
+    for mid, m in res["models"].items():
+        if not PROFILE_NAME.fullmatch(mid):
+            raise InputError(f"{where}: models.{mid!r} is not a model id (letters, digits, '.', '_', '-')")
+        lat = m["latency_ms"]
+        for lo, hi in zip(_ORDERED, _ORDERED[1:]):
+            if lat[hi] < lat[lo]:
+                raise InputError(f"{where}: models.{mid}.latency_ms.{hi} = {lat[hi]:g} is below "
+                                 f"latency_ms.{lo} = {lat[lo]:g}, which cannot be (min <= p50 <= p90 "
+                                 "<= p95 <= p99 <= max)")
 
 
 def load_device_results(path: Path) -> dict:
     """Read and validate a results file written by a bundle's run.py."""
     path = Path(path)
     res = read_json(path, f"device results {path} do not exist")
-    w = str(path)
-    _need(isinstance(res, dict) and res.get("format") == RESULTS_FORMAT, w,
-          f"not an edgekd device results file (format is not {RESULTS_FORMAT!r}); it is the "
-          "results.json that run.py of an `edgekd bundle` writes")
-    _need(res.get("version") == 1, w, f"results version {res.get('version')!r}; this edgekd reads version 1")
-    for key, kind in (("profile", dict), ("bundle", dict), ("device", dict), ("models", dict),
-                      ("created", str), ("threads", int)):
-        _need(isinstance(res.get(key), kind), w, f"{key} is missing or not a {kind.__name__}")
-    prof = {k: v for k, v in res["profile"].items() if k != "source"}
-    profile_from_dict(prof, f"{w} profile")
-    _need(bool(res["models"]), w, "models is empty")
-    for mid, m in res["models"].items():
-        mw = f"{w} models.{mid}"
-        _need(isinstance(m, dict), mw, "not a table")
-        lat = m.get("latency_ms")
-        _need(isinstance(lat, dict) and all(_num(lat.get(s)) for s in _STATS), mw,
-              f"latency_ms must hold numbers {', '.join(_STATS)}")
-        _need(_num(m.get("size_bytes")), mw, "size_bytes is missing")
-        _need(isinstance(m.get("memory"), dict) and "peak_rss_bytes" in m["memory"], mw,
-              "memory.peak_rss_bytes is missing")
-        for key in ("accuracy", "agreement_with_teacher"):
-            acc = m.get(key)
-            _need(isinstance(acc, dict) and all(_num(v) and 0 <= v <= 1 for v in acc.values()), mw,
-                  f"{key} must map evaluation sets to fractions in [0, 1]")
+    validate_device_results(res, str(path))
     return res
 
 
+# ---------------------------------------------------------------------------------------------
+# merge
+# ---------------------------------------------------------------------------------------------
+
+
+def _known(value: dict, spec: dict) -> dict:
+    """The fields of a validated object that ``spec`` names (nothing unchecked is copied)."""
+    return {k.removesuffix("?"): value.get(k.removesuffix("?")) for k in spec}
+
+
 def run_entry(res: dict, results_path: Path) -> dict:
-    """The ``device_runs`` entry of one results file."""
+    """The ``device_runs`` entry of one (validated) results file."""
     models = {}
     for mid, m in res["models"].items():
         models[mid] = {
@@ -81,66 +183,80 @@ def run_entry(res: dict, results_path: Path) -> dict:
             "latency_ms": {**{s: m["latency_ms"][s] for s in _STATS}, "batch": m.get("batch"),
                            "threads": m.get("threads"), "runs": m.get("runs"), "warmup": m.get("warmup")},
             "session_create_ms": m.get("session_create_ms"), "first_inference_ms": m.get("first_inference_ms"),
-            "throughput": m.get("throughput"), "memory": m["memory"], "os_threads": m.get("os_threads"),
+            "throughput": m.get("throughput") and _known(m["throughput"], _MODEL["throughput?"]),
+            "memory": _known(m["memory"], _MODEL["memory"]), "os_threads": m.get("os_threads"),
             "affinity": m.get("affinity"), "accuracy": m["accuracy"],
             "agreement_with_teacher": m["agreement_with_teacher"], "build_accuracy": m.get("build_accuracy"),
         }
     prof = res["profile"]
     primary = next((mid for mid, m in models.items() if m["primary"]), next(iter(models)))
     return {"profile": prof["name"], "profile_budgets": prof.get("budgets", {}), "primary_model": primary,
-            "created": res["created"], "threads": res["threads"], "device": res["device"],
-            "n_images": res.get("n_images"), "bundle": res["bundle"], "warnings": res.get("warnings", []),
+            "created": res["created"], "threads": res["threads"],
+            "device": _known(res["device"], RESULTS_SCHEMA["device"]), "n_images": res.get("n_images"),
+            "bundle": _known(res["bundle"], RESULTS_SCHEMA["bundle"]), "warnings": res.get("warnings") or [],
             "results_file": Path(results_path).name, "models": models}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def merged_files(out_dir: Path, results_paths: list[Path]) -> tuple[dict, dict[Path, str]]:
+    """Validate every results file and ``out_dir``'s report, and compute the merged report.
 
-
-def merge_device_results(out_dir: Path, results_path: Path) -> dict:
-    """Validate ``results_path`` and add it to ``out_dir``'s report as a ``device_runs`` entry.
-
-    Raises :class:`InputError` when the results are malformed or come from a bundle of another
-    build (its test images differ). Returns the updated report.
+    Returns (the merged report, {file: new text}) for report.json and (when present) report.md;
+    nothing is written. Raises :class:`InputError` when a file is malformed or comes from a bundle
+    of another build (its test images differ).
     """
     out_dir = Path(out_dir)
     report_path = out_dir / "report.json"
     report = read_json(report_path, f"{out_dir}: no report.json (not an edgekd artifact directory)")
-    res = load_device_results(results_path)
-    want = (report.get("dataset") or {}).get("test_sha256")
-    got = res["bundle"].get("test_sha256")
-    if want and got != want:
-        raise InputError(f"{results_path} comes from a bundle of another build (its test images differ "
-                         f"from {report_path}'s dataset.test_sha256); make a bundle of this build")
-    entry = run_entry(res, results_path)
-    same = (entry["profile"], entry["created"], entry["device"].get("node"))
-    runs = [r for r in report.get("device_runs", [])
-            if (r.get("profile"), r.get("created"), (r.get("device") or {}).get("node")) != same]
-    report["device_runs"] = runs + [entry]
-    _atomic_write(report_path, json.dumps(report, indent=2) + "\n")
+    runs = report.get("device_runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise InputError(f"{report_path}: device_runs must be a list of objects")
+    dataset = report.get("dataset")
+    want = dataset.get("test_sha256") if isinstance(dataset, dict) else None
+    entries = []
+    for path in results_paths:
+        res = load_device_results(path)
+        if want and res["bundle"].get("test_sha256") != want:
+            raise InputError(f"{path} comes from a bundle of another build (its test images differ "
+                             f"from {report_path}'s dataset.test_sha256); make a bundle of this build")
+        entries.append(run_entry(res, path))
+    for entry in entries:
+        same = (entry["profile"], entry["created"], entry["device"].get("node"))
+        runs = [r for r in runs
+                if (r.get("profile"), r.get("created"), _get(r, "device.node")) != same] + [entry]
+    report = {**report, "device_runs": runs}
+    files = {report_path: json.dumps(report, indent=2) + "\n"}
     md = out_dir / "report.md"
-    if md.is_file():
-        _atomic_write(md, _with_md_section(md.read_text(), device_runs_markdown(report["device_runs"])))
-    _update_manifest(out_dir, [report_path, md])
-    return report
+    if md.exists() or md.is_symlink():
+        text = read_document(md, f"{md} is missing", "Markdown report")
+        files[md] = _with_md_section(text, device_runs_markdown(runs))
+    return report, files
 
 
-def _update_manifest(out_dir: Path, paths: list[Path]) -> None:
-
-    man_path = out_dir / "manifest.json"
+def replace_build_files(out_dir: Path, files: dict[Path, str]) -> None:
+    """Replace files of the build in ``out_dir`` (``files``: paths inside it -> new text; each
+    written with :func:`edgekd.files.write_atomic`), then its manifest.json, last and atomically,
+    with their new sha256 and size: the build never contradicts its manifest. A folder without an
+    edgekd manifest just gets the files."""
+    out_dir = Path(out_dir)
+    manifest = build_manifest(out_dir)
+    written = []
     try:
-        manifest = json.loads(man_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return  # the manifest is not ours to repair
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        return
-    for p in paths:
-        if p.is_file():
-            files[p.name] = {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
-    _atomic_write(man_path, json.dumps(manifest, indent=2) + "\n")
+        for path, text in files.items():
+            write_atomic(path, text)
+            written.append(Path(path))
+    finally:  # even after a failed write: the files already replaced are recorded
+        if manifest is not None and written:
+            for p in written:
+                manifest["files"][p.name] = {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+            write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+
+def merge_device_results(out_dir: Path, results_path: Path) -> dict:
+    """Validate ``results_path`` and add it to ``out_dir``'s report as a ``device_runs`` entry
+    (report.json, report.md and the manifest; see :func:`merged_files`). Returns the new report."""
+    report, files = merged_files(out_dir, [Path(results_path)])
+    replace_build_files(out_dir, files)
+    return report
 
 
 MD_HEADING = "## Device runs"
@@ -207,6 +323,8 @@ def device_run_checks(report: dict, label: str, profiles: list[DeviceProfile] | 
     from .gate import Check
 
     runs = report.get("device_runs") or []
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise InputError(f"{label}: device_runs must be a list of objects")
     if profiles is None:
         jobs = [(r, r.get("profile_budgets") or {}, r.get("primary_model")) for r in runs]
     else:
@@ -232,9 +350,9 @@ def device_run_checks(report: dict, label: str, profiles: list[DeviceProfile] | 
             if limit is None or limit is False:
                 continue
             value = _get(m, path)
-            if not _num(value):
-                raise InputError(f"{label}: device run {name} model {model} has no {path}, which the "
-                                 f"budget {key} needs")
+            if not _num(value) or value < 0:
+                raise InputError(f"{label}: device run {name} model {model} has no valid {path} (a "
+                                 f"finite number >= 0, got {_show(value)}), which the budget {key} needs")
             dev = run.get("device") or {}
             checks.append(Check(f"device.{name}.{model}.{key.removeprefix('max_')}", what, f"{model}@{name}",
                                 path, float(value), None, float(limit), "<=", value <= limit,

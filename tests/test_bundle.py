@@ -200,6 +200,6 @@ def test_merge_rejects_results_of_another_build(default_build, tmp_path):
         merge_device_results(default_build[0] / "out", p)
     res["models"]["student_int8"]["accuracy"]["clean"] = 2
     p.write_text(json.dumps(res))
-    with pytest.raises(InputError, match=r"models.student_int8: accuracy must map evaluation sets to fractions"):
+    with pytest.raises(InputError, match=r"models\.student_int8\.accuracy\.clean must be a fraction in \[0, 1\], got 2"):
         load_device_results(p)
     assert Path(default_build[0] / "out" / "report.json").is_file()

@@ -16,7 +16,9 @@ On the device, with only Python, numpy and onnxruntime installed:
 
 then `edgekd report OUT_DIR --device-results results.json` merges the results into the report
 and `edgekd gate OUT_DIR` checks them against the profile's budgets. docs/devices.md has more.
-Exit codes: 0 written, 2 usage or input error."""
+An existing BUNDLE/ or BUNDLE.zip is replaced only when it is an earlier edgekd bundle holding
+nothing edgekd did not write (a results.json left by run.py counts as yours); anything else is
+refused. Exit codes: 0 written, 2 usage or input error (a folder that cannot be written included)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     dest = Path(args.out or f"bundle-{profile.name}")
     rec = make_bundle(Path(args.out_dir), profile, dest, args.max_images, names, args.severity,
                       make_zip=not args.no_zip)
-    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in Path(rec["dir"]).rglob("*") if p.is_file())
     print(f"bundle for {profile.name}: {dest}/ ({size / 1e6:.2f} MB)"
           + (f" and {Path(rec['zip']).name} ({Path(rec['zip']).stat().st_size / 1e6:.2f} MB)" if "zip" in rec else ""))
     for m in rec["models"]:
