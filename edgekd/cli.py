@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
 
-from .errors import EdgekdError
+from .errors import EdgekdError, Terminated
 
 # name -> module under edgekd.commands; listed explicitly so `edgekd --help` is complete.
 COMMANDS = ("build", "eval", "perturb", "gate", "config", "models", "bench", "bundle", "devices", "report",
@@ -44,11 +46,22 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    # SIGTERM (CI runners, container stops) unwinds like Ctrl-C: partial outputs are removed
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args._run(args))
+    except Terminated:
+        print("edgekd: terminated (SIGTERM); nothing half-written was left", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except EdgekdError as e:
         if args.debug:
             traceback.print_exc()
@@ -63,3 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgekd: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

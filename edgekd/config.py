@@ -389,7 +389,7 @@ def parse_value(raw: str) -> Any:
     strings, so ``--set teacher.device=cpu`` needs no quotes."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return raw
 
 
@@ -398,14 +398,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Bu
     raw: dict = {}
     where = "defaults"
     if path is not None:
+        from .files import read_toml
+
         p = Path(path)
         where = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p} is not valid TOML: {e}") from None
+        raw = read_toml(p, f"config file {p} does not exist")
         _resolve_paths(raw, p.parent)
     for text in overrides:
         section, key, value = parse_override(text)

@@ -25,3 +25,8 @@ class ParityError(EdgekdError):
     """An exported model does not reproduce the torch model (an internal failure, exit 3)."""
 
     exit_code = 3
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a CI runner or a container stop): unwinds like Ctrl-C, so every stage's
+    clean-up runs, and the CLI exits 143."""

@@ -223,3 +223,45 @@ def recover_interrupted(dest: Path) -> list[str]:
                 p.unlink(missing_ok=True)
             done.append(f"removed {p.name}")
     return done
+
+
+# --- build folders -------------------------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+# the marker that makes a manifest.json an edgekd build's (a browser extension has one too)
+BUILD_FORMAT = "edgekd-build"
+
+
+def build_manifest(folder: Path) -> dict | None:
+    """The manifest of the edgekd build in ``folder``, or None when ``folder`` is not one: its
+    manifest.json must be a regular file holding a JSON object with ``format = "edgekd-build"``
+    (or, written before the marker existed, ``schema_version``, ``edgekd_version`` and ``config``)
+    and a ``files`` table."""
+    import json
+
+    path = Path(folder) / MANIFEST
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode) or path.stat().st_size > MAX_DOCUMENT_BYTES:
+            return None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
+        return None
+    legacy = doc.get("schema_version") == 1 and "edgekd_version" in doc and "config" in doc
+    return doc if doc.get("format") == BUILD_FORMAT or legacy else None
+
+
+def unlisted_entries(folder: Path, manifest: dict) -> list[str]:
+    """Names in ``folder`` that its build manifest does not list (what edgekd did not write)."""
+    listed = set(manifest.get("files", {})) | {MANIFEST}
+    return sorted(p.name for p in Path(folder).iterdir() if p.name not in listed or not p.is_file()
+                  or p.is_symlink())
+
+
+def listed_in_build(path: Path) -> bool:
+    """True when ``path`` is a file of an edgekd build (its folder's manifest lists it, or it is
+    the manifest): replacing it would make the build contradict its manifest."""
+    path = Path(path).resolve()
+    manifest = build_manifest(path.parent)
+    return manifest is not None and (path.name == MANIFEST or path.name in manifest["files"])

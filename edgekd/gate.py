@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .files import check_regular, read_json, write_atomic
 
 # The policy and the statistics live in their own modules; their public names are re-exported here
 # so `edgekd.gate` stays the one import for users of the gate.
@@ -167,22 +168,11 @@ def _load_artifact(source: Any, predictions: Any = None, *, need_predictions: bo
         pred_path = Path(predictions) if isinstance(predictions, (str, os.PathLike)) else None
         report = dict(source)
     else:
-        p = Path(source)
-        if p.is_dir():
-            report_path = p / "report.json"
-            if not report_path.is_file():
-                raise InputError(f"{p}: no report.json in this directory (not an edgekd artifact directory)")
-        elif p.is_file():
-            report_path = p
-        else:
-            raise InputError(f"{source}: no such report file or artifact directory")
+        p = check_regular(source, "report", folder_ok=True)
+        report_path = p / "report.json" if p.is_dir() else p
         label = str(report_path)
-        try:
-            report = json.loads(report_path.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{report_path}: not valid JSON ({e})") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"{report_path}: cannot read it ({e})") from None
+        report = read_json(report_path, f"{p}: no report.json in this directory (not an edgekd "
+                                        "artifact directory)")
         pred_path = report_path.parent / "predictions.npz" if predictions is None else (
             Path(predictions) if isinstance(predictions, (str, os.PathLike)) else None)
     arrays = predictions if isinstance(predictions, Mapping) else None
@@ -645,10 +635,7 @@ def _finite(obj: Any) -> Any:
 
 
 def _write(path: str | Path, text: str) -> None:
-    try:
-        Path(path).write_text(text)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    write_atomic(path, text)
 
 
 def write_gate_json(result: GateResult, path: str | Path) -> None:

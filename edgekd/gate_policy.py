@@ -9,7 +9,6 @@ docs/gate.md documents every key and default.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -197,13 +196,10 @@ _BUILD_SECTIONS = ("data", "teacher", "student", "distill", "export", "quantize"
 
 def read_policy_table(path: str | Path) -> dict:
     """The raw policy table of a TOML file: its ``[gate]`` section if it has one, else its top level."""
+    from .files import read_toml
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"policy file {p} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
-        raise ConfigError(f"{p} is not a readable TOML file: {e}") from None
+    raw = read_toml(p, f"policy file {p} does not exist")
     if "gate" in raw:
         if not isinstance(raw["gate"], dict):
             raise ConfigError(f"{p}: [gate] must be a table of keys")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import read_json
 
 FAMILIES: dict[str, tuple[str, ...]] = {  # the 15 common corruptions of perturb.COMMON, as in ImageNet-C
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
@@ -64,14 +65,9 @@ def load_report(source: str | Path) -> tuple[Path, dict]:
     """``source``: an artifact directory or a report.json; returns (report.json path, report)."""
     p = Path(source)
     path = p / "report.json" if p.is_dir() else p
-    if not path.is_file():
-        where = f"{p}: no report.json in this directory" if p.is_dir() else f"{p}: no such file or directory"
-        raise InputError(f"{where} (give an edgekd artifact directory or its report.json)")
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not a readable JSON report ({e})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("models"), dict) or not report["models"]:
+    where = f"{p}: no report.json in this directory" if p.is_dir() else f"{p}: no such file or directory"
+    report = read_json(path, f"{where} (give an edgekd artifact directory or its report.json)")
+    if not isinstance(report.get("models"), dict) or not report["models"]:
         raise InputError(f"{path}: not an edgekd report.json (no 'models' object)")
     return path, report
 
@@ -79,10 +75,10 @@ def load_report(source: str | Path) -> tuple[Path, dict]:
 def load_gate(path: Path) -> dict | None:
     """gate.json as a dict, or None when it is missing or unreadable (the page then says so)."""
     try:
-        gate = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        gate = read_json(path, f"{path} is missing")
+    except InputError:
         return None
-    return gate if isinstance(gate, dict) and "verdict" in gate else None
+    return gate if "verdict" in gate else None
 
 
 def metric(model: dict, path: str) -> Any:

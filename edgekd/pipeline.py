@@ -11,6 +11,7 @@ a directory that looks complete.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -30,7 +31,15 @@ from .data import Dataset, load_dataset
 from .distill import distill, resolve_device, train_teacher
 from .errors import ConfigError, InputError
 from .export import check_parity, export_onnx
-from .files import move_into_place, sha256_file
+from .files import (
+    BUILD_FORMAT,
+    MANIFEST,
+    build_manifest,
+    move_into_place,
+    recover_interrupted,
+    sha256_file,
+    unlisted_entries,
+)
 from .harness import accuracy, agreement, evaluate, measure_latency
 from .models import (
     IMAGENET_MEAN,
@@ -68,14 +77,29 @@ def library_versions() -> dict:
             "numpy": np.__version__, "scikit-learn": sklearn.__version__}
 
 
+# errors that mean the disk or the folder cannot take the build (not a bug in edgekd)
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 def check_out_dir(out_dir: Path) -> None:
-    """Refuse to replace a non-empty folder that is not an earlier edgekd build (nothing is lost)."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ConfigError(f"output path {out_dir} exists and is not a directory")
-        if any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
-            raise ConfigError(f"output directory {out_dir} exists, is not empty and is not an edgekd "
-                              "artifact directory; choose another -o")
+    """Refuse an output path that a build would replace unless it is empty or an earlier edgekd
+    build holding only the files its manifest lists: nothing edgekd did not write is ever removed."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise ConfigError(f"output path {out_dir} exists and is not a directory; choose another -o")
+    if not any(out_dir.iterdir()):
+        return
+    manifest = build_manifest(out_dir)
+    if manifest is None:
+        raise ConfigError(f"output directory {out_dir} exists, is not empty and is not an edgekd "
+                          "build (no edgekd manifest.json); choose another -o")
+    extra = unlisted_entries(out_dir, manifest)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise ConfigError(f"output directory {out_dir} is an earlier edgekd build but also holds "
+                          f"{shown}, which its manifest does not list; move them away or choose "
+                          "another -o (edgekd never deletes what it did not write)")
 
 
 def _state_dict_bytes(model: torch.nn.Module) -> int:
@@ -142,6 +166,8 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
           say: Callable[[str], None] = lambda s: None) -> BuildResult:
     """Run the whole pipeline; returns the report and manifest (the gate verdict included)."""
     out_dir = Path(out_dir).resolve()
+    for line in recover_interrupted(out_dir):  # leftovers of killed builds
+        say(line)
     check_out_dir(out_dir)
     policy = build_policy(cfg)  # a bad [gate] section fails before any training
     preflight(cfg)
@@ -157,6 +183,13 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
         move_into_place(tmp, out_dir)
         result.out_dir = out_dir
         return result
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in _DISK_ERRORS:  # the disk, not edgekd: say where
+            where = str(e.filename).replace(str(tmp), str(out_dir)) if e.filename else str(out_dir)
+            raise InputError(f"cannot write the build to {where}: {e.strerror or e}; "
+                             f"{out_dir} is as it was before") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -288,6 +321,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     write_gate_json(gate, out / "gate.json")
     gate_rec, exit_code, gate_text = gate.to_dict(), gate.exit_code, format_table(gate)
     manifest = {
+        "format": BUILD_FORMAT,
         "schema_version": 1,
         "edgekd_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -314,7 +348,8 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     write_report_files(out, report, gate_text)
     manifest["files"] = {p.name: {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
                          for p in sorted(out.iterdir()) if p.is_file()}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # written last: inside the partial folder, made visible whole by the final folder swap
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return BuildResult(out, report, manifest, exit_code, gate_text, timings)
 
 

@@ -19,8 +19,10 @@ The policy (thresholds, mode, budgets) comes from --policy (a TOML file with top
 gate.example.toml is a complete example.
 
 Exit codes: 0 gate passed, 1 gate failed, 2 usage or input error.
-Writes gate.json next to the report (or --json), JUnit XML with --junit, and appends a markdown
-summary to $GITHUB_STEP_SUMMARY when that variable is set."""
+Writes the verdict to --json FILE, or by default to gate.json next to the report, except in an
+edgekd build whose manifest lists that gate.json (the build's own verdict is never rewritten: the
+manifest hashes it); JUnit XML with --junit; appends a markdown summary to $GITHUB_STEP_SUMMARY
+when that variable is set."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="check the report's device runs of this profile (name or .toml path) against "
                    "its budgets, instead of the budgets recorded with each run (repeatable)")
     p.add_argument("--json", metavar="FILE", help="where to write the verdict (default: gate.json "
-                   "next to the report)")
+                   "next to the report, unless that is a build's own gate.json)")
     p.add_argument("--mode", choices=("strict", "confident"), help="override the policy's mode")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one policy key, e.g. --set max_clean_drop=0.02, "
@@ -59,7 +61,19 @@ def parse_set(text: str) -> tuple[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import gate
+    from ..errors import InputError
+    from ..files import listed_in_build
 
+    report = Path(args.report)
+    folder = report if report.is_dir() else report.parent
+    json_path = Path(args.json) if args.json else folder / "gate.json"
+    # a build's own files are hashed in its manifest: re-gating never rewrites them
+    for dest in [Path(p) for p in (args.json, args.junit) if p]:
+        if listed_in_build(dest):
+            raise InputError(f"{dest} is a file of the edgekd build in {dest.resolve().parent} (listed "
+                             "in its manifest.json); write the verdict elsewhere")
+    if not args.json and listed_in_build(json_path):
+        json_path = None
     overrides = dict(parse_set(t) for t in args.overrides)
     if args.mode:
         overrides["mode"] = args.mode
@@ -73,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
     devices = [load_profile(d) for d in args.device] or None
     result = gate.evaluate_gate(args.report, policy, args.baseline, devices=devices)
     print(gate.format_table(result))
-    report = Path(args.report)
-    json_path = Path(args.json) if args.json else (report if report.is_dir() else report.parent) / "gate.json"
-    gate.write_gate_json(result, json_path)
+    if json_path is None:
+        print(f"edgekd: note: verdict not written: {folder / 'gate.json'} is the build's own verdict "
+              "(listed in its manifest.json); pass --json FILE to keep this one", file=sys.stderr)
+    else:
+        gate.write_gate_json(result, json_path)
     if args.junit:
         gate.write_junit(result, args.junit)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
