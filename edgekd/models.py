@@ -9,13 +9,19 @@ Tiny models used by the default build and the tests live in the same registry as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import InputError
+from .errors import ConfigError, InputError
+from .files import check_regular
 from .registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model architecture")
@@ -173,8 +179,6 @@ def build_model(arch: str, num_classes: int, *, width: float = 1.0, stem: str = 
     naming the ones it does."""
     if ":" in arch:
         if width != 1.0 or stem not in ("auto", "imagenet"):
-            from .errors import ConfigError
-
             raise ConfigError(f"model factory {arch!r} takes no width / stem options; build them "
                               "into the factory")
         return _factory(arch)(num_classes=num_classes)
@@ -189,8 +193,6 @@ def build_model(arch: str, num_classes: int, *, width: float = 1.0, stem: str = 
     bad = [(k, v) for k, v in (("width", width), ("stem", stem))
            if k not in valid and not (k == "width" and v == 1.0) and not (k == "stem" and v in ("auto", "imagenet"))]
     if bad:
-        from .errors import ConfigError
-
         k, v = bad[0]
         raise ConfigError(f"architecture {arch!r} has no option {k} = {v!r}; it takes: "
                           f"{', '.join(valid) or 'no options'}")
@@ -202,14 +204,10 @@ def _torchvision_any(arch: str, num_classes: int, width: float, stem: str) -> nn
     import torchvision
 
     if arch not in torchvision.models.list_models(module=torchvision.models):
-        from .errors import ConfigError
-
         raise ConfigError(f"unknown model architecture {arch!r}; valid: {', '.join(MODELS.names())}, "
                           "any torchvision.models classifier (e.g. resnet50, efficientnet_b0), or "
                           "module:function")
     if width != 1.0 or stem not in ("auto", "imagenet"):
-        from .errors import ConfigError
-
         raise ConfigError(f"architecture {arch!r} (torchvision) takes no width / stem options here")
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
@@ -225,8 +223,6 @@ def pretrained_model(arch: str, num_classes: int) -> nn.Module:
     import torchvision
 
     if ":" in arch or arch not in torchvision.models.list_models(module=torchvision.models):
-        from .errors import ConfigError
-
         raise ConfigError(f"teacher.pretrained needs teacher.arch to be a torchvision.models "
                           f"classifier (e.g. resnet18, mobilenet_v3_large, efficientnet_b0), not {arch!r}")
     weights = torchvision.models.get_model_weights(arch).DEFAULT
@@ -238,8 +234,6 @@ def pretrained_model(arch: str, num_classes: int) -> nn.Module:
                          "train without teacher.pretrained") from None
     linears = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        from .errors import ConfigError
-
         raise ConfigError(f"teacher.pretrained: {arch!r} has no linear classifier layer to replace")
     name, head = linears[-1]
     parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
@@ -282,15 +276,67 @@ class Preprocessed(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+def regular_file(path: str | Path, key: str) -> Path:
+    """``path`` if it is a regular file (:func:`~edgekd.files.check_regular`: a FIFO or a device is
+    refused before anything opens it); a missing one is "file does not exist"."""
+    p = Path(path)
+    if not os.path.lexists(p):
+        raise InputError(f"{key} = {str(p)!r}: file does not exist")
+    return check_regular(p, key)
+
+
+# sentences of torch's and numpy's load errors that advise loading the file unsafely (pickle:
+# arbitrary code) or point at output edgekd hides; they are never shown to a user
+_UNSAFE_ADVICE = ("weights_only", "allow_pickle", "safe_globals", "trust", "warnings above",
+                  "If you are seeing", "internal miniz error", "Please")
+
+
+def load_error_reason(e: BaseException) -> str:
+    """Why torch / numpy could not load a file, in a few words, without their advice to load it
+    unsafely (``weights_only=False``, ``allow_pickle=True``) or to allowlist the pickled classes.
+    Every load error a user sees goes through this."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch bolds part of its advice
+    if "Object arrays cannot be loaded" in text:  # numpy's allow_pickle refusal
+        return "it holds Python objects (object arrays), which edgekd does not load"
+    prefix = type(e).__name__
+    if "WeightsUnpickler error:" in text:  # torch.load(weights_only=True) refused a pickled object
+        prefix, text = "it holds more than tensors", text.split("WeightsUnpickler error:", 1)[1]
+    sentences = [t.strip() for t in re.split(r"(?<=[.!?])\s+|\n", text) if t.strip()]
+    kept = [t for t in sentences if not any(word in t for word in _UNSAFE_ADVICE)]
+    return f"{prefix}: {kept[0].rstrip('.')[:200]}" if kept else prefix
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """While torch tries to load a file: no warnings (deprecation notices, damaged-file hints) and
+    no log records (``torch.export.load`` logs the whole traceback of a damaged ``.pt2``) reach
+    stderr; the caller reports the failure as one sentence."""
+    log = logging.getLogger("torch.export")
+    disabled = log.disabled
+    log.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.disabled = disabled
+
+
+def _torch_load(p: Path) -> object:
+    """``torch.load`` with ``weights_only=True`` (tensors and plain containers only: no pickled code
+    runs); errors are left to the caller."""
+    with quiet_loading():
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+
 def load_state_dict_file(path: str | Path, key: str) -> dict:
     """Load a state_dict (plain or inside {'state_dict': ...}); errors name the file and key."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{key} = {str(p)!r}: file does not exist")
+    p = regular_file(path, key)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = _torch_load(p)
     except Exception as e:  # torch raises many kinds here
-        raise InputError(f"{key} = {str(p)!r}: not a loadable torch state_dict ({type(e).__name__})") from None
+        raise InputError(f"{key} = {str(p)!r}: not a loadable torch state_dict "
+                         f"({load_error_reason(e)})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -319,17 +365,73 @@ def save_checkpoint(model: Preprocessed, arch: str, num_classes: int, path: Path
     torch.save({"arch": arch, "num_classes": num_classes, "state_dict": model.state_dict(), **extra}, path)
 
 
-def load_checkpoint(path: str | Path) -> tuple[Preprocessed, dict]:
-    """Inverse of :func:`save_checkpoint` (used by ``edgekd eval student.pt``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: file does not exist")
+CHECKPOINT_OPTIONS = ("width", "stem", "image_size")  # what save_checkpoint's callers store
+
+
+def known_architecture(arch: str) -> bool:
+    """An edgekd registry name or a torchvision.models classifier: a fixed list of constructors,
+    no code named by the caller."""
+    if arch in MODELS.names():
+        return True
+    import torchvision
+
+    return arch in torchvision.models.list_models(module=torchvision.models)
+
+
+def load_checkpoint(path: str | Path, trusted_factory: str | None = None,
+                    key: str = "model") -> tuple[Preprocessed, dict]:
+    """Inverse of :func:`save_checkpoint` (used by ``edgekd eval student.pt``).
+
+    The checkpoint names its architecture, and a file someone hands over must not run code: only
+    registered architectures (:func:`known_architecture`) are built from that name. A
+    ``module:function`` factory is imported only when it is ``trusted_factory``, the name the user's
+    own config gives (``edgekd eval -c CONFIG``: its student.arch). The architecture is first
+    built on the meta device (no memory) and checked against the stored tensors' shapes, so a
+    checkpoint cannot make edgekd allocate more than it holds."""
+    p = regular_file(path, key)
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=True)
-        net = build_model(ck["arch"], ck["num_classes"], **ck.get("options", {}))
-        n = len(ck["state_dict"]["mean"].flatten())
-        model = Preprocessed(net, (0.0,) * n, (1.0,) * n)
-        model.load_state_dict(ck["state_dict"])
+        ck = _torch_load(p)
+    except Exception as e:  # torch raises many kinds here
+        raise InputError(f"{p}: not an edgekd checkpoint ({load_error_reason(e)})") from None
+    sd = ck.get("state_dict") if isinstance(ck, dict) else None
+    if not (isinstance(ck, dict) and isinstance(ck.get("arch"), str) and isinstance(sd, dict)
+            and sd and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())):
+        raise InputError(f"{p}: not an edgekd checkpoint (it needs an arch name and a state_dict "
+                         "of tensors)")
+    arch, n_cls, options = ck["arch"], ck.get("num_classes"), ck.get("options", {})
+    if ":" in arch:
+        if arch != trusted_factory:
+            raise InputError(f"{p}: the checkpoint names the model factory {arch!r}, and edgekd "
+                             "imports no code a file names; give the config that names it "
+                             f"(-c CONFIG with student.arch = {arch!r})")
+    elif not known_architecture(arch):
+        raise InputError(f"{p}: the checkpoint names an unknown architecture {arch!r}")
+    if isinstance(n_cls, bool) or not isinstance(n_cls, int) or n_cls < 1:
+        raise InputError(f"{p}: not an edgekd checkpoint (num_classes = {n_cls!r} is not a "
+                         "positive integer)")
+    if not (isinstance(options, dict) and set(options) <= set(CHECKPOINT_OPTIONS)):
+        raise InputError(f"{p}: not an edgekd checkpoint (options must be a table of "
+                         f"{', '.join(CHECKPOINT_OPTIONS)})")
+    if not (isinstance(sd.get("mean"), torch.Tensor) and 1 <= sd["mean"].numel() <= 4):
+        raise InputError(f"{p}: not an edgekd checkpoint (no preprocessing mean in its state_dict)")
+    n = sd["mean"].numel()
+
+    def make() -> Preprocessed:
+        return Preprocessed(build_model(arch, n_cls, **options), (0.0,) * n, (1.0,) * n)
+
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in make().state_dict().items()}
+    except (ConfigError, InputError, TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{p}: architecture {arch!r} cannot be built from the checkpoint's "
+                         f"options ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+                         ) from None
+    if shapes != {k: tuple(v.shape) for k, v in sd.items()}:
+        raise InputError(f"{p}: its tensors do not fit architecture {arch!r} with "
+                         f"{n_cls} classes and options {options}")
+    try:
+        model = make()
+        model.load_state_dict(sd)
     except Exception as e:
-        raise InputError(f"{p}: not an edgekd checkpoint (arch + state_dict) ({type(e).__name__}: {e})") from None
+        raise InputError(f"{p}: not an edgekd checkpoint ({load_error_reason(e)})") from None
     return model.eval(), ck

@@ -28,6 +28,15 @@ whichever is larger (the fused int8 kernels round differently from the unfused Q
 quantisation steps, which scale with the logits: 0.089 on logits of about 10 for a CIFAR
 ResNet-8), and argmax agreement >= 0.99.
 On the default digits build both figures are exact (0.0 and 1.0, onnxruntime 1.32, x86).
+
+Reproducibility: onnxruntime writes the ``.ort`` file's kernel-type-string table (the operator
+table, ``KernelTypeStrResolver``) by walking a C++ hash map (``absl::flat_hash_map``, whose hash
+seed is the address of a global, so it moves with address-space layout randomisation) and only
+then sorts the table's offsets: the table's entries are the same and in the same order on every
+run, but they sit at different places in the file, so two conversions of one ``.onnx`` differ in
+a few hundred bytes (with randomisation turned off, ``setarch -R``, they are identical).
+:func:`canonical_ort` rewrites that table in its sorted order, so the same ``.onnx`` always gives
+the same ``.ort`` bytes; the rest of the file (the model) is kept byte for byte.
 """
 
 from __future__ import annotations
@@ -79,6 +88,9 @@ def convert_to_ort(onnx_path: Path, images: np.ndarray, atol: float = 0.05,
             convert_onnx_models_to_ort(src, output_dir=Path(tmp), optimization_styles=[OptimizationStyle.Fixed],
                                        target_platform="arm")
             ort_tmp = src.with_suffix(".ort")
+            raw = ort_tmp.read_bytes()
+            canonical = canonical_ort(raw)
+            ort_tmp.write_bytes(canonical)
             shutil.copyfile(ort_tmp, dest["ort"])
             for key, types in (("operators_config", False), ("operators_and_types_config", True)):
                 cfg = Path(tmp) / dest[key].name
@@ -94,7 +106,99 @@ def convert_to_ort(onnx_path: Path, images: np.ndarray, atol: float = 0.05,
             "optimization_level": "all", "target_platform": "arm",
             "operators_config": dest["operators_config"].name,
             "operators_and_types_config": dest["operators_and_types_config"].name,
-            "operators": ops, "size_bytes": dest["ort"].stat().st_size, "parity": parity}
+            "operators": ops, "size_bytes": dest["ort"].stat().st_size, "parity": parity,
+            # False only if a future onnxruntime lays the file out in a way canonical_ort does not
+            # know: then two identical builds may give .ort files that differ in layout
+            "byte_reproducible": canonical is not raw}
+
+
+def canonical_ort(data: bytes) -> bytes:
+    """The same ORT-format model with its operator table (``KernelTypeStrResolver``) written in one
+    fixed order (see the module notes); ``data`` itself when it is not laid out as onnxruntime
+    1.32 writes it (root table, then that table, then the model).
+
+    A FlatBuffer is written back to front, so the model, written first, is the file's tail, and
+    the operator table and the root table, written after it, are its head. The tail is kept as it
+    is and a new head is built in front of it with the ``flatbuffers`` package (a dependency of
+    onnxruntime): the table's entries in their (sorted) order, each created in that order."""
+    import flatbuffers
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (
+        ArgTypeAndIndex,
+        InferenceSession,
+        KernelTypeStrArgsEntry,
+        KernelTypeStrResolver,
+        OpIdKernelTypeStrArgsEntry,
+    )
+
+    buf = bytearray(data)
+    if len(buf) < 8 or not InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(buf, 0):
+        return data
+    session = InferenceSession.InferenceSession.GetRootAs(buf, 0)
+    model, resolver = session.Model(), session.KernelTypeStrResolver()
+    # the root table's fields: ort_version (vtable slot 4), model (6), a deprecated session state
+    # (8) that onnxruntime no longer writes, kernel_type_str_resolver (10)
+    if model is None or resolver is None or session._tab.Offset(8) or session._tab.Offset(12):
+        return data
+    model_pos = model._tab.Pos
+    model_vtable = model_pos - flatbuffers.encode.Get(flatbuffers.packer.soffset, buf, model_pos)
+    tail_start = min(model_pos, model_vtable)  # the model table and everything it points to
+    table = []
+    for i in range(resolver.OpKernelTypeStrArgsLength()):
+        op = resolver.OpKernelTypeStrArgs(i)
+        entries = []
+        for j in range(op.KernelTypeStrArgsLength()):
+            entry = op.KernelTypeStrArgs(j)
+            args = [(entry.Args(k).ArgType(), entry.Args(k).Index()) for k in range(entry.ArgsLength())]
+            entries.append((entry.KernelTypeStr(), args))
+        table.append((op.OpId(), entries))
+    version = session.OrtVersion()
+
+    tail = data[tail_start:]
+    b = flatbuffers.Builder(len(tail))
+    b.Bytes[:] = tail  # start from the tail, as if this builder had just written it
+    b.head = 0
+    b.minalign = 8  # the tail holds 8-byte scalars; keep the file's length a multiple of 8
+
+    def vector(offsets: list[int]) -> int:
+        b.StartVector(4, len(offsets), 4)
+        for off in reversed(offsets):
+            b.PrependUOffsetTRelative(off)
+        return b.EndVector()
+
+    ops = []
+    for op_id, entries in table:
+        entry_offsets = []
+        for type_str, args in entries:
+            arg_offsets = []
+            for arg_type, index in args:
+                ArgTypeAndIndex.Start(b)
+                ArgTypeAndIndex.AddArgType(b, arg_type)
+                ArgTypeAndIndex.AddIndex(b, index)
+                arg_offsets.append(ArgTypeAndIndex.End(b))
+            args_vector = vector(arg_offsets)
+            type_str_offset = b.CreateString(type_str)
+            KernelTypeStrArgsEntry.Start(b)
+            KernelTypeStrArgsEntry.AddKernelTypeStr(b, type_str_offset)
+            KernelTypeStrArgsEntry.AddArgs(b, args_vector)
+            entry_offsets.append(KernelTypeStrArgsEntry.End(b))
+        entries_vector = vector(entry_offsets)
+        op_id_offset = b.CreateString(op_id)
+        OpIdKernelTypeStrArgsEntry.Start(b)
+        OpIdKernelTypeStrArgsEntry.AddOpId(b, op_id_offset)
+        OpIdKernelTypeStrArgsEntry.AddKernelTypeStrArgs(b, entries_vector)
+        ops.append(OpIdKernelTypeStrArgsEntry.End(b))
+    ops_vector = vector(ops)
+    KernelTypeStrResolver.Start(b)
+    KernelTypeStrResolver.AddOpKernelTypeStrArgs(b, ops_vector)
+    resolver_offset = KernelTypeStrResolver.End(b)
+    version_offset = b.CreateString(version) if version is not None else None
+    InferenceSession.Start(b)
+    if version_offset is not None:
+        InferenceSession.AddOrtVersion(b, version_offset)
+    InferenceSession.AddModel(b, len(tail) - (model_pos - tail_start))  # offsets count from the end
+    InferenceSession.AddKernelTypeStrResolver(b, resolver_offset)
+    b.Finish(InferenceSession.End(b), file_identifier=b"ORTM")
+    return bytes(b.Output())
 
 
 def check_ort_parity(onnx_path: Path, ort_path: Path, images: np.ndarray, atol: float,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -32,8 +34,8 @@ from torch import nn
 from .config import TeacherConfig
 from .data import Dataset
 from .errors import InputError
-from .files import sha256_file
-from .models import Preprocessed, build_model, load_weights
+from .files import read_document, sha256_file
+from .models import Preprocessed, build_model, load_error_reason, load_weights, quiet_loading, regular_file
 
 FORMATS = ("state_dict", "torchscript", "export")
 
@@ -54,21 +56,24 @@ def detect_format(path: Path) -> str:
 
 
 def read_meta(cfg: TeacherConfig) -> tuple[dict, str | None]:
-    """The teacher's JSON sidecar (teacher.meta, or WEIGHTS.json next to the weights) and its path."""
+    """The teacher's JSON sidecar (teacher.meta, or WEIGHTS.json next to the weights) and its path.
+    Only its ``classes`` and ``input`` are read: the architecture is always ``teacher.arch``, from
+    the user's config, never from a file that came with the weights."""
     if cfg.meta:
-        p = Path(cfg.meta)
-        if not p.is_file():
-            raise InputError(f"teacher.meta = {cfg.meta!r}: file does not exist")
+        p = regular_file(cfg.meta, "teacher.meta")
     elif cfg.weights:
         p = Path(cfg.weights).with_suffix(".json")
-        if not p.is_file():
+        if not os.path.lexists(p):
             return {}, None
     else:
         return {}, None
+    text = read_document(p, f"teacher metadata {p}: file does not exist", "teacher metadata file")
     try:
-        meta = json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+        meta = json.loads(text)
+    except ValueError as e:
         raise InputError(f"teacher metadata {p}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise InputError(f"teacher metadata {p}: not valid JSON (nested too deeply)") from None
     if not isinstance(meta, dict):
         raise InputError(f"teacher metadata {p}: must be a JSON object")
     return meta, str(p)
@@ -82,9 +87,11 @@ def teacher_normalisation(cfg: TeacherConfig, meta: dict, ds: Dataset) -> tuple[
     if "mean" in inp and "std" in inp:
         mean, std = inp["mean"], inp["std"]
         ok = (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3
-              and all(isinstance(v, (int, float)) for v in mean + std) and all(v > 0 for v in std))
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                      for v in mean + std) and all(v > 0 for v in std))
         if not ok:
-            raise InputError("teacher metadata: input.mean and input.std must be lists of 3 numbers")
+            raise InputError("teacher metadata: input.mean and input.std must be lists of 3 finite "
+                             "numbers (std above 0)")
         return tuple(map(float, mean)), tuple(map(float, std)), "teacher metadata"
     return ds.mean, ds.std, "training split"
 
@@ -109,16 +116,18 @@ def _load_net(cfg: TeacherConfig, fmt: str, n_cls: int, image_size: int) -> nn.M
     path = Path(cfg.weights)
     if fmt == "torchscript":
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with quiet_loading():
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception as e:  # RuntimeError for most damage, others for odd files
             raise InputError(f"teacher.weights = {cfg.weights!r}: not a loadable TorchScript file "
-                             f"({type(e).__name__})") from None
+                             f"({load_error_reason(e)})") from None
     if fmt == "export":
         try:
-            return _ExportedProgram(torch.export.load(str(path)).module())
+            with quiet_loading():
+                return _ExportedProgram(torch.export.load(str(path)).module())
         except Exception as e:
             raise InputError(f"teacher.weights = {cfg.weights!r}: not a loadable torch.export "
-                             f"program ({type(e).__name__})") from None
+                             f"program ({load_error_reason(e)})") from None
     net = build_model(cfg.arch, n_cls, stem=cfg.stem, image_size=image_size)
     return load_weights(net, path, cfg.arch, n_cls, "teacher.weights")
 
@@ -141,9 +150,7 @@ class _ExportedProgram(nn.Module):
 
 def load_teacher(cfg: TeacherConfig, ds: Dataset, device: str) -> tuple[Preprocessed, dict]:
     """The teacher from ``cfg.weights`` in eval mode on ``device``, checked against ``ds``."""
-    path = Path(cfg.weights)
-    if not path.is_file():
-        raise InputError(f"teacher.weights = {cfg.weights!r}: file does not exist")
+    path = regular_file(cfg.weights, "teacher.weights")  # before detect_format opens it
     fmt = detect_format(path) if cfg.format == "auto" else cfg.format
     meta, meta_path = read_meta(cfg)
     check_classes(meta, meta_path, ds)

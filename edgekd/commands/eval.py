@@ -41,14 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data import load_dataset
     from ..errors import InputError
+    from ..files import read_json
     from ..harness import accuracy, evaluate
-    from ..models import load_checkpoint
+    from ..models import load_checkpoint, regular_file
     from ..robustness import PerturbedSets, cache_dir_from_config, sweep_predictions
     from ..runtimes import OrtRunner, TorchRunner
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise InputError(f"{path}: model file does not exist")
+    path = regular_file(args.model, "model")  # a FIFO or a device is refused before it is opened
     if path.suffix not in (".onnx", ".pt", ".pth"):
         raise InputError(f"{path}: expected an edgekd checkpoint (.pt) or an ONNX file (.onnx)")
     if args.adversarial and path.suffix == ".onnx":
@@ -59,21 +58,26 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f'data.name="{args.data}"')
     if args.severities:
         overrides.append(f"robustness.severities={args.severities}")
+    # the user's own config, loaded first: a model factory (student.arch = "module:function") is
+    # imported only when that config names it, never because a checkpoint does
+    user_cfg = load_config(args.config, overrides) if args.config else None
     model, stored = None, {}
     if path.suffix == ".onnx":
         runner = OrtRunner(path)
         manifest = path.parent / "manifest.json"  # an artifact from `edgekd build`: its config
-        if manifest.is_file():
+        if manifest.is_file():  # is_file: a regular file (a FIFO is not opened)
             try:
-                stored = json.loads(manifest.read_text()).get("config", {})
-            except (OSError, ValueError):
+                stored = read_json(manifest, f"{manifest}: no such file").get("config", {})
+            except InputError:
                 stored = {}
     else:
-        model, ck = load_checkpoint(path)
+        model, ck = load_checkpoint(path, user_cfg.student.arch if user_cfg else None)
         stored = ck.get("config", {})
         runner = TorchRunner(model, "cpu")
-    if args.config:
-        cfg = load_config(args.config, overrides)
+    if not isinstance(stored, dict):
+        stored = {}
+    if user_cfg is not None:
+        cfg = user_cfg
     else:
         # the build's own [data] section (student.pt or the manifest beside an ONNX file), so the
         # test split is the one the model never trained on
