@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError
 from .files import read_toml
 
 BUILTIN_DIR = Path(__file__).parent / "devices"
@@ -168,13 +168,7 @@ def read_profile_file(path: str | Path) -> DeviceProfile:
     size-capped, no RecursionError)."""
     p = Path(path)
     missing = f"device profile {p} does not exist"
-    try:
-        raw = read_toml(p, missing)
-    except InputError as e:  # a profile is configuration: the same exit code, the ConfigError class
-        msg = str(e)
-        if msg != missing:
-            msg = f"{p} is not a readable TOML file ({msg.removeprefix(f'{p}: ')})"
-        raise ConfigError(msg) from None
+    raw = read_toml(p, missing)  # ConfigError: a profile is configuration
     return profile_from_dict(raw, str(p), default_name=p.stem)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def check_regular(path: str | Path, key: str, folder_ok: bool = False) -> Path:
     try:
         mode = os.stat(p).st_mode
     except FileNotFoundError:
-        raise InputError(f"{key} = {str(p)!r}: no such {what}") from None
+        raise InputError(f"{key} = {str(p)!r}: {what} does not exist") from None
     except OSError as e:
         raise InputError(f"{key} = {str(p)!r}: cannot be read ({e.strerror or e})") from None
     if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
@@ -58,26 +59,30 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_document(path: Path, missing: str, kind: str) -> str:
+def read_document(path: Path, missing: str, kind: str, error: type | None = None) -> str:
     """The text of a small document (JSON / TOML) edgekd reads from a user: ``missing`` is the
     error when there is no such file; a special file, one over MAX_DOCUMENT_BYTES or one that is
-    not UTF-8 is an error naming it."""
+    not UTF-8 is an error naming it (``error``: the exception class, InputError by default)."""
     from .errors import InputError
 
+    error = error or InputError
     path = Path(path)
     if not path.exists() and not path.is_symlink():
-        raise InputError(missing)
-    check_regular(path, kind)
+        raise error(missing)
+    try:
+        check_regular(path, kind)
+    except InputError as e:
+        raise error(str(e)) from None
     size = path.stat().st_size
     if size > MAX_DOCUMENT_BYTES:
-        raise InputError(f"{path}: {size / 2**20:.0f} MiB is too big for a {kind} "
+        raise error(f"{path}: {size / 2**20:.0f} MiB is too big for a {kind} "
                          f"(at most {MAX_DOCUMENT_BYTES >> 20} MiB)")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
+        raise error(f"{path}: not a UTF-8 text file") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def read_json(path: Path, missing: str) -> dict:
@@ -91,32 +96,35 @@ def read_json(path: Path, missing: str) -> dict:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not readable JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None
     except RecursionError:
-        raise InputError(f"{path}: not readable JSON (nested too deeply)") from None
+        raise InputError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a JSON object ({{...}}), found {type(doc).__name__}")
     return doc
 
 
 def parse_toml(text: str, where: str) -> dict:
-    """Parse TOML text; a syntax error or a document nested too deeply is an error naming
-    ``where``."""
+    """Parse TOML text; a syntax error or a document nested too deeply is a ConfigError naming
+    ``where`` (TOML files are configs, policies and device profiles)."""
     import tomllib
 
-    from .errors import InputError
+    from .errors import ConfigError
 
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{where}: not valid TOML ({e})") from None
+        raise ConfigError(f"{where} is not valid TOML: {e}") from None
     except RecursionError:
-        raise InputError(f"{where}: not valid TOML (nested too deeply)") from None
+        raise ConfigError(f"{where} is not valid TOML: nested too deeply") from None
 
 
 def read_toml(path: Path, missing: str) -> dict:
-    """A TOML document from a file (see :func:`read_document` and :func:`parse_toml`)."""
-    return parse_toml(read_document(path, missing, "TOML file"), str(path))
+    """A TOML document from a file (see :func:`read_document` and :func:`parse_toml`); every error
+    is a ConfigError."""
+    from .errors import ConfigError
+
+    return parse_toml(read_document(path, missing, "TOML file", ConfigError), str(path))
 
 
 def write_atomic(target: str | Path, data: str | bytes) -> None:
@@ -265,3 +273,25 @@ def listed_in_build(path: Path) -> bool:
     path = Path(path).resolve()
     manifest = build_manifest(path.parent)
     return manifest is not None and (path.name == MANIFEST or path.name in manifest["files"])
+
+
+# --- messages about files that would not load ---------------------------------------------------
+
+# sentences of torch / numpy load errors that advise loading unsafely: never shown to a user
+_UNSAFE_ADVICE = ("weights_only", "allow_pickle", "safe_globals", "trust", "warnings above",
+                  "If you are seeing", "internal miniz error", "Please")
+
+
+def load_error_reason(e: BaseException) -> str:
+    """Why torch / numpy could not load a file, in a few words, without their advice to load it
+    unsafely (``weights_only=False``, ``allow_pickle=True``) or to allowlist the pickled classes.
+    Every load error a user sees goes through this."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch bolds part of its advice
+    if "Object arrays cannot be loaded" in text:  # numpy's allow_pickle refusal
+        return "it holds Python objects (object arrays), which edgekd does not load"
+    prefix = type(e).__name__
+    if "WeightsUnpickler error:" in text:  # torch.load(weights_only=True) refused a pickled object
+        prefix, text = "it holds more than tensors", text.split("WeightsUnpickler error:", 1)[1]
+    sentences = [t.strip() for t in re.split(r"(?<=[.!?])\s+|\n", text) if t.strip()]
+    kept = [t for t in sentences if not any(word in t for word in _UNSAFE_ADVICE)]
+    return f"{prefix}: {kept[0].rstrip('.')[:200]}" if kept else prefix

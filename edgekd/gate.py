@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .files import check_regular, read_json, write_atomic
+from .files import check_regular, load_error_reason, read_json, write_atomic
 
 # The policy and the statistics live in their own modules; their public names are re-exported here
 # so `edgekd.gate` stays the one import for users of the gate.
@@ -153,11 +153,12 @@ class _Artifact:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    check_regular(path, "predictions")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise InputError(f"{path}: not a readable .npz file ({e})") from None
+        raise InputError(f"{path}: not a readable .npz file ({load_error_reason(e)})") from None
 
 
 def _load_artifact(source: Any, predictions: Any = None, *, need_predictions: bool = True) -> _Artifact:
@@ -168,6 +169,8 @@ def _load_artifact(source: Any, predictions: Any = None, *, need_predictions: bo
         pred_path = Path(predictions) if isinstance(predictions, (str, os.PathLike)) else None
         report = dict(source)
     else:
+        if not os.path.lexists(source):
+            raise InputError(f"{source}: no such report file or artifact directory")
         p = check_regular(source, "report", folder_ok=True)
         report_path = p / "report.json" if p.is_dir() else p
         label = str(report_path)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, InputError
-from .files import check_regular
+from .files import check_regular, load_error_reason
 from .registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model architecture")
@@ -276,36 +274,8 @@ class Preprocessed(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def regular_file(path: str | Path, key: str) -> Path:
-    """``path`` if it is a regular file (:func:`~edgekd.files.check_regular`: a FIFO or a device is
-    refused before anything opens it); a missing one is "file does not exist"."""
-    p = Path(path)
-    if not os.path.lexists(p):
-        raise InputError(f"{key} = {str(p)!r}: file does not exist")
-    return check_regular(p, key)
-
-
 # sentences of torch's and numpy's load errors that advise loading the file unsafely (pickle:
 # arbitrary code) or point at output edgekd hides; they are never shown to a user
-_UNSAFE_ADVICE = ("weights_only", "allow_pickle", "safe_globals", "trust", "warnings above",
-                  "If you are seeing", "internal miniz error", "Please")
-
-
-def load_error_reason(e: BaseException) -> str:
-    """Why torch / numpy could not load a file, in a few words, without their advice to load it
-    unsafely (``weights_only=False``, ``allow_pickle=True``) or to allowlist the pickled classes.
-    Every load error a user sees goes through this."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch bolds part of its advice
-    if "Object arrays cannot be loaded" in text:  # numpy's allow_pickle refusal
-        return "it holds Python objects (object arrays), which edgekd does not load"
-    prefix = type(e).__name__
-    if "WeightsUnpickler error:" in text:  # torch.load(weights_only=True) refused a pickled object
-        prefix, text = "it holds more than tensors", text.split("WeightsUnpickler error:", 1)[1]
-    sentences = [t.strip() for t in re.split(r"(?<=[.!?])\s+|\n", text) if t.strip()]
-    kept = [t for t in sentences if not any(word in t for word in _UNSAFE_ADVICE)]
-    return f"{prefix}: {kept[0].rstrip('.')[:200]}" if kept else prefix
-
-
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """While torch tries to load a file: no warnings (deprecation notices, damaged-file hints) and
@@ -331,7 +301,7 @@ def _torch_load(p: Path) -> object:
 
 def load_state_dict_file(path: str | Path, key: str) -> dict:
     """Load a state_dict (plain or inside {'state_dict': ...}); errors name the file and key."""
-    p = regular_file(path, key)
+    p = check_regular(path, key)
     try:
         obj = _torch_load(p)
     except Exception as e:  # torch raises many kinds here
@@ -388,7 +358,7 @@ def load_checkpoint(path: str | Path, trusted_factory: str | None = None,
     own config gives (``edgekd eval -c CONFIG``: its student.arch). The architecture is first
     built on the meta device (no memory) and checked against the stored tensors' shapes, so a
     checkpoint cannot make edgekd allocate more than it holds."""
-    p = regular_file(path, key)
+    p = check_regular(path, key)
     try:
         ck = _torch_load(p)
     except Exception as e:  # torch raises many kinds here

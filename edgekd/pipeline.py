@@ -35,6 +35,7 @@ from .files import (
     BUILD_FORMAT,
     MANIFEST,
     build_manifest,
+    check_regular,
     move_into_place,
     recover_interrupted,
     sha256_file,
@@ -399,8 +400,7 @@ def preflight(cfg: BuildConfig) -> None:
             raise InputError(f"{key} = {value!r}: no such file or folder")
     t_fmt = None
     if cfg.teacher.weights:
-        if not Path(cfg.teacher.weights).is_file():
-            raise InputError(f"teacher.weights = {cfg.teacher.weights!r}: file does not exist")
+        check_regular(cfg.teacher.weights, "teacher.weights")
         t_fmt = detect_format(Path(cfg.teacher.weights)) if cfg.teacher.format == "auto" else cfg.teacher.format
     resolve_device(cfg.teacher.device)
     n_cls, size = 10, cfg.data.image_size  # only the shape matters here

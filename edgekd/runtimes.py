@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import InputError
+from .files import check_regular
 from .registry import Registry
 
 
@@ -68,8 +69,9 @@ class OrtRunner:
     def _make(self, threads: int) -> None:
         import onnxruntime as ort
 
-        if not self.path.is_file():
+        if not self.path.exists():
             raise InputError(f"{self.path}: ONNX file does not exist")
+        check_regular(self.path, "model")
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

@@ -34,8 +34,8 @@ from torch import nn
 from .config import TeacherConfig
 from .data import Dataset
 from .errors import InputError
-from .files import read_document, sha256_file
-from .models import Preprocessed, build_model, load_error_reason, load_weights, quiet_loading, regular_file
+from .files import check_regular, load_error_reason, read_document, sha256_file
+from .models import Preprocessed, build_model, load_weights, quiet_loading
 
 FORMATS = ("state_dict", "torchscript", "export")
 
@@ -60,7 +60,7 @@ def read_meta(cfg: TeacherConfig) -> tuple[dict, str | None]:
     Only its ``classes`` and ``input`` are read: the architecture is always ``teacher.arch``, from
     the user's config, never from a file that came with the weights."""
     if cfg.meta:
-        p = regular_file(cfg.meta, "teacher.meta")
+        p = check_regular(cfg.meta, "teacher.meta")
     elif cfg.weights:
         p = Path(cfg.weights).with_suffix(".json")
         if not os.path.lexists(p):
@@ -150,7 +150,7 @@ class _ExportedProgram(nn.Module):
 
 def load_teacher(cfg: TeacherConfig, ds: Dataset, device: str) -> tuple[Preprocessed, dict]:
     """The teacher from ``cfg.weights`` in eval mode on ``device``, checked against ``ds``."""
-    path = regular_file(cfg.weights, "teacher.weights")  # before detect_format opens it
+    path = check_regular(cfg.weights, "teacher.weights")  # before detect_format opens it
     fmt = detect_format(path) if cfg.format == "auto" else cfg.format
     meta, meta_path = read_meta(cfg)
     check_classes(meta, meta_path, ds)

@@ -177,7 +177,7 @@ def test_merge_rejects_bad_results(default_build, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(default_build[0] / "out", out)
     bad = tmp_path / "r.json"
-    for text, needle in [("{", "not readable JSON"), ('{"format": "x"}', "not an edgekd device results file"),
+    for text, needle in [("{", "not valid JSON"), ('{"format": "x"}', "not an edgekd device results file"),
                          ('{"format": "edgekd-device-results", "version": 2}', "results version 2")]:
         bad.write_text(text)
         with pytest.raises(InputError, match=needle):

@@ -133,5 +133,5 @@ def test_foreign_output_dir_is_not_overwritten(tmp_path, env):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.txt").write_text("precious")
     proc = edgekd("build", "-o", "mine", "--quiet", cwd=tmp_path, env=env)
-    assert proc.returncode == 2 and "not an edgekd artifact directory" in proc.stderr
+    assert proc.returncode == 2 and "is not an edgekd build" in proc.stderr
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"

@@ -45,7 +45,7 @@ def test_load_by_path_and_user_folder(tmp_path, monkeypatch):
     ('[budgets]\nmax_size_bytes = -5\n', ["budgets.max_size_bytes must be a positive number"]),
     ('[budgets]\nmax_latency = 5\n', ["unknown key budgets.max_latency", "max_latency_p90_ms"]),
     ('budgets = 5\n', ["budgets must be a table"]),
-    ('threads = \n', ["is not a readable TOML file"]),
+    ('threads = \n', ["is not valid TOML"]),
 ])
 def test_validation_errors_name_the_key(tmp_path, text, needles):
     f = tmp_path / "bad.toml"

@@ -41,13 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data import load_dataset
     from ..errors import InputError
-    from ..files import read_json
+    from ..files import check_regular, read_json
     from ..harness import accuracy, evaluate
-    from ..models import load_checkpoint, regular_file
+    from ..models import load_checkpoint
     from ..robustness import PerturbedSets, cache_dir_from_config, sweep_predictions
     from ..runtimes import OrtRunner, TorchRunner
 
-    path = regular_file(args.model, "model")  # a FIFO or a device is refused before it is opened
+    path = check_regular(args.model, "model")  # a FIFO or a device is refused before it is opened
     if path.suffix not in (".onnx", ".pt", ".pth"):
         raise InputError(f"{path}: expected an edgekd checkpoint (.pt) or an ONNX file (.onnx)")
     if args.adversarial and path.suffix == ".onnx":
