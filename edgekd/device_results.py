@@ -11,7 +11,7 @@ p50 <= p90 <= p99) before anything is used or written; an error names the file a
 ``merge_device_results`` appends one entry to the report's top-level ``device_runs`` list (schema in
 docs/report.md; an entry with the same profile, device and time replaces the old one, so merging
 twice is harmless) and rewrites report.json and report.md (and, from ``edgekd report``,
-report.html) through :func:`replace_build_files`: each file atomically, then the build's
+report.html) through :func:`edgekd.files.replace_build_files`: each file atomically, then the build's
 manifest.json, last, with the new files' sha256, so the build never contradicts its manifest.
 
 The gate checks every device run against budgets: by default those of the profile recorded in the
@@ -28,7 +28,7 @@ from typing import Any
 
 from .device_profiles import PROFILE_NAME, DeviceProfile, profile_from_dict
 from .errors import EdgekdError, InputError
-from .files import build_manifest, read_document, read_json, sha256_file, write_atomic
+from .files import read_document, read_json, replace_build_files
 
 RESULTS_FORMAT = "edgekd-device-results"
 RESULTS_VERSION = 1
@@ -230,25 +230,6 @@ def merged_files(out_dir: Path, results_paths: list[Path]) -> tuple[dict, dict[P
         text = read_document(md, f"{md} is missing", "Markdown report")
         files[md] = _with_md_section(text, device_runs_markdown(runs))
     return report, files
-
-
-def replace_build_files(out_dir: Path, files: dict[Path, str]) -> None:
-    """Replace files of the build in ``out_dir`` (``files``: paths inside it -> new text; each
-    written with :func:`edgekd.files.write_atomic`), then its manifest.json, last and atomically,
-    with their new sha256 and size: the build never contradicts its manifest. A folder without an
-    edgekd manifest just gets the files."""
-    out_dir = Path(out_dir)
-    manifest = build_manifest(out_dir)
-    written = []
-    try:
-        for path, text in files.items():
-            write_atomic(path, text)
-            written.append(Path(path))
-    finally:  # even after a failed write: the files already replaced are recorded
-        if manifest is not None and written:
-            for p in written:
-                manifest["files"][p.name] = {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
-            write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
 
 def merge_device_results(out_dir: Path, results_path: Path) -> dict:

@@ -275,6 +275,27 @@ def listed_in_build(path: Path) -> bool:
     return manifest is not None and (path.name == MANIFEST or path.name in manifest["files"])
 
 
+def replace_build_files(out_dir: Path, files: dict[Path, str]) -> None:
+    """Replace files of the build in ``out_dir`` (``files``: paths inside it -> new text; each
+    written with :func:`write_atomic`), then its manifest.json, last and atomically,
+    with their new sha256 and size: the build never contradicts its manifest. A folder without an
+    edgekd manifest just gets the files."""
+    import json
+
+    out_dir = Path(out_dir)
+    manifest = build_manifest(out_dir)
+    written = []
+    try:
+        for path, text in files.items():
+            write_atomic(path, text)
+            written.append(Path(path))
+    finally:  # even after a failed write: the files already replaced are recorded
+        if manifest is not None and written:
+            for p in written:
+                manifest["files"][p.name] = {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+            write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
 # --- messages about files that would not load ---------------------------------------------------
 
 # sentences of torch / numpy load errors that advise loading unsafely: never shown to a user

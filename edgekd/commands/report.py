@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..device_results import merged_files, replace_build_files
+    from ..device_results import merged_files
     from ..errors import InputError
-    from ..files import listed_in_build, write_atomic
+    from ..files import listed_in_build, replace_build_files, write_atomic
     from ..html_report import load_gate, load_report, render_html
 
     out_dir = Path(args.out_dir)
