@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     # SIGTERM (CI runners, container stops) unwinds like Ctrl-C: partial outputs are removed
+    # (and a mask inherited from the parent that blocks them would keep the handlers from running)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         return int(args._run(args))
     except Terminated:

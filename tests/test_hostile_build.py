@@ -181,9 +181,12 @@ def test_sigterm_during_a_build_leaves_the_previous_build_and_no_partial_folder(
     try:
         _, err = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status")
+        sig = [ln for ln in status.read_text().splitlines() if ln.startswith("Sig")] if status.exists() else []
         proc.kill()
         _, err = proc.communicate()
-        pytest.fail(f"the build did not stop within 180 s of SIGTERM; stderr: {err[-2000:]}")
+        pytest.fail(f"the build did not stop within 180 s of SIGTERM; parent's blocked signals "
+                    f"{signal.pthread_sigmask(signal.SIG_BLOCK, [])}; child {sig}; stderr: {err[-2000:]}")
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "terminated" in err and "Traceback" not in err
     assert sorted(p.name for p in work.iterdir()) == ["out"]
