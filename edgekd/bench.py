@@ -14,12 +14,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .artifacts import model_files, model_suffixes
 from .errors import InputError
 
 SCRIPT = Path(__file__).with_name("_ortbench.py")
-MODEL_SUFFIXES = (".onnx", ".ort")
+MODEL_SUFFIXES = model_suffixes()
 # an artifact directory's models, in the order they are reported
-ARTIFACT_FILES = ("student.fp32.onnx", "student.int8.onnx", "student.int8.ort")
+ARTIFACT_FILES = tuple(a.file for a in model_files())
 
 
 def _ortbench():

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, artifacts
 from .device_profiles import DeviceProfile
 from .errors import ConfigError, InputError
 from .files import move_into_place, read_json, recover_interrupted, sha256_file, write_text
@@ -43,11 +43,8 @@ from .files import move_into_place, read_json, recover_interrupted, sha256_file,
 BUNDLE_FORMAT = "edgekd-bundle"
 DEFAULT_PERTURBATIONS = ("gaussian_noise", "defocus_blur", "contrast", "jpeg_compression", "occlusion")
 DEFAULT_SEVERITY = 3
-MODEL_FILES = {  # bundle model id -> (file in the artifact dir, format, precision)
-    "student_int8": ("student.int8.onnx", "onnx", "int8"),
-    "student_int8_ort": ("student.int8.ort", "ort", "int8"),
-    "student_fp32": ("student.fp32.onnx", "onnx", "fp32"),
-}
+# bundle model id -> (file in the artifact dir, format, precision), from the artifacts table
+MODEL_FILES = {a.id: (a.file, a.format, a.precision) for a in artifacts.model_files()}
 
 
 BUNDLE_ENTRIES = ("run.py", "bundle.json", "device.json", "eval.npz", "README.txt", "models")

@@ -79,7 +79,9 @@ class DeviceProfile:
     @property
     def model_id(self) -> str:
         """The bundle / report model id of the deployed model: student_int8, student_int8_ort, ..."""
-        return f"student_{self.precision}" + ("_ort" if self.model_format == "ort" else "")
+        from .artifacts import deployed
+
+        return deployed(self.precision, self.model_format).id
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from . import artifacts
 from .errors import InputError
 from .files import check_regular, load_error_reason, read_json, write_atomic
 
@@ -73,7 +74,7 @@ COMMON_CORRUPTIONS = (
     "jpeg_compression",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
-TEACHER = "teacher"
+TEACHER = artifacts.TEACHER
 
 
 # ============================================================================================

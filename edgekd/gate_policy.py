@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import artifacts
 from .errors import ConfigError
 
 
@@ -46,7 +47,7 @@ class Policy:
     """
 
     # ---- defaults: placeholders until tuned on real builds (reasoning in docs/gate.md) ----
-    models: tuple[str, ...] = _key(("student_int8",), "model ids gated against the teacher", "models")
+    models: tuple[str, ...] = _key((artifacts.STUDENT_INT8,), "model ids gated against the teacher", "models")
     mode: str = _key("confident", "strict: point estimate vs threshold; confident: fail only when "
                      "the whole interval lies beyond the threshold", "choice",
                      choices=("strict", "confident"))

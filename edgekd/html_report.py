@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .artifacts import STUDENT_INT8, TEACHER, all_artifacts
 from .errors import InputError
 from .files import read_json
 
@@ -30,8 +31,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {  # the 15 common corruptions of perturb
     "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
 }
 PLOTS_HINT = "install edgekd[plots] (pip install matplotlib) for plots"
-COLORS = {"teacher": "#555555", "student_torch": "#9467bd", "student_fp32": "#1f77b4",
-          "student_int8": "#d62728"}
+COLORS = {a.id: a.color for a in all_artifacts()}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 # (header, metric path in the model object, formatter kind)
@@ -179,7 +179,7 @@ def _severity_curves(Figure, series: list[tuple[str, dict, str]]) -> str | None:
 
 def _drop_heatmap(Figure, models: dict, ids: list[str]) -> str | None:
     """Teacher accuracy minus model accuracy (points) per corruption x severity, one panel per model."""
-    teacher = models.get("teacher", {}).get("accuracy", {})
+    teacher = models.get(TEACHER, {}).get("accuracy", {})
     names = [(g, n) for g in ("corruptions", "missing") for n in teacher.get(g, {})]
     if not names or not ids:
         return None
@@ -393,7 +393,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
     models = report["models"]
     ds = report.get("dataset", {})
     artifacts = [mid for mid, m in models.items() if m.get("format") == "onnx"] or \
-        [mid for mid in models if mid != "teacher"]
+        [mid for mid in models if mid != TEACHER]
     body = ["<h1>edgekd report</h1>",
             f'<p class="meta">{_e(ds.get("name", "?"))}, {_e(ds.get("n_test", "?"))} test images of shape '
             f'{_e(ds.get("image_shape", "?"))}; created {_e(report.get("created", "?"))} by edgekd '
@@ -407,7 +407,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
     if Figure is None:
         body.append(_no_plots_note())
     else:
-        curve_ids = [mid for mid in ("teacher", *artifacts) if mid in models]
+        curve_ids = [mid for mid in (TEACHER, *artifacts) if mid in models]
         series = [(mid, models[mid], COLORS.get(mid, PALETTE[i % len(PALETTE)])) for i, mid in enumerate(curve_ids)]
         everything = [(mid, m, COLORS.get(mid, PALETTE[i % len(PALETTE)])) for i, (mid, m) in enumerate(models.items())]
         plots = [
@@ -453,10 +453,10 @@ def render_compare_html(reports: list[tuple[str, dict]], gates: dict[str, dict |
         color = PALETTE[i % len(PALETTE)]
         ms = rep["models"]
         arts = [mid for mid, m in ms.items() if m.get("kind") != "teacher" and m.get("format") == "onnx"] or \
-            [mid for mid in ms if mid != "teacher"]
+            [mid for mid in ms if mid != TEACHER]
         points += [(f"{label}:{mid}", ms[mid], color) for mid in arts]
         if arts:
-            pick = "student_int8" if "student_int8" in arts else arts[-1]
+            pick = STUDENT_INT8 if STUDENT_INT8 in arts else arts[-1]
             curves.append((f"{label}:{pick}", ms[pick], color))
     for pid, title, uri, caption in (
             ("compare-pareto", "Latency vs robustness across builds", _pareto_plot(Figure, points),

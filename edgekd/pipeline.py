@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, artifacts
 from .config import BuildConfig
 from .data import Dataset, load_dataset
 from .distill import distill, resolve_device, train_teacher
@@ -52,10 +52,10 @@ from .models import (
     save_checkpoint,
 )
 from .quantize import quantize_static_int8
-from .runtimes import OrtRunner, TorchRunner
+from .runtimes import RUNTIMES
 
-MODEL_IDS = ("teacher", "student_torch", "student_fp32", "student_int8")
-MEMORY_MEASURED = ("student_fp32", "student_int8")  # models[id]["memory"], by edgekd.bench.memory_of
+MODEL_IDS = tuple(a.id for a in artifacts.build_models())
+MEMORY_MEASURED = tuple(a.id for a in artifacts.memory_models())  # models[id]["memory"], by bench.memory_of
 
 
 @dataclass
@@ -235,7 +235,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     training = distill(student, logits, ds.train, cfg.distill, device, progress, teacher=teacher,
                        teacher_logits_hflip=logits_flip, val=ds.val)
     student = student.cpu().eval()
-    save_checkpoint(student, cfg.student.arch, n_cls, out / "student.pt",
+    save_checkpoint(student, cfg.student.arch, n_cls, out / artifacts.get(artifacts.STUDENT_TORCH).file,
                     {"classes": ds.classes, "options": s_opts, "config": cfg.to_dict()})
     stage("distill", t0)
     say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
@@ -246,7 +246,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     # 3. export + parity on held-out (calibration) images
     t0 = time.perf_counter()
-    fp32 = out / "student.fp32.onnx"
+    fp32 = out / artifacts.get(artifacts.STUDENT_FP32).file
     export_rec = export_onnx(student, ds.calib.x, fp32, cfg.export.opset)
     export_rec["parity"] = check_parity(student, fp32, ds.calib.x[:cfg.export.parity_samples],
                                         cfg.export.parity_atol)
@@ -254,7 +254,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     # 4. static INT8
     t0 = time.perf_counter()
-    int8 = out / "student.int8.onnx"
+    int8 = out / artifacts.get(artifacts.STUDENT_INT8).file
     quant_rec = quantize_static_int8(fp32, int8, ds.calib.x, cfg.quantize)
     stage("quantize", t0)
     say(f"exported {fp32.name} (max |logit diff| {export_rec['parity']['max_abs_logit_diff']:.2g}) "
@@ -269,21 +269,18 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     # 5. measure
     t0 = time.perf_counter()
-    runners = {
-        "teacher": TorchRunner(teacher, device),
-        "student_torch": TorchRunner(student, "cpu"),
-        "student_fp32": OrtRunner(fp32),
-        "student_int8": OrtRunner(int8),
-    }
-    models = _describe_models(teacher, student, teacher_rec, out, t_params, s_params, device)
-    models["student_int8"]["ort_format"] = {"file": ort_rec["path"], "size_bytes": ort_rec["size_bytes"],
+    in_memory = {artifacts.TEACHER: teacher, artifacts.STUDENT_TORCH: student}
+    runners = {a.id: _runner(a, out, in_memory, device) for a in artifacts.build_models()}
+    models = {a.id: _describe_model(a, in_memory, teacher_rec, out, t_params, s_params, device)
+              for a in artifacts.build_models()}
+    models[artifacts.STUDENT_INT8]["ort_format"] = {"file": ort_rec["path"], "size_bytes": ort_rec["size_bytes"],
                                             "operators_config": ort_rec["operators_config"],
                                             "parity": ort_rec["parity"]}
     bs = cfg.measure.eval_batch_size
     preds = {mid: evaluate(r, ds.test.x, bs, progress, f"evaluate {mid}") for mid, r in runners.items()}
     for mid, m in models.items():
         m["accuracy"] = {"clean": accuracy(preds[mid], ds.test.y)}
-        m["agreement_with_teacher"] = {"clean": agreement(preds[mid], preds["teacher"])}
+        m["agreement_with_teacher"] = {"clean": agreement(preds[mid], preds[artifacts.TEACHER])}
     predictions = {"labels": ds.test.y.astype(np.int64)}
     predictions.update({f"{mid}/clean": p for mid, p in preds.items()})
     stage("evaluate_clean", t0)
@@ -293,7 +290,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         from .robustness import run_sweep
 
         t0 = time.perf_counter()
-        robustness_meta = run_sweep(cfg, ds, runners, {"teacher": teacher, "student_torch": student},
+        robustness_meta = run_sweep(cfg, ds, runners, in_memory,
                                     models, predictions, progress, say)
         stage("evaluate_perturbed", t0)
 
@@ -313,13 +310,13 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     report = build_report(cfg, ds, models, robustness_meta, device,
                           training_record(cfg, ds, teacher_rec, training))
-    np.savez_compressed(out / "predictions.npz", **predictions)
+    np.savez_compressed(out / artifacts.PREDICTIONS, **predictions)
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
     from .gate import evaluate_gate, format_table, write_gate_json
 
     gate = evaluate_gate(report, policy, predictions=predictions)
-    write_gate_json(gate, out / "gate.json")
+    write_gate_json(gate, out / artifacts.GATE_JSON)
     gate_rec, exit_code, gate_text = gate.to_dict(), gate.exit_code, format_table(gate)
     manifest = {
         "format": BUILD_FORMAT,
@@ -366,25 +363,29 @@ def training_record(cfg: BuildConfig, ds: Dataset, teacher_rec: dict, training: 
             "teacher": {"source": teacher_rec["source"], "check": teacher_rec.get("check")}}
 
 
-def _describe_models(teacher, student, teacher_rec, out: Path, t_params: int, s_params: int,
-                     device: str) -> dict:
-    return {
-        "teacher": {"kind": "teacher", "format": "torch", "precision": "fp32",
-                    "runtime": f"torch-{device}", "device": device, "file": None,
-                    "source": teacher_rec["source"], "params": t_params,
-                    "size_bytes": _state_dict_bytes(teacher.net)},
-        "student_torch": {"kind": "student", "format": "torch", "precision": "fp32",
-                          "runtime": "torch-cpu", "device": "cpu", "file": "student.pt",
-                          "params": s_params, "size_bytes": (out / "student.pt").stat().st_size},
-        "student_fp32": {"kind": "student", "format": "onnx", "precision": "fp32",
-                         "runtime": "onnxruntime-cpu", "device": "cpu", "file": "student.fp32.onnx",
-                         "params": s_params,
-                         "size_bytes": (out / "student.fp32.onnx").stat().st_size},
-        "student_int8": {"kind": "student", "format": "onnx", "precision": "int8",
-                         "runtime": "onnxruntime-cpu", "device": "cpu", "file": "student.int8.onnx",
-                         "params": s_params,
-                         "size_bytes": (out / "student.int8.onnx").stat().st_size},
-    }
+def _device_of(a: artifacts.Artifact, teacher_device: str) -> str:
+    return teacher_device if a.kind == "teacher" else "cpu"
+
+
+def _runner(a: artifacts.Artifact, out: Path, in_memory: dict, teacher_device: str):
+    """A runner for a build model: torch models from memory, files through their runtime."""
+    make = RUNTIMES.get(a.runtime)
+    if a.format == "torch":
+        return make(in_memory[a.id], _device_of(a, teacher_device))
+    return make(out / a.file)
+
+
+def _describe_model(a: artifacts.Artifact, in_memory: dict, teacher_rec: dict, out: Path, t_params: int,
+                    s_params: int, teacher_device: str) -> dict:
+    dev = _device_of(a, teacher_device)
+    rec = {"kind": a.kind, "format": a.format, "precision": a.precision, "runtime": f"{a.runtime}-{dev}",
+           "device": dev, "file": a.file}
+    if a.kind == "teacher":
+        rec.update(source=teacher_rec["source"], params=t_params,
+                   size_bytes=_state_dict_bytes(in_memory[a.id].net))
+    else:
+        rec.update(params=s_params, size_bytes=(out / a.file).stat().st_size)
+    return rec
 
 
 def preflight(cfg: BuildConfig) -> None:

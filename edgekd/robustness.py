@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import perturb
+from . import artifacts, perturb
 from .attacks import ATTACKS, craft
 from .data import Split
 from .harness import accuracy, evaluate
@@ -145,7 +145,7 @@ def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons
 
 
 def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], names: list[str],
-                       severities: list[int], teacher: str = "teacher") -> dict[str, dict]:
+                       severities: list[int], teacher: str = artifacts.TEACHER) -> dict[str, dict]:
     """Per model: accuracy / agreement / flip rate per (name, severity), mCA, CE, mCE, retention."""
     common = [n for n in perturb.COMMON if n in names]
     full_mca = len(common) == len(perturb.COMMON) and len(severities) == 5
@@ -244,7 +244,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
                            "mean_flip_rate": float(np.mean(flips)) if flips else None}
     meta = {"corruption_table": perturb.table_for(ds.image_shape[0]), "perturbations": names,
             "n_images": len(test),
-            "severities": sevs, "seed": rc.seed, "mca_complete": met["teacher"]["mca_complete"],
+            "severities": sevs, "seed": rc.seed, "mca_complete": met[artifacts.TEACHER]["mca_complete"],
             "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,
                       "generated": sets.misses}}
     meta.update(training_meta(cfg.distill))
@@ -255,7 +255,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
         for mid, m in models.items():
             # white-box where the model is differentiable (torch), transfer from the torch student
             # for ONNX artifacts (onnxruntime has no gradients)
-            src = mid if mid in torch_models else "student_torch"
+            src = mid if mid in torch_models else artifacts.STUDENT_TORCH
             m["adversarial_source"] = "white-box" if src == mid else f"transfer:{src}"
             m["accuracy"]["adversarial"] = {}
             m["accuracy"]["adversarial_transfer"] = {s: {} for s in torch_models}
