@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__, artifacts
+from . import predictions as P
 from .config import BuildConfig
 from .data import Dataset, load_dataset
 from .distill import distill, resolve_device, train_teacher
@@ -145,11 +146,13 @@ def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Data
                           ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The teacher's logits on the training images (and on their mirror images when the student
     trains with flips), from the disk cache when the same teacher has seen the same images."""
+    from .losses import loss_spec
     from .robustness import cache_dir_from_config
     from .teachers import teacher_outputs
 
     n_cls = len(ds.classes)
-    if not cfg.distill.epochs or cfg.distill.loss == "ce" or cfg.distill.teacher_view == "same":
+    if not cfg.distill.epochs or not loss_spec(cfg.distill.loss).uses_teacher \
+            or cfg.distill.teacher_view == "same":
         # no cached soft targets needed (labels only, or the teacher runs on every batch)
         return np.zeros((len(ds.train), n_cls), np.float32), None, {"computed": 0, "from_cache": 0}
     cache = cache_dir_from_config(cfg.robustness.cache_dir) if cfg.distill.cache_teacher_outputs else None
@@ -206,7 +209,6 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     t0 = time.perf_counter()
     ds = load_dataset(cfg.data)
-    n_cls = len(ds.classes)
     stage("data", t0)
     say(f"data: {ds.name}, {len(ds.train)} train / {0 if ds.val is None else len(ds.val)} validation / "
         f"{len(ds.test)} test images of {ds.image_shape}; {len(ds.calib)} calibration images from "
@@ -224,19 +226,10 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     # 2. student by distillation, against teacher logits computed once
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.distill.seed)
-    s_opts = student_options(cfg, ds.image_shape[0])
-    student = Preprocessed(build_model(cfg.student.arch, n_cls, **s_opts), ds.mean, ds.std)
-    t_params, s_params = count_params(teacher.net), count_params(student.net)
-    check_compression(cfg, t_params, s_params)  # known only now for TorchScript / exported teachers
-    t1 = time.perf_counter()
-    logits, logits_flip, targets_rec = teacher_train_targets(cfg, teacher, teacher_rec, ds, device)
-    timings["teacher_outputs"] = round(time.perf_counter() - t1, 3)
-    training = distill(student, logits, ds.train, cfg.distill, device, progress, teacher=teacher,
-                       teacher_logits_hflip=logits_flip, val=ds.val)
-    student = student.cpu().eval()
-    save_checkpoint(student, cfg.student.arch, n_cls, out / artifacts.get(artifacts.STUDENT_TORCH).file,
-                    {"classes": ds.classes, "options": s_opts, "config": cfg.to_dict()})
+    student, dist = distill_stage(cfg, ds, teacher, teacher_rec, device, progress)
+    training, t_params, s_params = dist["training"], dist["teacher_params"], dist["student_params"]
+    timings["teacher_outputs"] = dist["teacher_outputs_s"]
+    save_student(cfg, ds, student, dist, out / artifacts.get(artifacts.STUDENT_TORCH).file)
     stage("distill", t0)
     say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
         f"teacher), {len(training['log'])} of {training['epochs']} epochs of {cfg.distill.loss} distillation"
@@ -247,15 +240,13 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     # 3. export + parity on held-out (calibration) images
     t0 = time.perf_counter()
     fp32 = out / artifacts.get(artifacts.STUDENT_FP32).file
-    export_rec = export_onnx(student, ds.calib.x, fp32, cfg.export.opset)
-    export_rec["parity"] = check_parity(student, fp32, ds.calib.x[:cfg.export.parity_samples],
-                                        cfg.export.parity_atol)
+    export_rec = export_stage(cfg, student, ds.calib.x, fp32)
     stage("export", t0)
 
     # 4. static INT8
     t0 = time.perf_counter()
     int8 = out / artifacts.get(artifacts.STUDENT_INT8).file
-    quant_rec = quantize_static_int8(fp32, int8, ds.calib.x, cfg.quantize)
+    quant_rec = quantize_stage(cfg, fp32, ds.calib.x, int8)
     stage("quantize", t0)
     say(f"exported {fp32.name} (max |logit diff| {export_rec['parity']['max_abs_logit_diff']:.2g}) "
         f"and {int8.name}")
@@ -267,50 +258,38 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     ort_rec = convert_to_ort(int8, ds.calib.x[:cfg.export.parity_samples])
     stage("ort_format", t0)
 
-    # 5. measure
+    # 5. measure: each measurement returns its records; the report assembles them
     t0 = time.perf_counter()
     in_memory = {artifacts.TEACHER: teacher, artifacts.STUDENT_TORCH: student}
     runners = {a.id: _runner(a, out, in_memory, device) for a in artifacts.build_models()}
-    models = {a.id: _describe_model(a, in_memory, teacher_rec, out, t_params, s_params, device)
-              for a in artifacts.build_models()}
-    models[artifacts.STUDENT_INT8]["ort_format"] = {"file": ort_rec["path"], "size_bytes": ort_rec["size_bytes"],
-                                            "operators_config": ort_rec["operators_config"],
-                                            "parity": ort_rec["parity"]}
-    bs = cfg.measure.eval_batch_size
-    preds = {mid: evaluate(r, ds.test.x, bs, progress, f"evaluate {mid}") for mid, r in runners.items()}
-    for mid, m in models.items():
-        m["accuracy"] = {"clean": accuracy(preds[mid], ds.test.y)}
-        m["agreement_with_teacher"] = {"clean": agreement(preds[mid], preds[artifacts.TEACHER])}
-    predictions = {"labels": ds.test.y.astype(np.int64)}
-    predictions.update({f"{mid}/clean": p for mid, p in preds.items()})
+    described = {a.id: _describe_model(a, in_memory, teacher_rec, out, t_params, s_params, device)
+                 for a in artifacts.build_models()}
+    described[artifacts.STUDENT_INT8]["ort_format"] = {
+        "file": ort_rec["path"], "size_bytes": ort_rec["size_bytes"],
+        "operators_config": ort_rec["operators_config"], "parity": ort_rec["parity"]}
+    clean_metrics, clean_preds = measure_clean(runners, ds.test.x, ds.test.y, cfg.measure.eval_batch_size,
+                                               progress)
+    predictions = {P.LABELS: ds.test.y.astype(np.int64), **{P.clean(m): p for m, p in clean_preds.items()}}
     stage("evaluate_clean", t0)
 
-    robustness_meta: dict = {}
+    sweep = None
     if cfg.robustness.enabled:
         from .robustness import run_sweep
 
         t0 = time.perf_counter()
-        robustness_meta = run_sweep(cfg, ds, runners, in_memory,
-                                    models, predictions, progress, say)
+        sweep = run_sweep(cfg, ds, runners, in_memory, clean_preds, progress, say)
+        predictions.update(sweep.predictions)
         stage("evaluate_perturbed", t0)
 
     t0 = time.perf_counter()
-    torch_threads = torch.get_num_threads()
-    for mid, r in runners.items():
-        models[mid]["latency_ms"] = measure_latency(r, ds.test.x[:1], cfg.measure.latency_runs,
-                                                    cfg.measure.warmup_runs, cfg.measure.threads)
-    torch.set_num_threads(torch_threads)
-    from .bench import memory_of  # peak RSS of a fresh numpy + onnxruntime process per artifact
-
-    for mid in MEMORY_MEASURED:
-        models[mid]["memory"] = memory_of(out / models[mid]["file"], cfg.measure.threads)
+    speed = measure_speed(runners, out, ds.test.x[:1], cfg.measure)
     stage("latency", t0)
 
     from .report import build_report, write_report_files
 
-    report = build_report(cfg, ds, models, robustness_meta, device,
-                          training_record(cfg, ds, teacher_rec, training))
-    np.savez_compressed(out / artifacts.PREDICTIONS, **predictions)
+    report = build_report(cfg, ds, [described, clean_metrics, sweep.models if sweep else {}, speed],
+                          sweep.meta if sweep else {}, device, training_record(cfg, ds, teacher_rec, training))
+    P.save(out / artifacts.PREDICTIONS, predictions)
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
     from .gate import evaluate_gate, format_table, write_gate_json
@@ -337,7 +316,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         "stages": {"teacher": teacher_rec,
                    "distill": {"loss": cfg.distill.loss, "epochs": cfg.distill.epochs,
                                "augment": cfg.distill.augment, "crop_flip": cfg.distill.crop_flip,
-                               "teacher_outputs": targets_rec, "log": training["log"],
+                               "teacher_outputs": dist["teacher_outputs"], "log": training["log"],
                                "kept": training["kept"], "epochs_run": training["epochs"]},
                    "export": export_rec, "quantize": quant_rec, "ort_format": ort_rec},
         "timings_s": timings,
@@ -349,6 +328,44 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     # written last: inside the partial folder, made visible whole by the final folder swap
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return BuildResult(out, report, manifest, exit_code, gate_text, timings)
+
+
+def distill_stage(cfg: BuildConfig, ds: Dataset, teacher, teacher_rec: dict, device: str,
+                  progress: bool) -> tuple[Preprocessed, dict]:
+    """The student distilled from ``teacher`` on ``ds.train`` (on the CPU, in eval mode) and its
+    record: ``training`` (epochs, log, kept epoch), the teacher's training targets, parameter counts."""
+    torch.manual_seed(cfg.distill.seed)
+    s_opts = student_options(cfg, ds.image_shape[0])
+    student = Preprocessed(build_model(cfg.student.arch, len(ds.classes), **s_opts), ds.mean, ds.std)
+    t_params, s_params = count_params(teacher.net), count_params(student.net)
+    check_compression(cfg, t_params, s_params)  # known only now for TorchScript / exported teachers
+    t1 = time.perf_counter()
+    logits, logits_flip, targets_rec = teacher_train_targets(cfg, teacher, teacher_rec, ds, device)
+    targets_s = round(time.perf_counter() - t1, 3)
+    training = distill(student, logits, ds.train, cfg.distill, device, progress, teacher=teacher,
+                       teacher_logits_hflip=logits_flip, val=ds.val)
+    return student.cpu().eval(), {"training": training, "teacher_outputs": targets_rec,
+                                  "teacher_outputs_s": targets_s, "options": s_opts,
+                                  "teacher_params": t_params, "student_params": s_params}
+
+
+def save_student(cfg: BuildConfig, ds: Dataset, student: Preprocessed, dist: dict, path: Path) -> None:
+    """student.pt: what ``edgekd eval`` / ``edgekd export`` rebuild the student from."""
+    save_checkpoint(student, cfg.student.arch, len(ds.classes), path,
+                    {"classes": ds.classes, "options": dist["options"], "config": cfg.to_dict()})
+
+
+def export_stage(cfg: BuildConfig, student: Preprocessed, calib: np.ndarray, path: Path) -> dict:
+    """``path`` (fp32 ONNX, uint8 NHWC in, logits out), parity-checked against the torch student on
+    the first ``export.parity_samples`` calibration images."""
+    rec = export_onnx(student, calib, path, cfg.export.opset)
+    rec["parity"] = check_parity(student, path, calib[:cfg.export.parity_samples], cfg.export.parity_atol)
+    return rec
+
+
+def quantize_stage(cfg: BuildConfig, fp32: Path, calib: np.ndarray, path: Path) -> dict:
+    """``path``: static INT8 of ``fp32``, calibrated on ``calib`` as ``[quantize]`` says."""
+    return quantize_static_int8(fp32, path, calib, cfg.quantize)
 
 
 def training_record(cfg: BuildConfig, ds: Dataset, teacher_rec: dict, training: dict) -> dict:
@@ -388,14 +405,39 @@ def _describe_model(a: artifacts.Artifact, in_memory: dict, teacher_rec: dict, o
     return rec
 
 
+def measure_clean(runners: dict, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                  progress: bool) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Every model on the clean test images: ``({id: {"accuracy": {"clean"}, "agreement_with_teacher":
+    {"clean"}}}, {id: predicted classes})``; agreement is with the teacher's predictions."""
+    preds = {mid: evaluate(r, images, batch_size, progress, f"evaluate {mid}") for mid, r in runners.items()}
+    metrics = {mid: {"accuracy": {"clean": accuracy(p, labels)},
+                     "agreement_with_teacher": {"clean": agreement(p, preds[artifacts.TEACHER])}}
+               for mid, p in preds.items()}
+    return metrics, preds
+
+
+def measure_speed(runners: dict, out: Path, sample: np.ndarray, mc) -> dict[str, dict]:
+    """``{id: {"latency_ms": ..., "memory": ...}}``: latency of every runner on ``sample`` (``mc`` is
+    the [measure] config), and peak memory of the artifacts measured in a fresh process."""
+    from .bench import memory_of  # peak RSS of a fresh numpy + onnxruntime process per artifact
+
+    torch_threads = torch.get_num_threads()
+    rec = {mid: {"latency_ms": measure_latency(r, sample, mc.latency_runs, mc.warmup_runs, mc.threads)}
+           for mid, r in runners.items()}
+    torch.set_num_threads(torch_threads)
+    for a in artifacts.memory_models():
+        rec[a.id]["memory"] = memory_of(out / a.file, mc.threads)
+    return rec
+
+
 def preflight(cfg: BuildConfig) -> None:
     """Check names, files and shapes the stages will need, so a mistake fails in a second, not after
     training: architectures and their options (and that they run at data.image_size), the
     compression ratio, the loss, the teacher's file, the data's files, the device."""
-    from .distill import LOSSES
+    from .losses import loss_names, loss_spec
     from .teachers import detect_format
 
-    LOSSES.get(cfg.distill.loss)
+    spec = loss_spec(cfg.distill.loss)  # ConfigError naming the methods if unknown
     for key, value in (("data.path", cfg.data.path), ("data.test_path", cfg.data.test_path)):
         if value and cfg.data.name in ("imagefolder", "npz") and not Path(value).exists():
             raise InputError(f"{key} = {value!r}: no such file or folder")
@@ -423,11 +465,12 @@ def preflight(cfg: BuildConfig) -> None:
                               f"(data.image_size): {str(e).splitlines()[0]}") from None
     if "teacher.arch" in params:
         check_compression(cfg, params["teacher.arch"], params["student.arch"])
-    if cfg.distill.loss in ("fitnets", "attention") and t_fmt in ("torchscript", "export"):
+    if spec.feature_layers and t_fmt in ("torchscript", "export"):
+        logit_methods = ", ".join(loss_names(uses_teacher=True, feature_layers=False))
         raise ConfigError(f"distill.loss = {cfg.distill.loss!r} matches the teacher's feature maps, "
                           f"which a {t_fmt} teacher cannot give (no forward hooks); use a state_dict "
-                          "teacher or a logit method (hinton, augmix_js, ard, rslad)")
-    if cfg.distill.loss in ("fitnets", "attention") and cfg.distill.feature_layers:
+                          f"teacher or a logit method ({logit_methods})")
+    if spec.feature_layers and cfg.distill.feature_layers:
         from .losses import check_layer_names
 
         check_layer_names(nets["student.arch"], nets.get("teacher.arch"), cfg.distill.feature_layers)

@@ -12,6 +12,7 @@ Schema (``schema_version`` 1) — documented in docs/report.md; later versions o
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -26,8 +27,30 @@ from .html_report import training_augment_text
 SCHEMA_VERSION = 1
 
 
-def build_report(cfg: BuildConfig, ds: Dataset, models: dict, robustness_meta: dict,
+def merge_records(parts: list[dict[str, dict]]) -> dict[str, dict]:
+    """``{id: record}`` tables merged key by key, nested tables too (later parts add fields; a
+    field measured twice is a bug)."""
+    def merge(into: dict, part: dict, where: str) -> None:
+        for k, v in part.items():
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                merge(into[k], v, f"{where}.{k}")
+            elif k in into:
+                raise ValueError(f"{where}.{k} measured twice")
+            else:
+                into[k] = copy.deepcopy(v)
+
+    out: dict[str, dict] = {}
+    for part in parts:
+        for mid, rec in part.items():
+            merge(out.setdefault(mid, {}), rec, mid)
+    return out
+
+
+def build_report(cfg: BuildConfig, ds: Dataset, model_records: list[dict[str, dict]], robustness_meta: dict,
                  teacher_device: str, training: dict | None = None) -> dict:
+    """report.json from the stages' records: ``model_records`` are ``{id: fields}`` tables (the
+    description, clean metrics, perturbed metrics, latency and memory), merged per model."""
+    models = merge_records(model_records)
     return {
         "schema_version": SCHEMA_VERSION,
         "edgekd_version": __version__,

@@ -28,12 +28,14 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from . import artifacts, perturb
+from . import predictions as P
 from .attacks import ATTACKS, craft
 from .data import Split
 from .harness import accuracy, evaluate
@@ -125,7 +127,7 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
                                   leave=False):
         for mid, r in runners.items():
-            out[f"{mid}/{name}/{sev}"] = evaluate(r, images, batch_size)
+            out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
     return out
 
 
@@ -140,7 +142,7 @@ def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons
     for src, attack, eps in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
         adv = craft(attack, sources[src], clean.x, clean.y, eps, steps, seed, batch_size)
         for mid, r in runners.items():
-            out[f"{mid}/adv_from/{src}/{attack}/{eps}"] = evaluate(r, adv, batch_size)
+            out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
     return out
 
 
@@ -151,14 +153,14 @@ def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], na
     full_mca = len(common) == len(perturb.COMMON) and len(severities) == 5
     res: dict[str, dict] = {}
     for mid in model_ids:
-        clean = preds[f"{mid}/clean"]
+        clean = preds[P.clean(mid)]
         acc, agree, flip = {}, {}, {}
         for n in names:
             acc[n], agree[n], flip[n] = [None] * 5, [None] * 5, [None] * 5
             for s in severities:
-                p = preds[f"{mid}/{n}/{s}"]
+                p = preds[P.perturbed(mid, n, s)]
                 acc[n][s - 1] = accuracy(p, labels)
-                agree[n][s - 1] = accuracy(p, preds[f"{teacher}/{n}/{s}"])
+                agree[n][s - 1] = accuracy(p, preds[P.perturbed(teacher, n, s)])
                 flip[n][s - 1] = float((p != clean).mean())
         cells = [acc[n][s - 1] for n in common for s in severities]
         res[mid] = {"acc": acc, "agree": agree, "flip": flip,
@@ -197,51 +199,64 @@ def training_meta(d) -> dict:
     them: ``augment_prob > 0``, or a method that makes its views from ``distill.augment``.
     ``training_augment`` says how batch-level corruption augmentation was applied (fraction, replace
     or append, target), None without it."""
-    method = LOSSES.get(d.loss) if d.epochs else None
-    sees_augment = bool(d.augment) and (d.augment_prob > 0 or getattr(method, "needs_views", False))
-    trained_on = perturb.resolve(d.augment) if method is not None and sees_augment else []
+    from .losses import spec_of  # the method's flags
+
+    spec = spec_of(LOSSES.get(d.loss)) if d.epochs else None  # None: the student was not trained
+    sees_augment = bool(d.augment) and (d.augment_prob > 0 or (spec is not None and spec.needs_views))
+    trained_on = perturb.resolve(d.augment) if spec is not None and sees_augment else []
     return {"training_method": d.loss if d.epochs else None,
             "training_perturbations": trained_on,
             "training_augment": ({"prob": d.augment_prob, "mode": d.augment_mode, "target": d.augment_target}
-                                 if method is not None and batch_augmentation_on(d) else None),
+                                 if spec is not None and batch_augmentation_on(d) else None),
             "training_overlaps_evaluation": [n for n in trained_on if n in perturb.COMMON],
             "training_adversarial": ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
                                       "step_size_255": d.adv_step_size}
-                                     if d.loss in ("ard", "rslad") and d.epochs else None)}
+                                     if spec is not None and spec.adversarial else None)}
 
 
-def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predictions: dict,
-              progress: bool, say) -> dict:
-    """The build's perturbed-input stage: fills ``models[...]`` and ``predictions``; returns what
-    was run (for report.json's ``robustness`` section)."""
+@dataclass
+class SweepResult:
+    """What the perturbed-input stage measured: report.json's ``robustness`` section (``meta``), each
+    model's perturbed metrics (merged into ``models[id]`` by the report) and the predictions."""
+
+    meta: dict
+    models: dict[str, dict]
+    predictions: dict[str, np.ndarray]
+
+
+def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str, np.ndarray],
+              progress: bool, say) -> SweepResult:
+    """The build's perturbed-input stage: every model on every perturbed set and adversarial
+    examples; ``clean_preds[id]`` are the models' predictions on the whole clean test split."""
     rc = cfg.robustness
     names = perturb.resolve(rc.perturbations)
     sevs = sorted(set(rc.severities))
     test, index = sweep_subset(ds.test, rc.max_images, rc.seed)
+    predictions: dict[str, np.ndarray] = {}
     if index is not None:
-        predictions["sweep_index"] = index
+        predictions[P.SWEEP_INDEX] = index
     sets = PerturbedSets(test, rc.seed, cache_dir_from_config(rc.cache_dir))
     bs = cfg.measure.eval_batch_size
     predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress))
     corr = [n for n in names if perturb.PERTURBATIONS.get(n).family != "missing"]
     missing = [n for n in names if n not in corr]
-    on_subset = dict(predictions)
-    if index is not None:  # clean predictions on the same images, for flip rates
-        on_subset.update({f"{m}/clean": predictions[f"{m}/clean"][index] for m in runners})
+    on_subset = dict(predictions)  # clean predictions on the same images, for flip rates
+    on_subset.update({P.clean(m): clean_preds[m] if index is None else clean_preds[m][index] for m in runners})
     met = corruption_metrics(on_subset, test.y, list(runners), names, sevs)
-    for mid, m in models.items():
+    models: dict[str, dict] = {}
+    for mid in runners:
         r = met[mid]
-        m["accuracy"]["corruptions"] = {n: r["acc"][n] for n in corr}
-        m["accuracy"]["missing"] = {n: r["acc"][n] for n in missing}
-        m["accuracy"]["mca"] = r["mca"]
-        m["agreement_with_teacher"]["corruptions"] = {n: r["agree"][n] for n in names}
-        vals = [v for n in corr for v in r["agree"][n] if v is not None]
-        m["agreement_with_teacher"]["mean_corrupted"] = float(np.mean(vals)) if vals else None
+        agree = [v for n in corr for v in r["agree"][n] if v is not None]
         flips = [v for n in corr for v in r["flip"][n] if v is not None]
-        m["robustness"] = {"ce": r["ce"], "relative_ce": r["relative_ce"], "mce": r["mce"],
+        models[mid] = {
+            "accuracy": {"corruptions": {n: r["acc"][n] for n in corr},
+                         "missing": {n: r["acc"][n] for n in missing}, "mca": r["mca"]},
+            "agreement_with_teacher": {"corruptions": {n: r["agree"][n] for n in names},
+                                       "mean_corrupted": float(np.mean(agree)) if agree else None},
+            "robustness": {"ce": r["ce"], "relative_ce": r["relative_ce"], "mce": r["mce"],
                            "relative_mce": r["relative_mce"], "retention": r["retention"],
                            "flip_rate": {n: r["flip"][n] for n in names},
-                           "mean_flip_rate": float(np.mean(flips)) if flips else None}
+                           "mean_flip_rate": float(np.mean(flips)) if flips else None}}
     meta = {"corruption_table": perturb.table_for(ds.image_shape[0]), "perturbations": names,
             "n_images": len(test),
             "severities": sevs, "seed": rc.seed, "mca_complete": met[artifacts.TEACHER]["mca_complete"],
@@ -257,23 +272,22 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, models: dict, predicti
             # for ONNX artifacts (onnxruntime has no gradients)
             src = mid if mid in torch_models else artifacts.STUDENT_TORCH
             m["adversarial_source"] = "white-box" if src == mid else f"transfer:{src}"
-            m["accuracy"]["adversarial"] = {}
-            m["accuracy"]["adversarial_transfer"] = {s: {} for s in torch_models}
+            white = m["accuracy"]["adversarial"] = {}
+            transfer = m["accuracy"]["adversarial_transfer"] = {s: {} for s in torch_models}
             for attack in ATTACKS:
-                m["accuracy"]["adversarial"][attack] = {}
+                white[attack] = {}
                 for s in torch_models:
-                    m["accuracy"]["adversarial_transfer"][s][attack] = {}
+                    transfer[s][attack] = {}
                 for eps in rc.epsilons:
                     for s in torch_models:
-                        p = adv[f"{mid}/adv_from/{s}/{attack}/{eps}"]
-                        m["accuracy"]["adversarial_transfer"][s][attack][str(eps)] = accuracy(p, test.y)
-                    p = adv[f"{mid}/adv_from/{src}/{attack}/{eps}"]
-                    predictions[f"{mid}/adv/{attack}/{eps}"] = p
-                    m["accuracy"]["adversarial"][attack][str(eps)] = accuracy(p, test.y)
+                        transfer[s][attack][str(eps)] = accuracy(adv[P.adversarial_from(mid, s, attack, eps)], test.y)
+                    p = adv[P.adversarial_from(mid, src, attack, eps)]
+                    predictions[P.adversarial(mid, attack, eps)] = p
+                    white[attack][str(eps)] = accuracy(p, test.y)
         meta["adversarial"] = {"attacks": list(ATTACKS), "epsilons_255": rc.epsilons,
                                "pgd_steps": rc.pgd_steps, "pgd_step_size": "epsilon / 4",
                                "sources": list(torch_models)}
     say(f"robustness: {len(names)} perturbations x {len(sevs)} severities "
         f"({sets.misses} sets generated, {sets.hits} from cache)"
         + (f", FGSM/PGD at eps {rc.epsilons}/255" if rc.adversarial else ""))
-    return meta
+    return SweepResult(meta, models, predictions)

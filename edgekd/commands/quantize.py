@@ -1,0 +1,52 @@
+"""edgekd quantize: fp32 ONNX -> static INT8 ONNX, calibrated on the data's calibration images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "quantise an fp32 ONNX model to static INT8 (the build's quantize stage)"
+DESCRIPTION = """\
+Quantise MODEL (an fp32 ONNX file taking uint8 NHWC images, e.g. from `edgekd export`) to static
+INT8 with onnxruntime.quantization exactly as `edgekd build` does, calibrated on the calibration
+images of the data and with the [quantize] options of -c CONFIG, else of the build MODEL sits in,
+else the defaults. Then report the INT8 model's agreement with MODEL on those images."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="fp32 ONNX model")
+    p.add_argument("-c", "--config", help="build config whose [data] / [quantize] sections to use")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set quantize.activation_type=\"int8\"")
+    p.add_argument("-o", "--out", default="student.int8.onnx", help="ONNX file to write (default: student.int8.onnx)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import load_dataset
+    from ..errors import InputError
+    from ..files import check_regular
+    from ..harness import agreement, evaluate
+    from ..pipeline import quantize_stage
+    from ..runtimes import RUNTIMES
+    from ._stage import config_for, stored_config, write_output
+
+    path = check_regular(args.model, "model")
+    if path.suffix != ".onnx":
+        raise InputError(f"{path}: expected an fp32 .onnx model")
+    fp32 = RUNTIMES.get("onnxruntime")(path)  # one sentence if onnxruntime cannot load it
+    cfg = config_for(path, args.config, args.overrides, stored_config(path))
+    ds = load_dataset(cfg.data)
+    calib = ds.calib.x
+    try:
+        ref = evaluate(fp32, calib)
+    except Exception as e:  # wrong input shape / dtype for this model
+        raise InputError(f"{path}: cannot run on {ds.name} images {ds.image_shape} uint8 NHWC "
+                         f"({str(e).splitlines()[0][:160]})") from None
+    out = Path(args.out)
+    write_output(out, (".onnx",), lambda tmp: quantize_stage(cfg, path, calib, tmp))
+    agree = agreement(evaluate(RUNTIMES.get("onnxruntime")(out), calib), ref)
+    q = cfg.quantize
+    print(f"{out}: static INT8 ({q.activation_type} activations, {q.calibrate_method} calibration on "
+          f"{len(calib)} {ds.name} images), {out.stat().st_size:,} bytes (fp32 {path.stat().st_size:,}); "
+          f"same class as {path.name} on {100 * agree:.1f}% of the calibration images")
+    return 0
