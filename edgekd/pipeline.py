@@ -285,7 +285,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     speed = measure_speed(runners, out, ds.test.x[:1], cfg.measure)
     stage("latency", t0)
 
-    from .report import build_report, write_report_files
+    from .report import build_report
 
     report = build_report(cfg, ds, [described, clean_metrics, sweep.models if sweep else {}, speed],
                           sweep.meta if sweep else {}, device, training_record(cfg, ds, teacher_rec, training))
@@ -366,6 +366,17 @@ def export_stage(cfg: BuildConfig, student: Preprocessed, calib: np.ndarray, pat
 def quantize_stage(cfg: BuildConfig, fp32: Path, calib: np.ndarray, path: Path) -> dict:
     """``path``: static INT8 of ``fp32``, calibrated on ``calib`` as ``[quantize]`` says."""
     return quantize_static_int8(fp32, path, calib, cfg.quantize)
+
+
+def write_report_files(out: Path, report: dict, gate_text: str) -> None:
+    """report.json, report.md and report.html of a build (after its gate.json)."""
+    from .html_report import load_gate, render_html
+    from .report import render_markdown, report_json
+
+    (out / artifacts.REPORT_JSON).write_text(report_json(report))
+    (out / artifacts.REPORT_MD).write_text(render_markdown(report, gate_text))
+    (out / artifacts.REPORT_HTML).write_text(render_html(report, load_gate(out / artifacts.GATE_JSON)),
+                                                encoding="utf-8")
 
 
 def training_record(cfg: BuildConfig, ds: Dataset, teacher_rec: dict, training: dict) -> dict:

@@ -15,14 +15,12 @@ from __future__ import annotations
 import copy
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .config import BuildConfig
 from .data import Dataset
-from .html_report import training_augment_text
 
 SCHEMA_VERSION = 1
 
@@ -44,6 +42,10 @@ def merge_records(parts: list[dict[str, dict]]) -> dict[str, dict]:
         for mid, rec in part.items():
             merge(out.setdefault(mid, {}), rec, mid)
     return out
+
+
+def report_json(report: dict) -> str:
+    return json.dumps(report, indent=2) + "\n"
 
 
 def build_report(cfg: BuildConfig, ds: Dataset, model_records: list[dict[str, dict]], robustness_meta: dict,
@@ -141,22 +143,21 @@ def training_text(report: dict) -> str:
     return " ".join(parts)
 
 
+def training_augment_text(rob: dict) -> str:
+    """', on 25 % of each batch, appended (soft target: the teacher on the clean image)', or ''."""
+    aug = rob.get("training_augment")
+    if not aug:
+        return ""
+    how = "appended to the clean batch" if aug["mode"] == "append" else "in place of the clean images"
+    return (f", on {100 * aug['prob']:g} % of each batch, {how} (soft target: the teacher on the "
+            f"{aug['target']} image)")
+
+
 def _first_latency(report: dict) -> dict:
     for m in report["models"].values():
         if "latency_ms" in m:
             return m["latency_ms"]
     return {}
-
-
-def write_report_files(out: Path, report: dict, gate_text: str = "", gate: dict | None = None) -> None:
-    """report.json, report.md and report.html; ``gate`` (gate.json's dict) defaults to
-    ``out/gate.json`` when that file exists (the build writes it first)."""
-    from .html_report import load_gate, render_html
-
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(render_markdown(report, gate_text))
-    (out / "report.html").write_text(render_html(report, gate if gate is not None else load_gate(out / "gate.json")),
-                                     encoding="utf-8")
 
 
 def _f(v) -> str:
