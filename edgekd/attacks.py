@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from .registry import Registry
 
+ATTACK_FNS: Registry = Registry("attack")  # each attack registers below, where it is defined
+
 
 def _grad(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
@@ -27,10 +29,12 @@ def _grad(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return g
 
 
+@ATTACK_FNS.register("fgsm")
 def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **_) -> torch.Tensor:
     return (x + eps * _grad(model, x, y).sign()).clamp(0, 255)
 
 
+@ATTACK_FNS.register("pgd")
 def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
         gen: torch.Generator) -> torch.Tensor:
     step = eps / 4
@@ -58,7 +62,4 @@ def craft(attack: str, model: torch.nn.Module, images: np.ndarray, labels: np.nd
     return np.concatenate(out)
 
 
-ATTACK_FNS: Registry = Registry("attack")
-ATTACK_FNS.add("fgsm", fgsm)
-ATTACK_FNS.add("pgd", pgd)
 ATTACKS = tuple(ATTACK_FNS.names())  # ("fgsm", "pgd"), in registration order

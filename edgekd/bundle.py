@@ -6,8 +6,9 @@
 
 Layout of a bundle::
 
-    run.py          edgekd/_ortbench.py verbatim: latency + memory per model (each in a fresh
-                    process) and accuracy / agreement with the teacher on the evaluation set
+    run.py          edgekd/_ortbench.py (the device runner) verbatim: latency + memory per model
+                    (each in a fresh process) and accuracy / agreement with the teacher on the
+                    evaluation set
     bundle.json     what is inside: profile, models (sha256, the build's accuracy on the same
                     images), evaluation sets, the build it came from
     device.json     the device profile
@@ -208,14 +209,15 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
 def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, max_images: int,
                   perturbations: tuple[str, ...], severity: int) -> dict:
     """Fill the folder ``tmp`` (holding an empty models/) with the bundle; returns bundle.json's record."""
-    from .gate import _load_npz
+    from . import _ortbench
+    from .gate import load_npz
     from .runtimes import OrtRunner
 
     report, manifest = (read_json(out_dir / name, f"{out_dir / name} is missing: {out_dir} is not an "
                                   "edgekd artifact directory") for name in ("report.json", "manifest.json"))
     if not (out_dir / "predictions.npz").is_file():
         raise InputError(f"{out_dir / 'predictions.npz'} is missing; the bundle's teacher predictions come from it")
-    preds = _load_npz(out_dir / "predictions.npz")
+    preds = load_npz(out_dir / "predictions.npz")
     shape = (report.get("dataset") or {}).get("image_shape") or [None]
     if shape[0] != profile.input_size:
         raise ConfigError(f"device profile {profile.name}: input_size = {profile.input_size}, but "
@@ -247,7 +249,7 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, max_images: 
                        "primary": mid == profile.model_id, "size_bytes": dest.stat().st_size,
                        "sha256": sha256_file(dest), "build_accuracy": build_acc})
     np.savez_compressed(tmp / "eval.npz", **arrays)
-    shutil.copyfile(Path(__file__).with_name("_ortbench.py"), tmp / "run.py")
+    shutil.copyfile(_ortbench.__file__, tmp / "run.py")  # the device runner, verbatim
     prof = profile.to_dict()
     write_text(tmp / "device.json", json.dumps(prof, indent=2) + "\n")
     rec = {"format": BUNDLE_FORMAT, "version": 1, "edgekd_version": __version__,

@@ -14,22 +14,21 @@ repository lists them too. Unknown sections or keys, wrong types and out-of-rang
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 from .errors import ConfigError
+from .fields import check_table
+from .fields import spec as field_spec
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
         max: float | None = None) -> Any:
-    """A config field: default, one-line help, optional choices and numeric bounds."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    """A config field: default, one-line help, optional choices and numeric bounds (its rules are
+    :func:`edgekd.fields.spec`'s, checked by :func:`edgekd.fields.check_table`)."""
+    return field_spec(default, help, choices=choices, min=min, max=max)
 
 
 @dataclass
@@ -119,6 +118,25 @@ class StudentConfig:
                                  min=1.0)
 
 
+class _LossNames:
+    """``distill.loss``'s choices: the names of the loss registry (``losses.LOSSES``), read when a
+    value is checked (losses.py imports this module, so it cannot be imported here at load time)."""
+
+    def _names(self) -> list[str]:
+        from .losses import LOSSES
+
+        return LOSSES.names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+
 @dataclass
 class DistillConfig:
     loss: str = opt("hinton", "distillation method (see `edgekd models`, docs/distill.md): hinton "
@@ -129,7 +147,7 @@ class DistillConfig:
                     "views perturbed with distill.augment), ard (Goldblum 2020: KD on PGD examples of "
                     "the student + CE), rslad (Zi 2021: teacher soft labels on clean and PGD inputs, "
                     "T = 1, no labels)",
-                    choices=("hinton", "ce", "fitnets", "attention", "augmix_js", "ard", "rslad"))
+                    choices=_LossNames())
     epochs: int = opt(12, "student training epochs; 0 leaves the student untrained", min=0)
     temperature: float = opt(4.0, "softmax temperature T of the soft targets", min=1e-3)
     alpha: float = opt(0.9, "weight of the soft-target term; 1 - alpha weighs hard-label CE",
@@ -272,43 +290,6 @@ class BuildConfig:
 SECTIONS = {f.name: f for f in dataclasses.fields(BuildConfig)}
 
 
-def _check_value(where: str, key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
-    meta = f.metadata
-    origin = get_origin(hint)
-    if origin is list:
-        (item_t,) = get_args(hint)
-        if not isinstance(value, list):
-            value = [value]
-        return [_check_scalar(where, key, v, item_t, meta) for v in value]
-    return _check_scalar(where, key, value, hint, meta)
-
-
-def _check_scalar(where: str, key: str, value: Any, typ: type, meta: Any) -> Any:
-    bad = ConfigError(f"{where}: {key} must be {typ.__name__}, got {value!r}")
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise bad
-    elif typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-    elif typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
-    elif typ is str:
-        if not isinstance(value, str):
-            raise bad
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{where}: {key} = {value!r} is not one of {', '.join(meta['choices'])}")
-    if meta.get("min") is not None and value < meta["min"]:
-        raise ConfigError(f"{where}: {key} = {value!r} is below its minimum {meta['min']}")
-    if meta.get("max") is not None and value > meta["max"]:
-        raise ConfigError(f"{where}: {key} = {value!r} is above its maximum {meta['max']}")
-    return value
-
-
 def from_dict(raw: dict, where: str = "config") -> BuildConfig:
     """Validate a nested dict (as read from TOML) into a :class:`BuildConfig`."""
     cfg = BuildConfig()
@@ -321,20 +302,15 @@ def from_dict(raw: dict, where: str = "config") -> BuildConfig:
             cfg.gate = dict(body)  # validated by gate.load_policy, which owns its schema
             continue
         target = getattr(cfg, section)
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        hints = get_type_hints(type(target))
-        for key, value in body.items():
-            if key not in fields:
-                raise ConfigError(f"{where}: unknown key {section}.{key}; valid keys of "
-                                  f"[{section}]: {', '.join(fields)}")
-            checked = _check_value(where, f"{section}.{key}", value, fields[key], hints[key])
-            setattr(target, key, checked)
+        for key, value in check_table(body, type(target), where, section).items():
+            setattr(target, key, value)
     _cross_checks(cfg, where)
     return cfg
 
 
 def _cross_checks(cfg: BuildConfig, where: str) -> None:
     from . import perturb  # the registry of perturbation names
+    from .losses import loss_spec  # the flags of each distillation method
 
     try:
         perturb.resolve(cfg.robustness.perturbations)
@@ -349,7 +325,8 @@ def _cross_checks(cfg: BuildConfig, where: str) -> None:
                           "the extras, noise, occlusion or dropout, or set "
                           "distill.allow_eval_corruptions = true")
     d = cfg.distill
-    if d.loss in ("fitnets", "attention") and d.epochs and not d.feature_layers:
+    spec = loss_spec(d.loss)
+    if spec.feature_layers and d.epochs and not d.feature_layers:
         raise ConfigError(f"{where}: distill.loss = {d.loss!r} needs distill.feature_layers, pairs "
                           "'student_module:teacher_module' (e.g. [\"6:6\", \"10:10\"] for the digits "
                           "models)")
@@ -360,8 +337,8 @@ def _cross_checks(cfg: BuildConfig, where: str) -> None:
     if d.select == "perturbed" and not d.augment:
         raise ConfigError(f"{where}: distill.select = 'perturbed' scores epochs on validation images "
                           "perturbed with distill.augment, which is empty; use 'clean' or 'last'")
-    if d.loss == "augmix_js" and not d.augment:
-        raise ConfigError(f"{where}: distill.loss = 'augmix_js' makes its augmented views from "
+    if spec.needs_views and not d.augment:
+        raise ConfigError(f"{where}: distill.loss = {d.loss!r} makes its augmented views from "
                           "distill.augment, which is empty")
     t = cfg.teacher
     if len(t.mean) != len(t.std) or len(t.mean) not in (0, 3) or any(v <= 0 for v in t.std):

@@ -2,7 +2,7 @@
 
     report = merge_device_results(Path("edgekd-out"), Path("results.json"))
     report["device_runs"][-1]["models"]["student_int8_ort"]["latency_ms"]["p90"]   # -> 3.2
-    checks = device_run_checks(report, "report.json", [load_profile("rpi4")])      # gate.Check list
+    edgekd.gate.device_run_checks(report, "report.json", [load_profile("rpi4")])   # its budget checks
 
 A results file is validated whole against :data:`RESULTS_SCHEMA` (types, ranges, finite numbers,
 p50 <= p90 <= p99) before anything is used or written; an error names the file and the field
@@ -14,20 +14,21 @@ twice is harmless) and rewrites report.json and report.md (and, from ``edgekd re
 report.html) through :func:`edgekd.files.replace_build_files`: each file atomically, then the build's
 manifest.json, last, with the new files' sha256, so the build never contradicts its manifest.
 
-The gate checks every device run against budgets: by default those of the profile recorded in the
-run (the profile the bundle was made for); ``edgekd gate OUT --device PROFILE`` checks the runs of
-that profile against the given profile's budgets instead (e.g. an edited copy of the file).
+The gate checks every device run against budgets (:func:`edgekd.gate.device_run_checks`, which
+reads the ``device_runs`` entries this module writes): by default those of the profile recorded in
+the run (the profile the bundle was made for); ``edgekd gate OUT --device PROFILE`` checks the runs
+of that profile against the given profile's budgets instead (e.g. an edited copy of the file).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from .device_profiles import PROFILE_NAME, DeviceProfile, profile_from_dict
+from .device_profiles import PROFILE_NAME, profile_from_dict
 from .errors import EdgekdError, InputError
+from .fields import get_path, is_number, show_value
 from .files import read_document, read_json, replace_build_files
 
 RESULTS_FORMAT = "edgekd-device-results"
@@ -40,10 +41,6 @@ _ORDERED = ("min", "p50", "p90", "p95", "p99", "max")  # each at most the next
 # ---------------------------------------------------------------------------------------------
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -54,8 +51,8 @@ _KINDS = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "count": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
     "int0": (lambda v: _int(v) and v >= 0, "a whole number >= 0"),
-    "num0": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
-    "frac": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+    "num0": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+    "frac": (lambda v: is_number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
 }
 
 # A spec is a leaf kind (above), a dict (an object with these keys; "key?" may be missing or null,
@@ -86,20 +83,11 @@ RESULTS_SCHEMA = {
 }
 
 
-def _show(v: Any) -> str:
-    if isinstance(v, dict):
-        return "an object"
-    if isinstance(v, list):
-        return "a list"
-    text = json.dumps(v) if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def check_schema(value: Any, spec: Any, where: str, path: str = "") -> None:
     """Walk ``value`` against ``spec`` (see RESULTS_SCHEMA); the first mismatch is an InputError
     ``WHERE: PATH must be ..., got ...``."""
     def fail(what: str) -> None:
-        raise InputError(f"{where}: {path or 'the document'} must be {what}, got {_show(value)}")
+        raise InputError(f"{where}: {path or 'the document'} must be {what}, got {show_value(value)}")
 
     if isinstance(spec, dict):
         if not isinstance(value, dict):
@@ -222,7 +210,7 @@ def merged_files(out_dir: Path, results_paths: list[Path]) -> tuple[dict, dict[P
     for entry in entries:
         same = (entry["profile"], entry["created"], entry["device"].get("node"))
         runs = [r for r in runs
-                if (r.get("profile"), r.get("created"), _get(r, "device.node")) != same] + [entry]
+                if (r.get("profile"), r.get("created"), get_path(r, "device.node")) != same] + [entry]
     report = {**report, "device_runs": runs}
     files = {report_path: json.dumps(report, indent=2) + "\n"}
     md = out_dir / "report.md"
@@ -278,66 +266,11 @@ def device_runs_markdown(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------
-# gate
-# ---------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # device_run_checks is the gate's (edgekd.gate.device_run_checks); found here too for callers
+    # of this module, imported only when asked for (the gate loads scipy)
+    if name == "device_run_checks":
+        from .gate import device_run_checks
 
-_BUDGETS = {  # budget key -> (path in a device run's model, unit, check name)
-    "max_latency_p90_ms": ("latency_ms.p90", "ms", "on-device latency p90"),
-    "max_size_bytes": ("size_bytes", "bytes", "model file size"),
-    "max_peak_memory_bytes": ("memory.peak_rss_bytes", "bytes", "on-device peak memory (RSS)"),
-}
-
-
-def _get(node: Any, path: str) -> Any:
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def device_run_checks(report: dict, label: str, profiles: list[DeviceProfile] | None = None) -> list:
-    """Budget checks of the report's device runs (``gate.Check`` objects).
-
-    ``profiles`` None: every run against the budgets recorded with it. Otherwise each profile's
-    runs against that profile's budgets; a profile without a run is an input error.
-    """
-    from .gate import Check
-
-    runs = report.get("device_runs") or []
-    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-        raise InputError(f"{label}: device_runs must be a list of objects")
-    if profiles is None:
-        jobs = [(r, r.get("profile_budgets") or {}, r.get("primary_model")) for r in runs]
-    else:
-        jobs = []
-        for p in profiles:
-            mine = [r for r in runs if r.get("profile") == p.name]
-            if not mine:
-                have = sorted({str(r.get("profile")) for r in runs}) or ["none"]
-                raise InputError(f"{label}: no device run of profile {p.name!r} (device runs: "
-                                 f"{', '.join(have)}); run `edgekd bundle --device {p.name}` on the device "
-                                 "and merge its results with `edgekd report OUT --device-results`")
-            budgets = {k: getattr(p.budgets, k) for k in _BUDGETS}
-            jobs += [(r, budgets, p.model_id) for r in mine]
-    checks = []
-    for run, budgets, model in jobs:
-        name = run.get("profile")
-        m = (run.get("models") or {}).get(model)
-        if m is None:
-            raise InputError(f"{label}: the device run of {name} has no model {model} (it has "
-                             f"{', '.join(run.get('models') or [])}); make the bundle with that profile")
-        for key, (path, unit, what) in _BUDGETS.items():
-            limit = budgets.get(key)
-            if limit is None or limit is False:
-                continue
-            value = _get(m, path)
-            if not _num(value) or value < 0:
-                raise InputError(f"{label}: device run {name} model {model} has no valid {path} (a "
-                                 f"finite number >= 0, got {_show(value)}), which the budget {key} needs")
-            dev = run.get("device") or {}
-            checks.append(Check(f"device.{name}.{model}.{key.removeprefix('max_')}", what, f"{model}@{name}",
-                                path, float(value), None, float(limit), "<=", value <= limit,
-                                f"measured on {dev.get('machine')} {dev.get('cpu_model', '')} "
-                                f"({run.get('created')}, {run.get('threads')} threads): {path} = {value:g}, "
-                                f"budget {key} = {limit:g}", unit=unit))
-    return checks
+        return device_run_checks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

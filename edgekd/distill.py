@@ -29,7 +29,9 @@ from .losses import (
     is_step_method,
     make_regressors,
     parse_layer_pairs,
+    spec_of,
 )
+from .models import predict_logits
 from .training import BestEpoch, Progress, Recipe, make_optimizer
 
 __all__ = ["LOSSES", "crop_flip_batch", "distill", "make_augmenter", "predict_logits", "resolve_device",
@@ -47,15 +49,6 @@ def resolve_device(name: str) -> str:
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
     return list(torch.randperm(n, generator=gen).split(batch_size))
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: np.ndarray, device: str, batch_size: int = 512) -> np.ndarray:
-    """Logits of a torch model over uint8 NHWC images, batched, in eval mode."""
-    model.eval()
-    out = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu()
-           for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def train_teacher(model: nn.Module, train: Split, cfg: TeacherConfig, device: str,
@@ -146,7 +139,7 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
                                   "the perturbed images; pass teacher= or use 'clean'")
             retarget = teacher
     consistent = None
-    if cfg.teacher_view == "same" and cfg.loss != "ce":
+    if cfg.teacher_view == "same" and spec_of(loss_fn).uses_teacher:
         if teacher is None:
             raise ConfigError("distill.teacher_view = 'same' runs the teacher on every batch; pass "
                               "teacher= or use 'cached'")
@@ -164,19 +157,20 @@ def distill(student: nn.Module, teacher_logits: np.ndarray, train: Split, cfg: D
 def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: Split,
                   cfg: DistillConfig, device: str):
     """The per-batch function of a step method, and its trainable extra module (or None)."""
-    if method.needs_teacher and teacher is None:
+    spec = spec_of(method)
+    if spec.needs_teacher and teacher is None:
         raise ValueError(f"distill.loss = {cfg.loss!r} needs the teacher module (distill(teacher=...))")
     taps = aux = views = None
-    if method.feature_layers:
+    if spec.feature_layers:
         if not cfg.feature_layers:
             raise ConfigError(f"distill.loss = {cfg.loss!r} needs distill.feature_layers "
                               "(pairs 'student_module:teacher_module')")
         student.to(device)
         taps = FeatureTaps(student, teacher, parse_layer_pairs(cfg.feature_layers))
         channels = taps.channels(student, teacher, torch.from_numpy(train.x[:2]).to(device))
-        if cfg.loss == "fitnets":
+        if spec.regressors:
             aux = make_regressors(channels).to(device)
-    if method.needs_views:
+    if spec.needs_views:
         if not cfg.augment:
             raise ConfigError(f"distill.loss = {cfg.loss!r} needs perturbations in distill.augment "
                               "to make its augmented views")

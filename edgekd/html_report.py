@@ -23,6 +23,7 @@ from typing import Any
 from .artifacts import STUDENT_INT8, TEACHER, all_artifacts
 from .errors import InputError
 from .files import read_json
+from .report import training_augment_text, training_text
 
 FAMILIES: dict[str, tuple[str, ...]] = {  # the 15 common corruptions of perturb.COMMON, as in ImageNet-C
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
@@ -275,7 +276,7 @@ def _gate_html(gate: dict | None) -> str:
     if not gate:
         return ('<section id="verdict" class="verdict none" data-verdict="none">Gate: not run '
                 '(no gate.json beside report.json)</section>')
-    from .gate import _fmt as fmt_check
+    from .gate import format_check as fmt_check
 
     verdict = str(gate.get("verdict", "?"))
     checks = [c for c in gate.get("checks", []) if isinstance(c, dict)]
@@ -346,16 +347,6 @@ def _no_plots_note() -> str:
     return f'<p class="note" id="no-plots">Plots are not shown: {_e(PLOTS_HINT)}.</p>'
 
 
-def training_augment_text(rob: dict) -> str:
-    """', on 25 % of each batch, appended (soft target: the teacher on the clean image)', or ''."""
-    aug = rob.get("training_augment")
-    if not aug:
-        return ""
-    how = "appended to the clean batch" if aug["mode"] == "append" else "in place of the clean images"
-    return (f", on {100 * aug['prob']:g} % of each batch, {how} (soft target: the teacher on the "
-            f"{aug['target']} image)")
-
-
 def _training_html(rob: dict | None) -> str:
     """How the student was trained: method, perturbations (flagged if they overlap the evaluated
     corruptions, which inflates the robustness figures) and adversarial training."""
@@ -382,8 +373,6 @@ def _training_html(rob: dict | None) -> str:
 
 def _selection_html(report: dict) -> str:
     """The recipe, the kept epoch and why, the teacher against chance (report.training_text)."""
-    from .report import training_text
-
     text = training_text(report)
     return f'<p id="selection">{_e(text).replace("**", "")}</p>' if text else ""
 

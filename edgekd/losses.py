@@ -12,6 +12,11 @@ Two kinds of entries share ``LOSSES`` (``distill.loss`` picks one):
   pass (adversarial examples, augmented views) or the teacher's feature maps, so they run the
   models themselves. :func:`is_step_method` tells them apart.
 
+What a method needs is a :class:`LossSpec` of flags given where it registers (:func:`logit_loss`,
+:func:`step_method`) and read with :func:`loss_spec`: config validation, the build's preflight, the
+training loop and the report ask the flags, never the name, so a new method registered here with
+its flags is accepted everywhere (``distill.loss``'s choices are this registry's names).
+
 The formulas are also plain functions (``kd_term``, ``hint_loss``, ``attention_transfer_loss``,
 ``js_consistency``, ``ard_loss``, ``rslad_loss``, ``pgd_kl``) so tests pin their values.
 KL(p || q) below is sum_k p_k log(p_k / q_k), averaged over the batch (PyTorch's
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +43,64 @@ if TYPE_CHECKING:
 
 LossFn = Callable[..., Any]
 LOSSES: Registry[LossFn] = Registry("distillation loss")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What a distillation method needs, as flags on its registered entry (``fn.spec``)."""
+
+    step: bool = False            # a step method (ctx) -> (loss, logits), else (s, t, y, cfg) -> loss
+    uses_teacher: bool = True     # False: labels only, no soft targets (none computed or cached)
+    needs_teacher: bool = False   # runs the teacher module itself on every batch
+    feature_layers: bool = False  # matches feature maps: needs distill.feature_layers, forward hooks
+    regressors: bool = False      # trains extra modules (FitNets' 1x1 regressors) with the student
+    needs_views: bool = False     # makes its own perturbed views from distill.augment
+    adversarial: bool = False     # trains on PGD examples (distill.adv_epsilon, adv_steps, ...)
+
+    def __post_init__(self) -> None:
+        needs_step = [f for f in ("needs_teacher", "feature_layers", "regressors", "needs_views", "adversarial")
+                      if getattr(self, f)]
+        if needs_step and not self.step:
+            raise ValueError(f"{', '.join(needs_step)}: only a step method runs the models itself")
+        if (self.feature_layers or self.regressors) and not self.needs_teacher:
+            raise ValueError("feature_layers / regressors need the teacher module (needs_teacher=True)")
+        if self.regressors and not self.feature_layers:
+            raise ValueError("regressors map feature maps: they need feature_layers=True")
+        if self.needs_teacher and not self.uses_teacher:
+            raise ValueError("needs_teacher contradicts uses_teacher=False")
+
+
+def _register(name: str, spec: LossSpec) -> Callable[[LossFn], LossFn]:
+    def deco(fn: LossFn) -> LossFn:
+        fn.spec = spec
+        return LOSSES.register(name)(fn)
+    return deco
+
+
+def logit_loss(name: str, *, uses_teacher: bool = True) -> Callable[[LossFn], LossFn]:
+    """Register a ``(student_logits, teacher_logits, labels, cfg) -> loss`` under ``name``;
+    ``uses_teacher=False`` for a labels-only loss (then no teacher logits are computed for it)."""
+    return _register(name, LossSpec(uses_teacher=uses_teacher))
+
+
+def spec_of(fn: LossFn) -> LossSpec:
+    """The flags of a registered method (a function registered without them is a logit loss that
+    uses the teacher's logits)."""
+    return getattr(fn, "spec", None) or LossSpec()
+
+
+def loss_spec(name: str) -> LossSpec:
+    """The flags of the method ``distill.loss = name`` (ConfigError listing the names if unknown)."""
+    return spec_of(LOSSES.get(name))
+
+
+def loss_names(**flags: bool) -> list[str]:
+    """The registered methods whose flags have these values, in registration order:
+    ``loss_names(feature_layers=False, uses_teacher=True)``."""
+    bad = set(flags) - {f.name for f in fields(LossSpec)}
+    if bad:
+        raise TypeError(f"no LossSpec flag {sorted(bad)[0]!r}")
+    return [n for n in LOSSES if all(getattr(loss_spec(n), k) == v for k, v in flags.items())]
 
 
 # --- formulas -------------------------------------------------------------------------------------
@@ -140,7 +203,7 @@ def pgd_kl(model: nn.Module, x: torch.Tensor, target_logits: torch.Tensor, t: fl
 
 # --- logit losses ---------------------------------------------------------------------------------
 
-@LOSSES.register("hinton")
+@logit_loss("hinton")
 def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
               cfg: DistillConfig) -> torch.Tensor:
     """Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
@@ -155,7 +218,7 @@ def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     return (1 - cfg.alpha) * hard_ce(student_logits, labels, cfg) + cfg.alpha * t * t * kl
 
 
-@LOSSES.register("ce")
+@logit_loss("ce", uses_teacher=False)
 def cross_entropy_only(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        labels: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
     """Plain cross-entropy on the labels (label-smoothed with ``cfg.label_smoothing``), ignoring
@@ -189,30 +252,28 @@ class StepContext:
     gen: torch.Generator | None = None
 
 
-def step_method(name: str, *, needs_teacher: bool = False, needs_views: bool = False,
-                feature_layers: bool = False) -> Callable:
-    """Register a ``(ctx) -> (loss, student_logits)`` method under ``name`` with what it needs."""
-    def deco(fn):
-        fn.step_method = True
-        fn.needs_teacher = needs_teacher
-        fn.needs_views = needs_views
-        fn.feature_layers = feature_layers
-        return LOSSES.register(name)(fn)
-    return deco
+def step_method(name: str, *, uses_teacher: bool = True, needs_teacher: bool = False,
+                feature_layers: bool = False, regressors: bool = False, needs_views: bool = False,
+                adversarial: bool = False) -> Callable[[LossFn], LossFn]:
+    """Register a ``(ctx) -> (loss, student_logits)`` method under ``name`` with what it needs
+    (the flags of :class:`LossSpec`)."""
+    return _register(name, LossSpec(step=True, uses_teacher=uses_teacher, needs_teacher=needs_teacher,
+                                    feature_layers=feature_layers, regressors=regressors,
+                                    needs_views=needs_views, adversarial=adversarial))
 
 
 def is_step_method(fn: LossFn) -> bool:
-    return bool(getattr(fn, "step_method", False))
+    return spec_of(fn).step
 
 
 def batch_augmentation_on(cfg) -> bool:
     """Whether corruption-augmented KD perturbs the training batches (``cfg`` is the DistillConfig):
     perturbations listed, ``augment_prob > 0``, and a method that does not make its own views from
-    them (``augmix_js``). The one rule for training and for the report."""
-    return bool(cfg.augment) and cfg.augment_prob > 0 and not getattr(LOSSES.get(cfg.loss), "needs_views", False)
+    them (``needs_views``, e.g. ``augmix_js``). The one rule for training and for the report."""
+    return bool(cfg.augment) and cfg.augment_prob > 0 and not loss_spec(cfg.loss).needs_views
 
 
-@step_method("fitnets", needs_teacher=True, feature_layers=True)
+@step_method("fitnets", needs_teacher=True, feature_layers=True, regressors=True)
 def fitnets(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Romero et al. 2015 (FitNets): Hinton KD + w * sum_pairs mean((r(F_s) - F_t)^2), r a 1x1 conv.
 
@@ -276,7 +337,7 @@ def _adversarial(ctx: StepContext, t: float) -> torch.Tensor:
     return adv
 
 
-@step_method("ard")
+@step_method("ard", adversarial=True)
 def ard(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Goldblum et al. 2020 (ARD): a * T^2 * KL(p_t(x)/T || p_s(x')/T) + (1 - a) * CE(s(x), y).
 
@@ -290,7 +351,7 @@ def ard(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     return loss, z_clean
 
 
-@step_method("rslad")
+@step_method("rslad", adversarial=True)
 def rslad(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Zi et al. 2021 (RSLAD): 5/6 * KL(p_t(x) || p_s(x')) + 1/6 * KL(p_t(x) || p_s(x)), T = 1.
 

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -405,3 +406,12 @@ def load_checkpoint(path: str | Path, trusted_factory: str | None = None,
     except Exception as e:
         raise InputError(f"{p}: not an edgekd checkpoint ({load_error_reason(e)})") from None
     return model.eval(), ck
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray, device: str, batch_size: int = 512) -> np.ndarray:
+    """Logits of a torch model over uint8 NHWC images, batched, in eval mode."""
+    model.eval()
+    out = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

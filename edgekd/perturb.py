@@ -6,6 +6,12 @@
     noisy = perturb.apply("gaussian_noise", images, severity=3, seed=0)   # uint8 (N, H, W, C) in and out
     names = perturb.resolve(["common", "occlusion"])                      # 15 corruptions + occlusion
 
+Registry. Each kernel registers itself where it is defined (``_corruptions.py``, with
+``@perturbation(name, family, description)`` of ``perturb_registry.py``, which also holds the one
+list of the 15 common corruptions, ``COMMON``); ``PERTURBATIONS`` is the list, ``names()`` and the
+group words (``groups()``) are read from it. A perturbation registered elsewhere the same way (with
+``rows=`` for its severities) is resolvable, swept and listed by ``edgekd perturb list`` like these.
+
 Parameter tables (``TABLES``): images of at most 64 px (``table_for``) use CIFAR-10-C's, from
 ``make_cifar_c.py`` of github.com/hendrycks/robustness (see ../shared/ROBUSTNESS.md); larger ones use
 ImageNet-C's, from ``make_imagenet_c.py`` / the ``imagenet_c`` package of the same repository. The
@@ -44,27 +50,32 @@ Missing data: ``occlusion`` blacks out (value 0) two non-overlapping squares tot
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
 
-from . import _corruptions as K
+from . import _corruptions  # noqa: F401  (its kernels register themselves in PERTURBATIONS)
+from ._rng import Rng, hash_text, mix64
 from .errors import ConfigError, InputError
-from .registry import Registry
+from .perturb_registry import (
+    COMMON,
+    PERTURBATIONS,
+    Perturbation,
+    family_names,
+    groups,
+    perturbation,
+)
+
+__all__ = ["COMMON", "EXTRA", "MISSING", "PERTURBATIONS", "TABLES", "VERSION", "Perturbation", "apply",
+           "groups", "image_keys", "names", "perturbation", "resolve", "table_for"]
 
 VERSION = "1"  # part of robustness.py's cache key: bump when any output changes
 
-COMMON: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression",
-)
-EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-MISSING: tuple[str, ...] = ("occlusion", "pixel_dropout")
-GROUPS: dict[str, tuple[str, ...]] = {
-    "all": COMMON + EXTRA + MISSING, "common": COMMON, "extra": EXTRA, "missing": MISSING,
-}
+if family_names("common") != COMMON:
+    raise ImportError(f"perturbations of COMMON not registered: {set(COMMON) - set(PERTURBATIONS)}")
+# the built-in ones, in registration order (groups() also holds those registered later)
+EXTRA: tuple[str, ...] = family_names("extra")
+MISSING: tuple[str, ...] = family_names("missing")
 
 _MISSING_TABLE = {
     "occlusion": (0.05, 0.10, 0.20, 0.30, 0.40),      # fraction of the image covered
@@ -128,45 +139,6 @@ TABLES: dict[str, dict[str, tuple]] = {
 }
 
 
-@dataclass(frozen=True)
-class Perturbation:
-    name: str
-    family: str  # "common" | "extra" | "missing"
-    fn: Callable  # fn(images uint8 (N, H, W, C), table row, K.Rng) -> floats in [0, 1] or uint8
-    description: str  # one line; says where it approximates the reference
-
-
-PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
-
-_DESCRIPTIONS = {
-    "gaussian_noise": "x + N(0, sigma) per pixel and channel",
-    "shot_noise": "Poisson(x * lambda) / lambda (exact Poisson, counter-based RNG)",
-    "impulse_noise": "salt & pepper on a fraction of values (per element, scikit-image >= 0.19 style)",
-    "defocus_blur": "anti-aliased disk kernel, cv2 REFLECT_101 borders",
-    "glass_blur": "Gaussian blur, local pixel moves (the reference's copy-not-swap), Gaussian blur",
-    "motion_blur": "ImageMagick motion kernel as ported by imagecorruptions (one-sided Gaussian line, "
-                   "random angle); approximates ImageMagick",
-    "zoom_blur": "mean of centre zooms (scipy order-1 zoom, central crop)",
-    "snow": "zoomed, thresholded noise streaked by the ImageMagick-style motion kernel; greyed image",
-    "frost": "SYNTHETIC frost texture (plasma cover + crystal ridges), not the reference photographs",
-    "fog": "diamond-square plasma fractal added, then rescaled by max / (max + strength)",
-    "brightness": "+V in HSV (scikit-image conversion)",
-    "contrast": "(x - per-channel mean) * factor + mean",
-    "elastic_transform": "random affine + smoothed random displacement; exact bilinear where cv2 "
-                         "uses 1/32-px fixed point",
-    "pixelate": "PIL BOX down then BOX up, byte-exact with Pillow",
-    "jpeg_compression": "PIL JPEG encode/decode at the table's quality",
-    "speckle_noise": "x + x * N(0, sigma)",
-    "gaussian_blur": "Gaussian blur (scikit-image / scipy kernel, nearest borders)",
-    "spatter": "water (cv2 Canny / chamfer distance / equalizeHist re-implemented in numpy) or mud",
-    "saturate": "S * scale + shift in HSV (scikit-image conversion)",
-    "occlusion": "two black squares covering ~5/10/20/30/40 % of the image",
-    "pixel_dropout": "5/10/20/30/50 % of pixels zeroed in all channels",
-}
-for _name in COMMON + EXTRA + MISSING:
-    _family = "common" if _name in COMMON else "extra" if _name in EXTRA else "missing"
-    PERTURBATIONS.add(_name, Perturbation(_name, _family, getattr(K, _name), _DESCRIPTIONS[_name]))
-
 _CHUNK_ELEMENTS = 1 << 22  # images per internal chunk ~ this / (H * W * C): bounds memory only
 
 
@@ -178,20 +150,26 @@ def resolve(names: list[str] | str) -> list[str]:
     """
     if isinstance(names, str):
         names = [names]
+    word = groups()
     out: list[str] = []
     for raw in names:
         name = raw.strip()
         if not name:
             continue
-        if name in GROUPS:
-            expanded = GROUPS[name]
+        if name in word:
+            expanded = word[name]
         elif name in PERTURBATIONS:
             expanded = (name,)
         else:
-            raise ConfigError(f"unknown perturbation {name!r}; valid groups: {', '.join(GROUPS)}; "
-                              f"valid names: {', '.join(PERTURBATIONS.names())}")
+            raise ConfigError(f"unknown perturbation {name!r}; valid groups: {', '.join(word)}; "
+                              f"valid names: {', '.join(word['all'])}")
         out += [n for n in expanded if n not in out]
     return out
+
+
+def names() -> list[str]:
+    """Every registered perturbation: the common ones, the extras, missing data."""
+    return list(groups()["all"])
 
 
 def table_for(image_size: int) -> str:
@@ -199,8 +177,15 @@ def table_for(image_size: int) -> str:
     return "cifar10-c" if image_size <= 64 else "imagenet-c"
 
 
-def _row(name: str, table: str, severity: int, h: int):
-    row = TABLES[table][name][severity - 1]
+def _row(p: Perturbation, table: str, severity: int, h: int):
+    name = p.name
+    if p.rows is None:
+        if name not in TABLES[table]:
+            raise ConfigError(f"perturbation {name!r} has no severity rows: register it with rows=")
+        rows = TABLES[table][name]
+    else:
+        rows = p.rows[table] if isinstance(p.rows, Mapping) else p.rows
+    row = rows[severity - 1]
     if name == "elastic_transform":  # CIFAR: multiples of IMSIZE; ImageNet: of 244 at 224 px
         scale = h if table == "cifar10-c" else 244 * h / 224
         row = tuple(v * scale for v in row)
@@ -210,9 +195,9 @@ def _row(name: str, table: str, severity: int, h: int):
 def image_keys(seed: int, name: str, severity: int, indices: np.ndarray) -> np.ndarray:
     """The 64-bit key of each image's random stream: a hash of (seed, name, severity, index)."""
     head = np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
-    for part in (K.hash_text(name), np.uint64(severity)):
-        head = K.mix64(K.mix64(head) ^ part)
-    return K.mix64(K.mix64(head) ^ indices.astype(np.int64).astype(np.uint64))
+    for part in (hash_text(name), np.uint64(severity)):
+        head = mix64(mix64(head) ^ part)
+    return mix64(mix64(head) ^ indices.astype(np.int64).astype(np.uint64))
 
 
 def apply(name: str, images: np.ndarray, severity: int, seed: int,
@@ -236,12 +221,12 @@ def apply(name: str, images: np.ndarray, severity: int, seed: int,
     indices = np.arange(n) if indices is None else np.asarray(indices)
     if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer):
         raise InputError(f"indices must be {n} integers, one per image, got {indices.dtype} {indices.shape}")
-    row = _row(name, table_for(h), int(severity), h)
+    row = _row(p, table_for(h), int(severity), h)
     keys = image_keys(int(seed), name, int(severity), indices)
     out = np.empty_like(images)
     step = max(1, _CHUNK_ELEMENTS // (h * w * c))
     for s in range(0, n, step):
-        y = p.fn(images[s:s + step], row, K.Rng(keys[s:s + step]))
+        y = p.fn(images[s:s + step], row, Rng(keys[s:s + step]))
         if y.dtype != np.uint8:  # the reference's np.uint8(np.clip(x, 0, 1) * 255): truncation
             y = (np.clip(y, 0, 1) * 255).astype(np.uint8)
         out[s:s + step] = y

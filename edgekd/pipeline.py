@@ -146,8 +146,8 @@ def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Data
                           ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The teacher's logits on the training images (and on their mirror images when the student
     trains with flips), from the disk cache when the same teacher has seen the same images."""
+    from .cache import cache_root
     from .losses import loss_spec
-    from .robustness import cache_dir_from_config
     from .teachers import teacher_outputs
 
     n_cls = len(ds.classes)
@@ -155,7 +155,7 @@ def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Data
             or cfg.distill.teacher_view == "same":
         # no cached soft targets needed (labels only, or the teacher runs on every batch)
         return np.zeros((len(ds.train), n_cls), np.float32), None, {"computed": 0, "from_cache": 0}
-    cache = cache_dir_from_config(cfg.robustness.cache_dir) if cfg.distill.cache_teacher_outputs else None
+    cache = cache_root(cfg.robustness.cache_dir) if cfg.distill.cache_teacher_outputs else None
     views = ["clean", "hflip"] if cfg.distill.crop_flip else ["clean"]
     out, hits = {}, 0
     for view in views:

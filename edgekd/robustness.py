@@ -23,7 +23,6 @@ Metric names in report.json, under each model (definitions: Hendrycks & Dietteri
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from tqdm import tqdm
 from . import artifacts, perturb
 from . import predictions as P
 from .attacks import ATTACKS, craft
+from .cache import cache_root, default_root, folder, load_array, save_array
 from .data import Split
 from .harness import accuracy, evaluate
 from .losses import LOSSES, batch_augmentation_on
@@ -45,14 +45,12 @@ CACHE_VERSION = "1"  # bump when a perturbation's definition changes
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgekd" / "perturbed"
+    return folder(default_root(), "perturbed")
 
 
 def cache_dir_from_config(value: str) -> Path | None:
-    if value == "none":
-        return None
-    return Path(value) if value else default_cache_dir()
+    """The perturbed sets' folder: ``robustness.cache_dir`` (a folder, "" = the default, "none")."""
+    return folder(cache_root(value), "perturbed") if not value or value == "none" else Path(value)
 
 
 class PerturbedSets:
@@ -74,29 +72,15 @@ class PerturbedSets:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def get(self, name: str, severity: int) -> np.ndarray:
-        path = None
-        if self.cache_dir is not None:
-            path = self.cache_dir / f"{name}-s{severity}-{self.key(name, severity)}.npy"
-            if path.is_file():
-                try:
-                    arr = np.load(path)
-                    if arr.shape == self.clean.x.shape and arr.dtype == np.uint8:
-                        with self._lock:
-                            self.hits += 1
-                        return arr
-                except (OSError, ValueError, EOFError):
-                    pass  # a damaged or truncated cache entry is regenerated
+        path = None if self.cache_dir is None else \
+            self.cache_dir / f"{name}-s{severity}-{self.key(name, severity)}.npy"
+        arr = load_array(path, lambda a: a.shape == self.clean.x.shape and a.dtype == np.uint8)
         with self._lock:
-            self.misses += 1
-        arr = perturb.apply(name, self.clean.x, severity, self.seed, self.clean.indices)
-        if path is not None:
-            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}.npy")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(tmp, arr)
-                tmp.replace(path)
-            except OSError:  # the cache is an optimisation; a read-only home must not fail a build
-                tmp.unlink(missing_ok=True)
+            self.hits += arr is not None
+            self.misses += arr is None
+        if arr is None:
+            arr = perturb.apply(name, self.clean.x, severity, self.seed, self.clean.indices)
+            save_array(path, arr)
         return arr
 
     def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2) -> Iterator[tuple[str, int, np.ndarray]]:

@@ -35,7 +35,7 @@ from .config import TeacherConfig
 from .data import Dataset
 from .errors import InputError
 from .files import check_regular, load_error_reason, read_document, sha256_file
-from .models import Preprocessed, build_model, load_weights, quiet_loading
+from .models import Preprocessed, build_model, load_weights, predict_logits, quiet_loading
 
 FORMATS = ("state_dict", "torchscript", "export")
 
@@ -187,33 +187,23 @@ VIEWS = ("clean", "hflip")
 
 
 def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x: np.ndarray, device: str,
-                    cache_dir: Path | None, view: str = "clean") -> tuple[np.ndarray, bool]:
+                    cache_root: Path | None, view: str = "clean") -> tuple[np.ndarray, bool]:
     """The teacher's logits on ``x`` (``view = "hflip"``: on the mirrored images), from the disk
-    cache when an entry for (teacher, images, view) exists; returns (logits, cache_hit)."""
-    from .distill import predict_logits
+    cache (``cache_root``/teacher-outputs, :mod:`edgekd.cache`) when an entry for (teacher, images,
+    view) exists; returns (logits, cache_hit)."""
+    from .cache import entry, load_array, save_array
 
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}")
     key = hashlib.sha256(f"{teacher_sha256}|{view}|{x.shape}".encode())
     key.update(np.ascontiguousarray(x).data)
-    path = cache_dir / "teacher" / f"{key.hexdigest()[:32]}.npy" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            logits = np.load(path, allow_pickle=False)
-            if logits.shape[0] == len(x):
-                return logits, True
-        except (ValueError, OSError, EOFError):
-            pass  # damaged entry: recompute
+    path = entry(cache_root, "teacher-outputs", f"{key.hexdigest()[:32]}.npy")
+    logits = load_array(path, lambda a: a.shape[:1] == (len(x),))
+    if logits is not None:
+        return logits, True
     images = x[:, :, ::-1] if view == "hflip" else x
     logits = predict_logits(teacher, np.ascontiguousarray(images), device).astype(np.float32)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{id(logits)}.tmp.npy")
-            np.save(tmp, logits)
-            tmp.replace(path)
-        except OSError:
-            pass  # the cache is an optimisation; a read-only home must not fail a build
+    save_array(path, logits)
     return logits, False
 
 
@@ -225,8 +215,6 @@ def check_not_chance(teacher: nn.Module, ds: Dataset, device: str, allow: bool,
     relative to the teacher, so a student of a useless teacher would pass them. Unless ``allow``
     (``teacher.allow_chance_level``), that is an InputError; returns the record either way."""
     from scipy.stats import binomtest
-
-    from .distill import predict_logits
 
     split, name = (ds.val, "validation") if ds.val is not None and len(ds.val) else (ds.test, "test")
     preds = predict_logits(teacher, split.x, device).argmax(1)

@@ -22,13 +22,16 @@ def test_file_and_overrides(tmp_path):
 @pytest.mark.parametrize("text, needle", [
     ("[distil]\nepochs = 1\n", "unknown section [distil]; valid: data, teacher"),
     ("[distill]\nepoch = 1\n", "unknown key distill.epoch; valid keys of [distill]: loss, epochs"),
-    ("[distill]\nepochs = 'many'\n", "distill.epochs must be int, got 'many'"),
-    ("[distill]\nalpha = 1.5\n", "distill.alpha = 1.5 is above its maximum 1.0"),
+    ("[distill]\nepochs = 'many'\n", "distill.epochs must be an integer, got 'many'"),
+    ("[distill]\nalpha = 1.5\n", "distill.alpha = 1.5 must lie in [0.0, 1.0]"),  # both bounds: the range
     ("[teacher]\ndevice = 'tpu'\n", "teacher.device = 'tpu' is not one of auto, cpu, cuda"),
     ("[robustness]\nseverities = [0, 6]\n", "robustness.severities must lie in 1..5"),
     ("[distill\n", "is not valid TOML"),
     ("[distill]\ntemperature = inf\n", "distill.temperature must be a finite number"),
-    ("[data]\nsplit_seed = -1\n", "data.split_seed = -1 is below its minimum 0"),
+    ("[data]\nsplit_seed = -1\n", "data.split_seed = -1 must lie in [0, 2147483647]"),
+    ("[distill]\nepochs = -1\n", "distill.epochs = -1 is below its minimum 0"),  # one bound: that bound
+    ("[distill]\nalpha = true\n", "distill.alpha must be a number, got True"),
+    ("[distill]\naugment = [1]\n", "distill.augment must be a string, got 1"),
     ("[robustness]\nperturbations = ['fgo']\n", "unknown perturbation 'fgo'"),
 ])
 def test_errors_name_file_and_key(tmp_path, text, needle):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from edgekd.device_profiles import builtin_profiles, load_profile, profile_table
+from edgekd.device_profiles import (
+    DEVICE_RUNTIMES,
+    builtin_dir,
+    builtin_profiles,
+    load_profile,
+    profile_from_dict,
+    profile_table,
+)
 from edgekd.errors import ConfigError
 
 
@@ -21,6 +28,34 @@ def test_builtin_profiles_cover_the_device_classes():
         assert p.input_size > 0 and p.batch >= 1 and p.description
     table = profile_table(list(profiles.values()))
     assert "rpi4" in table and "p90 <= 20 ms" in table and "pin 4,5,6,7" in table
+
+
+def test_builtin_profiles_are_the_repository_devices_folder():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert builtin_dir() == root / "devices"
+    by_file = {p.stem: load_profile(p) for p in sorted((root / "devices").glob("*.toml"))}
+    assert by_file and {p.name: p for p in builtin_profiles()} == by_file  # each file names itself
+    assert all(p.source == str(root / "devices" / f"{n}.toml") for n, p in by_file.items())
+
+
+def test_runtimes_come_from_the_runtime_registry():
+    from edgekd import artifacts
+    from edgekd.runtimes import RUNTIMES
+
+    assert DEVICE_RUNTIMES == ("onnxruntime",)
+    assert set(DEVICE_RUNTIMES) <= set(RUNTIMES.names()) and "torch" not in DEVICE_RUNTIMES
+    assert all(a.runtime in DEVICE_RUNTIMES for a in artifacts.model_files())
+
+
+def test_a_profile_survives_its_dict_form():
+    """Device results embed profile.to_dict(); budgets that are not set (None) read back as not set."""
+    p = profile_from_dict({"threads": 2, "cpu_affinity": [3, 1, 3], "budgets": {"max_size_bytes": 4e6}},
+                          default_name="board")
+    assert p.cpu_affinity == [1, 3] and p.budgets.max_latency_p90_ms is None
+    again = profile_from_dict({k: v for k, v in p.to_dict().items() if k != "source"}, "results.json: profile")
+    assert again == p
 
 
 def test_load_by_path_and_user_folder(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
-"""The gate: statistics against hand computations, policy validation, verdicts on synthetic builds,
-and the `edgekd gate` command's exit codes, messages and output files.
+"""The gate's checks and verdicts on synthetic builds, and the `edgekd gate` command's exit codes,
+messages and output files (statistics: test_gate_stats.py; policy: test_gate_policy.py; budgets:
+test_gate_budget_checks.py; table / gate.json / JUnit: test_gate_output.py).
 
 Synthetic artifact directories have exactly the shape `edgekd build` writes (report.json +
 predictions.npz), with predictions drawn from chosen per-model accuracies and the report's
@@ -9,7 +10,6 @@ figures computed from those predictions.
 from __future__ import annotations
 
 import json
-import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -116,112 +116,6 @@ def run_gate(monkeypatch, capsys):
         return code, out.out, out.err
 
     return run
-
-
-# ---------------------------------------------------------------------------- statistics
-
-def test_paired_interval_hand_computed():
-    # n = 100, b = 10 (teacher right, student wrong), c = 4:
-    # delta = (4 - 10)/100 = -0.06; SE = sqrt(14 - 36/100)/100 = sqrt(13.64)/100 = 0.0369324
-    # CI = -0.06 -+ 1.959964 * 0.0369324 = [-0.132386, 0.012386]
-    # McNemar exact: 2 * P(X <= 4 | 14, 1/2) = 2 * (1 + 14 + 91 + 364 + 1001)/2^14 = 2942/16384
-    pd = g.paired_difference_from_counts(100, 10, 4)
-    assert pd.delta == pytest.approx(-0.06)
-    assert pd.se == pytest.approx(0.0369324, abs=1e-7)
-    assert (pd.lo, pd.hi) == (pytest.approx(-0.132386, abs=1e-6), pytest.approx(0.012386, abs=1e-6))
-    assert pd.p_mcnemar == pytest.approx(2942 / 16384)
-    # the same from per-image correctness vectors
-    teacher = np.array([1] * 10 + [0] * 4 + [1] * 80 + [0] * 6, bool)
-    student = np.array([0] * 10 + [1] * 4 + [1] * 80 + [0] * 6, bool)
-    assert g.paired_difference(teacher, student) == pd
-
-
-def test_holm_hand_computed():
-    # sorted p: 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max
-    # 0.02, 0.03, 0.06, 0.06; back in input order:
-    adjusted = g.holm_adjust([0.01, 0.04, 0.03, 0.005])
-    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
-    assert list(adjusted < 0.05) == [True, False, False, True]
-    np.testing.assert_allclose(g.holm_adjust([0.5, 0.9]), [1.0, 1.0])  # 2 x 0.5 capped at 1; monotone
-
-
-def test_one_sided_pvalue_and_wilson_hand_computed():
-    # drop 1 on 25 of 100 images: mean 0.25, population sd sqrt(0.25*0.75) = 0.4330127,
-    # SE = 0.04330127; margin 0.15: z = 0.10/0.04330127 = 2.3094011, p = 1 - Phi(z) = 0.0104606
-    d = np.array([1.0] * 25 + [0.0] * 75)
-    assert g.one_sided_pvalue(d, 0.15) == pytest.approx(0.0104606, abs=1e-6)
-    assert g.one_sided_pvalue(np.zeros(10), 0.15) == 1.0
-    # Wilson, 90 of 100: z^2 = 3.841459, denominator 1 + z^2/100 = 1.0384146,
-    # centre (0.9 + 0.0192073)/1.0384146 = 0.8852026,
-    # half = 1.959964/1.0384146 * sqrt(0.0009 + 3.841459/40000) = 0.0595683
-    lo, hi = g.wilson_interval(90, 100)
-    assert (lo, hi) == (pytest.approx(0.8256343, abs=1e-6), pytest.approx(0.9447709, abs=1e-6))
-
-
-def test_bootstrap_is_seeded_and_brackets_the_mean():
-    rng = np.random.default_rng(1)
-    x = np.column_stack([rng.random(500), np.full(500, 0.25)])
-    a = g.paired_bootstrap(x, 1000, 0.95, seed=3)
-    b = g.paired_bootstrap(x, 1000, 0.95, seed=3)
-    np.testing.assert_array_equal(a.draws, b.draws)
-    assert a.lo[0] < a.point[0] < a.hi[0] and a.hi[0] - a.lo[0] < 0.06
-    assert a.lo[1] == a.hi[1] == pytest.approx(0.25)  # a constant column has no spread
-    assert a.draws.shape == (1000, 2)
-    # close to the normal interval of a mean
-    se = x[:, 0].std() / math.sqrt(500)
-    assert a.hi[0] - a.lo[0] == pytest.approx(2 * 1.96 * se, rel=0.15)
-
-
-# ---------------------------------------------------------------------------- policy
-
-def test_policy_defaults_and_validation():
-    p = g.load_policy({})
-    assert (p.max_clean_drop, p.max_mca_drop, p.max_corruption_drop) == (0.03, 0.10, 0.50)
-    assert (p.adversarial_attack, p.adversarial_epsilon, p.max_adversarial_drop) == ("pgd", 2, 0.30)
-    assert (p.min_agreement, p.mode, p.models) == (0.90, "confident", ("student_int8",))
-    assert g.load_policy({"max_mca_drop": False}).max_mca_drop is None  # false disables a check
-    with pytest.raises(ConfigError, match="unknown key 'max_clean_dorp'; valid keys: .*max_clean_drop"):
-        g.load_policy({"max_clean_dorp": 0.1})
-    with pytest.raises(ConfigError, match="max_clean_drop must be a fraction"):
-        g.load_policy({"max_clean_drop": "3"})
-    with pytest.raises(ConfigError, match="max_clean_drop must be a fraction"):
-        g.load_policy({"max_clean_drop": 3})
-    with pytest.raises(ConfigError, match="mode = 'lenient' is not one of strict, confident"):
-        g.load_policy({"mode": "lenient"})
-    with pytest.raises(ConfigError, match="unknown key budgets.student_int8.max_size"):
-        g.load_policy({"budgets": {"student_int8": {"max_size": 1}}})
-    with pytest.raises(ConfigError, match="per_corruption = true needs max_corruption_drop"):
-        g.load_policy({"per_corruption": True, "max_corruption_drop": False})
-    with pytest.raises(ConfigError, match="bootstrap_samples = 5 must lie in"):
-        g.load_policy({"bootstrap_samples": 5})
-
-
-def test_policy_file_forms(tmp_path):
-    top = tmp_path / "top.toml"
-    top.write_text('mode = "strict"\nmax_clean_drop = 0.02\n[budgets.student_int8]\nmax_size_bytes = 50000\n')
-    section = tmp_path / "edgekd.toml"
-    section.write_text('[distill]\nepochs = 3\n[gate]\nmode = "strict"\nmax_clean_drop = 0.02\n'
-                       '[gate.budgets.student_int8]\nmax_size_bytes = 50000\n')
-    a, b = g.load_policy_file(top), g.load_policy_file(section)
-    assert a == b and a.budgets["student_int8"].max_size_bytes == 50000
-    # dotted keys, as `edgekd build --set gate.budgets.student_int8.max_latency_p90_ms=2` gives them
-    c = g.load_policy({"budgets.student_int8.max_latency_p90_ms": 2, "models": "student_fp32"})
-    assert c.budgets["student_int8"].max_latency_p90_ms == 2 and c.models == ("student_fp32",)
-    stray = tmp_path / "stray.toml"
-    stray.write_text('max_clean_drop = 0.02\n[gate]\nmode = "strict"\n')
-    with pytest.raises(ConfigError, match="max_clean_drop outside \\[gate\\]"):
-        g.load_policy_file(stray)
-
-
-def test_example_policy_and_docs_match_the_defaults():
-    root = Path(__file__).resolve().parents[1]
-    example = g.load_policy_file(root / "gate.example.toml").to_dict()
-    defaults = g.Policy().to_dict()
-    assert {k: v for k, v in example.items() if k != "budgets"} == {
-        k: v for k, v in defaults.items() if k != "budgets"}
-    docs = (root / "docs" / "gate.md").read_text()
-    for key in g.POLICY_KEYS + g.BUDGET_KEYS:
-        assert f"`{key}" in docs or f".{key}`" in docs, key
 
 
 # ---------------------------------------------------------------------------- verdicts

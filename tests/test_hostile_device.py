@@ -20,8 +20,9 @@ import pytest
 from edgekd.bundle import BUNDLE_FORMAT, make_bundle
 from edgekd.cli import main
 from edgekd.device_profiles import load_profile
-from edgekd.device_results import device_run_checks, load_device_results
+from edgekd.device_results import load_device_results
 from edgekd.errors import ConfigError, InputError
+from edgekd.gate import device_run_checks
 
 SHA = "ab" * 32
 STATS = {"min": 1.0, "mean": 2.0, "std": 0.5, "p50": 2.0, "p90": 3.0, "p95": 3.5, "p99": 4.0, "max": 5.0}

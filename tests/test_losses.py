@@ -35,11 +35,11 @@ def ce(z, y):
     return -(z.gather(1, y[:, None]).squeeze(1) - torch.logsumexp(z, 1)).mean()
 
 
-def test_method_choices_match_the_registry_and_have_paper_docstrings():
+def test_method_choices_are_the_registry_and_have_paper_docstrings():
     from dataclasses import fields
 
     choices = {f.name: f for f in fields(DistillConfig)}["loss"].metadata["choices"]
-    assert tuple(LOSSES.names()) == choices
+    assert list(choices) == LOSSES.names() and "rslad" in choices and "hintn" not in choices
     help_text = {f.name: f for f in fields(DistillConfig)}["loss"].metadata["help"]
     for name in LOSSES:
         assert name in help_text
@@ -48,6 +48,111 @@ def test_method_choices_match_the_registry_and_have_paper_docstrings():
     for name, year in [("hinton", "2015"), ("fitnets", "2015"), ("attention", "2017"),
                        ("augmix_js", "2020"), ("ard", "2020"), ("rslad", "2021")]:
         assert year in LOSSES.get(name).__doc__
+
+
+def test_capabilities_are_flags_on_the_registered_entries():
+    assert L.loss_names(step=False) == ["hinton", "ce"]
+    assert L.loss_names(uses_teacher=False) == ["ce"]
+    assert L.loss_names(needs_teacher=True) == L.loss_names(feature_layers=True) == ["fitnets", "attention"]
+    assert L.loss_names(regressors=True) == ["fitnets"]
+    assert L.loss_names(needs_views=True) == ["augmix_js"]
+    assert L.loss_names(adversarial=True) == ["ard", "rslad"]
+    assert L.loss_names(uses_teacher=True, feature_layers=False) == ["hinton", "augmix_js", "ard", "rslad"]
+    assert L.loss_spec("rslad") is LOSSES.get("rslad").spec
+    with pytest.raises(ConfigError, match="unknown distillation loss 'hintn'; valid: hinton"):
+        L.loss_spec("hintn")
+    with pytest.raises(TypeError, match="no LossSpec flag"):
+        L.loss_names(adverserial=True)
+    for bad in (dict(feature_layers=True), dict(step=True, feature_layers=True),
+                dict(step=True, needs_teacher=True, regressors=True), dict(step=True, needs_teacher=True,
+                                                                           uses_teacher=False)):
+        with pytest.raises(ValueError):
+            L.LossSpec(**bad)
+    assert L.spec_of(lambda s, t, y, cfg: s.sum()) == L.LossSpec()  # registered bare: a logit loss
+
+
+def test_no_module_tests_a_method_by_name():
+    """Config validation, preflight, training and the report ask the flags, never the name."""
+    import pathlib
+    import re
+
+    pattern = re.compile(r"""\bloss\s*(==|!=|\bin\b)\s*[("']""")
+    root = pathlib.Path(L.__file__).parent
+    hits = [f"{f.relative_to(root)}:{i}: {line.strip()}" for f in sorted(root.rglob("*.py"))
+            for i, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, hits
+
+
+@pytest.fixture
+def new_methods():
+    """Methods registered from outside the package, as a newcomer would (one place, losses'
+    decorators), and unregistered afterwards."""
+    names = ["test_soft", "test_labels", "test_feat", "test_views", "test_adv"]
+
+    @L.logit_loss("test_soft")
+    def soft_only(student_logits, teacher_logits, labels, cfg):
+        """Test 2024: the soft-target term alone."""
+        return L.kd_term(student_logits, teacher_logits, cfg.temperature)
+
+    @L.logit_loss("test_labels", uses_teacher=False)
+    def labels_only(student_logits, teacher_logits, labels, cfg):
+        """Test 2024: cross-entropy."""
+        return L.hard_ce(student_logits, labels, cfg)
+
+    def step(ctx):
+        z = ctx.student(ctx.x)
+        return L.hinton_kd(z, ctx.teacher_logits, ctx.labels, ctx.cfg), z
+
+    L.step_method("test_feat", needs_teacher=True, feature_layers=True)(step)
+    L.step_method("test_views", needs_views=True)(lambda ctx: step(ctx))
+    L.step_method("test_adv", adversarial=True)(lambda ctx: step(ctx))
+    try:
+        yield names
+    finally:
+        for n in names:
+            del LOSSES._items[n]  # the Registry has no public removal
+
+
+def test_a_new_method_is_accepted_everywhere_without_editing_config(new_methods, digits):
+    from edgekd.pipeline import teacher_train_targets
+    from edgekd.robustness import training_meta
+
+    for name in new_methods:
+        assert name in L.loss_names()
+    assert load_config(None, ["distill.loss=test_soft"]).distill.loss == "test_soft"
+    # its flags drive the config's cross checks, as the built-in methods' do
+    with pytest.raises(ConfigError, match="'test_feat' needs distill.feature_layers"):
+        load_config(None, ["distill.loss=test_feat"])
+    assert load_config(None, ["distill.loss=test_feat", 'distill.feature_layers=["6:6"]']).distill.feature_layers
+    with pytest.raises(ConfigError, match="'test_views' makes its augmented views from distill.augment"):
+        load_config(None, ["distill.loss=test_views", "distill.augment=[]"])
+    # ... the report's training record
+    adv = training_meta(load_config(None, ["distill.loss=test_adv"]).distill)
+    assert adv["training_adversarial"]["method"] == "test_adv"
+    views = training_meta(load_config(None, ["distill.loss=test_views", "distill.augment_prob=0"]).distill)
+    assert views["training_perturbations"] and views["training_augment"] is None
+    assert not L.batch_augmentation_on(load_config(None, ["distill.loss=test_views"]).distill)
+    # ... preflight's advice and the build's soft targets (none for a labels-only loss)
+    assert "test_soft" in L.loss_names(uses_teacher=True, feature_layers=False)
+    cfg = load_config(None, ["distill.loss=test_labels"])
+    logits, _, rec = teacher_train_targets(cfg, None, {}, digits, "cpu")
+    assert not logits.any() and rec == {"computed": 0, "from_cache": 0}
+    # ... and training
+    train = _subset(digits.train, 64)
+    for name in ("test_soft", "test_labels"):
+        torch.manual_seed(0)
+        student = Preprocessed(build_model("digits_student", 10), digits.mean, digits.std)
+        view = "same" if name == "test_labels" else "cached"  # labels only: "same" needs no teacher
+        d = load_config(None, ["distill.epochs=1", "distill.min_steps=0", f"distill.loss={name}",
+                               f"distill.teacher_view={view}"]).distill
+        log = distill(student, np.zeros((64, 10), np.float32), train, d, "cpu", progress=False)["log"]
+        assert math.isfinite(log[0]["loss"])
+
+
+def test_new_methods_are_gone_after_the_fixture():
+    assert "test_soft" not in LOSSES
+    with pytest.raises(ConfigError, match="'test_soft' is not one of hinton"):
+        load_config(None, ["distill.loss=test_soft"])
 
 
 def test_hinton_and_ce_unchanged():

@@ -118,7 +118,7 @@ def test_teacher_output_cache_hits_and_views(tmp_path, digits, trained_pair):
     np.testing.assert_allclose(f, predict_logits(teacher, np.ascontiguousarray(x[:, :, ::-1]), "cpu"), atol=1e-6)
     _, hit_other = teacher_outputs(teacher, "another-teacher", x, "cpu", tmp_path)
     assert not hit_other  # the key includes the teacher
-    for p in (tmp_path / "teacher").iterdir():  # a damaged entry is recomputed, not trusted
+    for p in (tmp_path / "teacher-outputs").iterdir():  # a damaged entry is recomputed, not trusted
         p.write_bytes(b"broken")
     c, hit_c = teacher_outputs(teacher, "abc", x, "cpu", tmp_path)
     assert not hit_c and np.array_equal(c, a)

@@ -8,8 +8,9 @@ import json
 HELP = "list device profiles (runtime, threads, precision, input, budgets)"
 DESCRIPTION = """\
 List the device profiles that `edgekd bench --device`, `edgekd bundle --device` and
-`edgekd gate --device` accept by name: the built-in ones (edgekd/devices/*.toml) and any in the
-folder named by $EDGEKD_DEVICES. Any .toml profile can also be given by path.
+`edgekd gate --device` accept by name: the built-in ones (the repository's devices/*.toml,
+shipped inside the package) and any in the folder named by $EDGEKD_DEVICES. Any .toml profile can
+also be given by path.
 docs/devices.md describes every key."""
 
 

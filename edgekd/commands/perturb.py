@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import perturb
     from ..attacks import ATTACKS
 
-    for name in perturb.PERTURBATIONS:
+    for name in perturb.names():
         p = perturb.PERTURBATIONS.get(name)
         print(f"{name:20s} {p.family:8s} {p.description}")
     for name in ATTACKS:

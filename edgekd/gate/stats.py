@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-_EPS = 1e-12  # float slack when a value sits exactly on its threshold (3/100 vs 0.03)
+EPS = 1e-12  # float slack when a value sits exactly on its threshold (3/100 vs 0.03)
 
 
 def z_value(confidence: float) -> float:
@@ -148,7 +148,7 @@ def one_sided_pvalue(per_image_drop: np.ndarray, margin: float) -> float:
     mean = float(d.mean())
     se = float(d.std()) / math.sqrt(len(d))
     if se == 0:
-        return 0.0 if mean > margin + _EPS else 1.0
+        return 0.0 if mean > margin + EPS else 1.0
     return float(stats.norm.sf((mean - margin) / se))
 
 

@@ -1,0 +1,72 @@
+"""The on-disk cache: one root folder, one folder per kind of entry, one way to read and write.
+
+    root = cache_root("")                          # ~/.cache/edgekd ($XDG_CACHE_HOME/edgekd); "none" -> None
+    path = entry(root, "perturbed", "fog-s3-1a2b....npy")
+    arr = load_array(path, lambda a: a.dtype == np.uint8)   # None: absent, damaged or rejected
+    save_array(path, arr)                          # atomic; a read-only cache never fails a build
+
+Kinds: ``perturbed`` (perturbed test sets, keyed by the clean images, perturbation, severity and
+seed) and ``teacher-outputs`` (the teacher's logits on the training images, keyed by the
+teacher's weights, the images and the view). Entries are content-addressed: a stale entry is never
+read, so the cache can be deleted at any time. The ``[cache] dir`` config key sets the root.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ("perturbed", "teacher-outputs")
+
+
+def default_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgekd"
+
+
+def cache_root(value: str) -> Path | None:
+    """The cache root a config value names: "" = the default, "none" = no cache."""
+    if value == "none":
+        return None
+    return Path(value) if value else default_root()
+
+
+def folder(root: Path | None, kind: str) -> Path | None:
+    if kind not in KINDS:
+        raise ValueError(f"cache kind must be one of {KINDS}, got {kind!r}")
+    return None if root is None else root / kind
+
+
+def entry(root: Path | None, kind: str, name: str) -> Path | None:
+    d = folder(root, kind)
+    return None if d is None else d / name
+
+
+def load_array(path: Path | None, accept: Callable[[np.ndarray], bool] = lambda a: True) -> np.ndarray | None:
+    """The array at ``path`` when it exists, loads (no pickles) and ``accept`` says it fits; else
+    None (a damaged or truncated entry is recomputed by the caller)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return arr if accept(arr) else None
+
+
+def save_array(path: Path | None, arr: np.ndarray) -> None:
+    """Write ``arr`` to ``path`` through a temporary file and a rename (readers never see half an
+    entry); failures are ignored: the cache is an optimisation, a read-only home must not fail a build."""
+    if path is None:
+        return
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}-{threading.get_ident()}.npy")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, arr)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
