@@ -1,6 +1,16 @@
 """Latency, throughput and memory of ONNX / ORT-format models in onnxruntime; needs only numpy and
 onnxruntime (no torch, no edgekd), so the same file runs on the build machine and on the device.
 
+It is edgekd's one onnxruntime session and timing code: ``edgekd.runtimes.OrtRunner`` makes its
+session with :func:`make_session`, ``edgekd.harness.measure_latency`` times any runner with
+:func:`time_calls` and :func:`latency_record`, and ``edgekd bench`` runs this file per model:
+
+    session, warning = make_session("student.int8.onnx", threads=1)
+    ms, wall_s = time_calls(lambda: session.run(None, feeds), runs=100, warmup=10)
+    latency_record(ms, wall_s, batch=1, threads=1, warmup=10)
+        # -> {"batch": 1, "threads": 1, "runs": 100, "warmup": 10, "wall_s": ..., "min": ...,
+        #     "mean": ..., "std": ..., "p50": ..., "p90": ..., "p95": ..., "p99": ..., "max": ...}
+
 On a device, inside a bundle made by ``edgekd bundle`` (this file is its run.py):
 
     python run.py                          # every model of the bundle: latency, memory, accuracy
@@ -13,7 +23,8 @@ model and thread count so the memory figures are that model's own):
 
 What one measurement records (the fields of onnxruntime_perf_test, OpenVINO benchmark_app and
 TFLite benchmark_model): session creation ms, first inference ms, warm-up runs, timed runs (a count
-or a time budget), latency min / mean / std / p50 / p90 / p95 / p99 / max in ms, throughput
+or a time budget), latency min / mean / std / p50 / p90 / p95 / p99 / max in ms (``latency_ms``:
+the :func:`latency_record` a build's report.json holds too), throughput
 (calls/s and images/s), resident memory of this process before the session (baseline) and at its
 peak (Linux: VmHWM of /proc/self/status, else getrusage ru_maxrss), requested intra-op threads, the
 process's OS thread count, CPU affinity, and the machine (platform, CPU, Python, onnxruntime
@@ -30,6 +41,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -146,20 +158,51 @@ def sha256_file(path: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# one measurement
+# sessions: every onnxruntime session of edgekd (OrtRunner's too) is made here
 # ---------------------------------------------------------------------------------------------
 
-def make_session(model: str, threads: int, provider: str) -> tuple[ort.InferenceSession, str | None]:
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+class ModelLoadError(Exception):
+    """onnxruntime cannot load a model file; the message is one sentence naming the file."""
+
+
+def session_providers(providers: str | Sequence[str]) -> tuple[list[str], str | None]:
+    """The execution providers to ask for: those of ``providers`` this onnxruntime has, then the
+    CPU one as the fallback; and a warning naming those it lacks (None when it has them all)."""
+    wanted = [providers] if isinstance(providers, str) else list(providers)
+    have = ort.get_available_providers()
+    used = [p for p in wanted if p in have]
+    used += [] if CPU_PROVIDER in used else [CPU_PROVIDER]
+    missing = [p for p in wanted if p not in have]
+    if not missing:
+        return used, None
+    return used, (f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in this onnxruntime "
+                  f"({', '.join(have)}); used {used[0]}")
+
+
+def make_session(model: str | os.PathLike, threads: int = 0, providers: str | Sequence[str] = CPU_PROVIDER
+                 ) -> tuple[ort.InferenceSession, str | None]:
+    """An onnxruntime session of ``model`` (.onnx or .ort): ``threads`` intra-op threads (0: the
+    onnxruntime default), one inter-op thread, errors-only logging, ``providers`` with the CPU
+    fallback. Returns (session, warning or None); a file onnxruntime cannot load is a
+    :class:`ModelLoadError`."""
+    model = os.fspath(model)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    warning = None
-    if provider not in ort.get_available_providers():
-        warning = f"{provider} is not in this onnxruntime ({', '.join(ort.get_available_providers())}); used CPUExecutionProvider"
-        provider = "CPUExecutionProvider"
-    providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
-    return ort.InferenceSession(model, so, providers=providers), warning
+    used, warning = session_providers(providers)
+    if not os.path.exists(model):
+        raise ModelLoadError(f"{model}: model file does not exist")
+    if not os.path.isfile(model):  # a folder, a FIFO, a device: onnxruntime would hang or fail obscurely
+        raise ModelLoadError(f"{model}: not a regular file, so not a model onnxruntime can load")
+    try:
+        return ort.InferenceSession(model, so, providers=used), warning
+    except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"{model}: onnxruntime cannot load it ({first[:200]})") from None
 
 
 def random_input(session: ort.InferenceSession, batch: int, seed: int = 0) -> dict:
@@ -182,15 +225,63 @@ def random_input(session: ort.InferenceSession, batch: int, seed: int = 0) -> di
     return feeds
 
 
+# ---------------------------------------------------------------------------------------------
+# timing and statistics: the same for every runtime (onnxruntime here, torch through the harness)
+# ---------------------------------------------------------------------------------------------
+
+def time_calls(call: Callable[[], object], runs: int = 100, warmup: int = 10, seconds: float = 0.0,
+               synchronize: Callable[[], object] | None = None) -> tuple[np.ndarray, float]:
+    """``warmup`` untimed calls, then timed ones: ``runs`` of them, or with ``seconds`` > 0 as
+    many as fit in that time (at least 10). ``synchronize`` (e.g. torch.cuda.synchronize) is
+    called after the warm-up and inside each timed call, so queued device work is counted.
+    Returns (milliseconds of each timed call, wall seconds of the timed loop)."""
+    for _ in range(warmup):
+        call()
+    if synchronize is not None:
+        synchronize()
+    times: list[float] = []
+    t_start = time.perf_counter()
+    deadline = t_start + seconds
+
+    def more() -> bool:  # a time budget still times at least 10 calls
+        return (len(times) < 10 or time.perf_counter() < deadline) if seconds > 0 else len(times) < runs
+
+    while more():
+        t0 = time.perf_counter()
+        call()
+        if synchronize is not None:
+            synchronize()
+        times.append(time.perf_counter() - t0)
+    wall_s = time.perf_counter() - t_start
+    return np.asarray(times, dtype=np.float64) * 1e3, wall_s
+
+
 def latency_stats(ms: np.ndarray) -> dict:
+    """min, mean, std (sample, ddof 1; 0 for one run), p50, p90, p95, p99 (linear interpolation)
+    and max of ``ms``."""
+    ms = np.asarray(ms, dtype=np.float64)
+    if ms.size == 0:
+        raise ValueError("latency statistics need at least one timed run")
     pct = np.percentile(ms, [50, 90, 95, 99])
     return {"min": float(ms.min()), "mean": float(ms.mean()), "std": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
             "p50": float(pct[0]), "p90": float(pct[1]), "p95": float(pct[2]), "p99": float(pct[3]),
             "max": float(ms.max())}
 
 
+def latency_record(ms: np.ndarray, wall_s: float, batch: int, threads: int, warmup: int) -> dict:
+    """The latency record every measurement writes (a device run's and a build's ``latency_ms``):
+    how it was measured (batch, threads, timed runs, warm-up runs, wall seconds of the timed
+    loop) and :func:`latency_stats` of the timed runs, in ms."""
+    return {"batch": int(batch), "threads": int(threads), "runs": int(len(ms)), "warmup": int(warmup),
+            "wall_s": float(wall_s), **latency_stats(ms)}
+
+
+# ---------------------------------------------------------------------------------------------
+# one measurement
+# ---------------------------------------------------------------------------------------------
+
 def measure(model: str, threads: int = 1, runs: int = 100, warmup: int = 10, seconds: float = 0.0,
-            batch: int = 1, provider: str = "CPUExecutionProvider", cpu_affinity: list[int] | None = None,
+            batch: int = 1, provider: str = CPU_PROVIDER, cpu_affinity: list[int] | None = None,
             feeds: dict | None = None) -> dict:
     """Time ``model`` in this process. With ``seconds`` > 0 the timed loop runs for that long
     (at least 10 calls) instead of ``runs`` calls. Memory: baseline before the session, peak after."""
@@ -205,21 +296,8 @@ def measure(model: str, threads: int = 1, runs: int = 100, warmup: int = 10, sec
     t0 = time.perf_counter()
     session.run(None, feeds)
     first_ms = (time.perf_counter() - t0) * 1e3
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times: list[float] = []
-    t_start = time.perf_counter()
-    deadline = t_start + seconds
-
-    def more() -> bool:  # a time budget still times at least 10 calls
-        return (len(times) < 10 or time.perf_counter() < deadline) if seconds > 0 else len(times) < runs
-
-    while more():
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    wall_s = time.perf_counter() - t_start
-    ms = np.asarray(times) * 1e3
+    ms, wall_s = time_calls(lambda: session.run(None, feeds), runs, warmup, seconds)
+    latency = latency_record(ms, wall_s, batch, threads, warmup)
     mem1 = memory_now()
     peak, base = mem1["peak_rss_bytes"], mem0["rss_bytes"] or mem0["peak_rss_bytes"]
     return {
@@ -227,10 +305,10 @@ def measure(model: str, threads: int = 1, runs: int = 100, warmup: int = 10, sec
         "provider": session.get_providers()[0], "batch": batch, "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
         "threads": threads, "os_threads": os_threads(), "affinity": affinity(),
         "session_create_ms": session_ms, "first_inference_ms": first_ms,
-        "warmup": warmup, "runs": len(times), "seconds": seconds if seconds > 0 else None,
+        "warmup": warmup, "runs": latency["runs"], "seconds": seconds if seconds > 0 else None,
         "wall_s": wall_s,
-        "latency_ms": latency_stats(ms),
-        "throughput": {"inferences_per_s": len(times) / wall_s, "images_per_s": len(times) * batch / wall_s},
+        "latency_ms": latency,
+        "throughput": {"inferences_per_s": latency["runs"] / wall_s, "images_per_s": latency["runs"] * batch / wall_s},
         "memory": {"baseline_rss_bytes": base, "peak_rss_bytes": peak,
                    "model_rss_bytes": (peak - base) if peak is not None and base is not None else None,
                    "source": mem1["source"]},
@@ -240,7 +318,7 @@ def measure(model: str, threads: int = 1, runs: int = 100, warmup: int = 10, sec
 
 
 def measure_in_subprocess(model: str, threads: int = 1, runs: int = 100, warmup: int = 10,
-                          seconds: float = 0.0, batch: int = 1, provider: str = "CPUExecutionProvider",
+                          seconds: float = 0.0, batch: int = 1, provider: str = CPU_PROVIDER,
                           cpu_affinity: list[int] | None = None, python: str | None = None,
                           timeout: float | None = None) -> dict:
     """:func:`measure` in a fresh interpreter running this file (so the memory is the model's own)."""
@@ -340,18 +418,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--seconds", type=float, default=0.0, help="time budget instead of --runs")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--provider", default="CPUExecutionProvider")
+    p.add_argument("--provider", default=CPU_PROVIDER)
     p.add_argument("--cpu-affinity", default="", help="comma-separated CPU ids to pin to")
     p.add_argument("--out", default="results.json", help="bundle mode: where to write the results JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    if args.measure:
-        cpus = [int(c) for c in args.cpu_affinity.split(",") if c.strip()]
-        rec = measure(args.measure, max(1, args.threads), args.runs, args.warmup, args.seconds, args.batch,
-                      args.provider, cpus)
-        print(json.dumps(rec))
-        return 0
-    run_bundle(os.path.dirname(os.path.abspath(__file__)), args.threads or None, args.out, args.quiet)
+    try:
+        if args.measure:
+            cpus = [int(c) for c in args.cpu_affinity.split(",") if c.strip()]
+            rec = measure(args.measure, max(1, args.threads), args.runs, args.warmup, args.seconds, args.batch,
+                          args.provider, cpus)
+            print(json.dumps(rec))
+            return 0
+        run_bundle(os.path.dirname(os.path.abspath(__file__)), args.threads or None, args.out, args.quiet)
+    except ModelLoadError as e:  # one line, the last of stderr (what measure_in_subprocess reports)
+        print(e, file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,26 +11,16 @@ model's process and not edgekd's (torch alone holds hundreds of MB).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from . import _ortbench
 from .artifacts import model_files, model_suffixes
 from .errors import InputError
 
-SCRIPT = Path(__file__).with_name("_ortbench.py")
+SCRIPT = Path(_ortbench.__file__)  # what each measurement runs (and a bundle's run.py)
 MODEL_SUFFIXES = model_suffixes()
 # an artifact directory's models, in the order they are reported
 ARTIFACT_FILES = tuple(a.file for a in model_files())
-
-
-def _ortbench():
-    """The standalone script as a module (it imports nothing of edgekd)."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import _ortbench
-    finally:
-        sys.path.pop(0)
-    return _ortbench
 
 
 def resolve_models(target: str | Path) -> list[Path]:
@@ -52,13 +42,12 @@ def bench(models: list[Path], threads: list[int], runs: int = 100, warmup: int =
           batch: int = 1, provider: str = "CPUExecutionProvider", cpu_affinity: list[int] | None = None,
           timeout: float = 600.0) -> list[dict]:
     """One record per (model, thread count), each measured in a fresh subprocess."""
-    ob = _ortbench()
     out = []
     for m in models:
         for t in threads:
             try:
-                out.append(ob.measure_in_subprocess(str(m), t, runs, warmup, seconds, batch, provider,
-                                                    cpu_affinity, timeout=timeout))
+                out.append(_ortbench.measure_in_subprocess(str(m), t, runs, warmup, seconds, batch, provider,
+                                                           cpu_affinity, timeout=timeout))
             except RuntimeError as e:
                 raise InputError(str(e)) from None
             out[-1]["path"] = str(m)

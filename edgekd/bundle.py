@@ -17,7 +17,7 @@ Layout of a bundle::
                     clean and NAME/SEVERITY (perturbed on the build machine, same seed as the build)
     README.txt      the one command to run
 
-The evaluation set is the first ``max_images`` test images of the build (the same ones its report
+The evaluation set is the first ``first_images`` test images of the build (the same ones its report
 scored; for a build whose sweep used a subset, the first of that subset), reloaded from the data the
 build's manifest names and checked against the report's ``dataset.test_sha256``. Perturbed copies
 are regenerated with :func:`edgekd.perturb.apply` (deterministic per image) and checked: the INT8
@@ -114,7 +114,7 @@ def check_bundle_dest(bundle_dir: Path, zip_path: Path | None = None) -> None:
                               "-o, remove it, or pass --no-zip")
 
 
-def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, max_images: int,
+def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, first_images: int,
                  perturbations: tuple[str, ...], severity: int) -> tuple[dict, list[str], list[str]]:
     """The arrays of eval.npz, the set names and notes about perturbations left out."""
     from . import perturb
@@ -122,7 +122,7 @@ def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, max_i
     from .data import load_dataset
 
     try:
-        cfg = from_dict(manifest["config"], f"{out_dir / 'manifest.json'} config")
+        cfg = from_dict(manifest["config"], f"{out_dir / 'manifest.json'} config", warn=False)
     except KeyError:
         raise InputError(f"{out_dir / 'manifest.json'} has no config") from None
     ds = load_dataset(cfg.data)
@@ -131,7 +131,7 @@ def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, max_i
         raise InputError(f"the test images loaded from data.name = {cfg.data.name!r} (path "
                          f"{cfg.data.path!r}) differ from the ones {out_dir} was built with "
                          "(dataset.test_sha256); make the build's data available at the same path")
-    n = min(max_images, len(ds.test))
+    n = min(first_images, len(ds.test))
     arrays = {"images/clean": ds.test.x[:n], "labels/clean": ds.test.y[:n].astype(np.int64),
               "teacher/clean": np.asarray(preds["teacher/clean"][:n]).astype(np.int64)}
     sets, notes = ["clean"], []
@@ -160,7 +160,7 @@ def _bundle_path(path: Path) -> Path:
     return p
 
 
-def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_images: int = 500,
+def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, first_images: int = 500,
                 perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS, severity: int = DEFAULT_SEVERITY,
                 make_zip: bool = True) -> dict:
     """Write ``bundle_dir`` and ``bundle_dir.zip``; returns the bundle.json record.
@@ -171,8 +171,8 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
     """
     out_dir, bundle_dir = Path(out_dir), _bundle_path(bundle_dir)
     zpath = bundle_dir.with_name(bundle_dir.name + ".zip") if make_zip else None
-    if max_images < 1:
-        raise ConfigError(f"max_images must be >= 1, got {max_images}")
+    if first_images < 1:
+        raise ConfigError(f"--first-images must be >= 1, got {first_images}")
     tmp = bundle_dir.parent / f".{bundle_dir.name}.partial-{os.getpid()}"
     ztmp = zpath.with_name(f".{zpath.name}.partial-{os.getpid()}") if zpath else None
     try:
@@ -182,7 +182,7 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
         check_bundle_dest(bundle_dir, zpath)
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "models").mkdir(parents=True)  # first: a folder we cannot write fails before the work
-        rec = _write_bundle(out_dir, profile, tmp, max_images, perturbations, severity)
+        rec = _write_bundle(out_dir, profile, tmp, first_images, perturbations, severity)
         if ztmp is not None:
             with zipfile.ZipFile(ztmp, "w", zipfile.ZIP_DEFLATED) as z:
                 for f in sorted(tmp.rglob("*")):
@@ -206,7 +206,7 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, max_ima
     return rec
 
 
-def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, max_images: int,
+def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images: int,
                   perturbations: tuple[str, ...], severity: int) -> dict:
     """Fill the folder ``tmp`` (holding an empty models/) with the bundle; returns bundle.json's record."""
     from . import _ortbench
@@ -229,7 +229,7 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, max_images: 
         raise InputError(f"{out_dir} has no {MODEL_FILES[profile.model_id][0]}, the model profile "
                          f"{profile.name} deploys; rebuild with this edgekd or use a profile with "
                          "model_format = \"onnx\"")
-    arrays, sets, notes = _eval_images(out_dir, manifest, report, preds, max_images, perturbations, severity)
+    arrays, sets, notes = _eval_images(out_dir, manifest, report, preds, first_images, perturbations, severity)
     models = []
     for mid in ids:
         fname, fmt, prec = MODEL_FILES[mid]

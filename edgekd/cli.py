@@ -17,8 +17,8 @@ import traceback
 from .errors import EdgekdError, Terminated
 
 # name -> module under edgekd.commands; listed explicitly so `edgekd --help` is complete.
-COMMANDS = ("build", "distill", "export", "quantize", "eval", "perturb", "gate", "config", "models", "bench", "bundle", "devices", "report",
-            "compare")
+COMMANDS = ("build", "distill", "export", "quantize", "eval", "perturb", "gate", "config", "models", "bench",
+            "bundle", "devices", "presets", "report", "compare")
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 

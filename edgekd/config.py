@@ -14,6 +14,7 @@ repository lists them too. Unknown sections or keys, wrong types and out-of-rang
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,6 @@ class TeacherConfig:
     mean: list[float] = opt([], "per-channel mean of pixels/255 the teacher was trained with; [] = "
                             "from teacher.meta, else the training split's")
     std: list[float] = opt([], "per-channel std to go with teacher.mean")
-    device: str = opt("auto", "where the teacher runs and the student trains: auto (cuda if "
-                      "available), cpu, cuda; CPU builds are bit-reproducible, CUDA ones only close",
-                      choices=("auto", "cpu", "cuda"))
     pretrained: bool = opt(False, "start teacher.arch (a torchvision classifier) from its published "
                            "ImageNet weights (fetched once into torch's cache; needs network on "
                            "first use) and fine-tune it with a new head; the normalisation is then "
@@ -227,6 +225,8 @@ class DistillConfig:
 
 @dataclass
 class ExportConfig:
+    preset: str = opt("fp32", "export preset: a file in export/ (see `edgekd presets`) or the path of "
+                      "one; its [export] keys are the defaults of this section")
     opset: int = opt(17, "ONNX opset (>= 17)", min=17, max=23)
     parity_atol: float = opt(1e-3, "max |logit difference| allowed between torch and ONNX",
                              min=0.0)
@@ -235,6 +235,8 @@ class ExportConfig:
 
 @dataclass
 class QuantizeConfig:
+    preset: str = opt("int8-static", "quantisation preset: a file in export/ (see `edgekd presets`) or "
+                      "the path of one; its [quantize] keys are the defaults of this section")
     calibrate_method: str = opt("minmax", "INT8 calibration: minmax, entropy, percentile",
                                 choices=("minmax", "entropy", "percentile"))
     per_channel: bool = opt(True, "per-channel weight quantisation")
@@ -263,11 +265,24 @@ class RobustnessConfig:
     epsilons: list[int] = opt([1, 2, 4, 8], "adversarial L-inf budgets in pixel levels (/255)")
     pgd_steps: int = opt(10, "PGD iterations (step = epsilon / 4)", min=1)
     seed: int = opt(0, "seed of every perturbation and attack", min=0, max=2**31 - 1)
-    max_images: int = opt(0, "0 = sweep every test image; else a seeded random subset of this many "
-                          "test images for the perturbed and adversarial sweep (clean accuracy "
-                          "still uses all; predictions.npz's sweep_index says which)", min=0)
-    cache_dir: str = opt("", "cache of perturbed sets; empty = ~/.cache/edgekd/perturbed, "
-                         "'none' disables it")
+    sample_images: int = opt(0, "0 = sweep every test image; else a seeded random subset of this "
+                             "many test images for the perturbed and adversarial sweep (clean "
+                             "accuracy still uses all; predictions.npz's sweep_index says which)",
+                             min=0)
+
+
+@dataclass
+class ComputeConfig:
+    device: str = opt("auto", "where the teacher runs and the student trains: auto (cuda if "
+                      "available), cpu, cuda; CPU builds are bit-reproducible, CUDA ones only close",
+                      choices=("auto", "cpu", "cuda"))
+
+
+@dataclass
+class CacheConfig:
+    dir: str = opt("", "root folder of the on-disk cache: perturbed test sets in DIR/perturbed, the "
+                   "teacher's outputs in DIR/teacher-outputs (content-addressed: safe to delete); "
+                   "empty = ~/.cache/edgekd ($XDG_CACHE_HOME/edgekd), 'none' disables it")
 
 
 @dataclass
@@ -280,6 +295,8 @@ class BuildConfig:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     # Gate policy lives in its own section; its schema is owned by gate.py.
     gate: dict = field(default_factory=dict)
 
@@ -289,10 +306,44 @@ class BuildConfig:
 
 SECTIONS = {f.name: f for f in dataclasses.fields(BuildConfig)}
 
+# Renamed keys, read for one more release: old "section.key" -> (new "section.key", what to know).
+# A config that sets both is an error; the old one prints one warning line to stderr.
+DEPRECATED = {
+    "teacher.device": ("compute.device", "it also decides where the student trains"),
+    "robustness.cache_dir": ("cache.dir", "the cache root: the folder layout changed, perturbed sets "
+                             "now live in DIR/perturbed"),
+    "robustness.max_images": ("robustness.sample_images", "a seeded random subset of the test images, "
+                              "not the first N"),
+}
 
-def from_dict(raw: dict, where: str = "config") -> BuildConfig:
-    """Validate a nested dict (as read from TOML) into a :class:`BuildConfig`."""
+
+def _apply_deprecated(raw: dict, where: str, warn: bool) -> dict:
+    """``raw`` with each deprecated key moved to its new name (a copy: ``raw`` is not changed)."""
+    out = dict(raw)
+    for old, (new, note) in DEPRECATED.items():
+        o_sec, o_key = old.split(".")
+        n_sec, n_key = new.split(".")
+        if not isinstance(out.get(o_sec), dict) or o_key not in out[o_sec]:
+            continue
+        target = out.get(n_sec, {})
+        if not isinstance(target, dict):
+            continue  # the section check of from_dict reports it
+        if n_key in target:
+            raise ConfigError(f"{where}: both {old} (deprecated) and {new} are set; keep {new}")
+        out[o_sec] = {k: v for k, v in out[o_sec].items() if k != o_key}
+        out[n_sec] = {**(out[o_sec] if n_sec == o_sec else target), n_key: raw[o_sec][o_key]}
+        if warn:
+            print(f"edgekd: warning: {old} is deprecated; use {new} ({note})", file=sys.stderr)
+    return out
+
+
+def from_dict(raw: dict, where: str = "config", *, warn: bool = True) -> BuildConfig:
+    """Validate a nested dict (as read from TOML) into a :class:`BuildConfig`. Deprecated keys
+    (:data:`DEPRECATED`) are read under their new names, with a warning on stderr unless ``warn``
+    is false."""
+    raw = _apply_deprecated(raw, where, warn)
     cfg = BuildConfig()
+    _apply_presets(cfg, raw, where)
     for section, body in raw.items():
         if section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section [{section}]; valid: {', '.join(SECTIONS)}")
@@ -306,6 +357,24 @@ def from_dict(raw: dict, where: str = "config") -> BuildConfig:
             setattr(target, key, value)
     _cross_checks(cfg, where)
     return cfg
+
+
+def _apply_presets(cfg: BuildConfig, raw: dict, where: str) -> None:
+    """The defaults of [export] and [quantize] from the presets they name (export/*.toml); the
+    section's own keys, applied after, win."""
+    from .presets import SECTIONS, load_preset
+
+    for section in SECTIONS:
+        body = raw.get(section) if isinstance(raw.get(section), dict) else {}
+        target = getattr(cfg, section)
+        name = check_table({"preset": body.get("preset", target.preset)}, type(target), where, section)["preset"]
+        try:
+            preset = load_preset(name, section)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {section}.preset: {e}") from None
+        for key, value in check_table(preset.table, type(target), preset.source, section).items():
+            setattr(target, key, value)
+        target.preset = name
 
 
 def _cross_checks(cfg: BuildConfig, where: str) -> None:
@@ -363,7 +432,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 def parse_value(raw: str) -> Any:
     """A ``--set`` value read as TOML (``3``, ``0.5``, ``[1, 2]``, ``false``); bare words are
-    strings, so ``--set teacher.device=cpu`` needs no quotes."""
+    strings, so ``--set compute.device=cpu`` needs no quotes."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except (tomllib.TOMLDecodeError, RecursionError):
@@ -395,11 +464,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Bu
 # file paths: relative ones in a config file are relative to that file's folder (--set ones to
 # the working directory), so a recipe runs from anywhere
 PATH_KEYS = (("data", "path"), ("data", "test_path"), ("teacher", "weights"), ("teacher", "meta"),
-             ("robustness", "cache_dir"))
+             ("cache", "dir"))
+# the deprecated names of path keys are paths too
+_ALL_PATH_KEYS = PATH_KEYS + tuple(tuple(old.split(".")) for old, (new, _) in DEPRECATED.items()
+                                   if tuple(new.split(".")) in PATH_KEYS)
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
-    for section, key in PATH_KEYS:
+    for section, key in _ALL_PATH_KEYS:
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and value and value != "none" and not Path(value).is_absolute() \
                 and ":" not in value:
@@ -418,6 +490,9 @@ def describe() -> str:
             value = getattr(section, sf.name)
             lines.append(f"{sf.name} = {_toml(value)}  # {sf.metadata['help']}")
         lines.append("")
+    lines.append("# Deprecated names, still read (with a warning) for one release:")
+    lines += [f"#   {old} -> {new}" for old, (new, _) in DEPRECATED.items()]
+    lines.append("")
     return "\n".join(lines)
 
 

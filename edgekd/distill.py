@@ -43,7 +43,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("teacher.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+        raise ConfigError("compute.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
     return name
 
 

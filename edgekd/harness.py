@@ -3,13 +3,17 @@
     pred = evaluate(runner, images, batch_size=256)      # int16 predicted classes
     accuracy(pred, labels) -> 0.97
     measure_latency(runner, images[:1], runs=100, warmup=10, threads=1)
-        -> {"batch": 1, "threads": 1, "p50": ..., "p90": ..., "p99": ..., ...}
+        -> {"batch": 1, "threads": 1, "device": "cpu", "runs": 100, "warmup": 10, "wall_s": ...,
+            "min": ..., "mean": ..., "std": ..., "p50": ..., "p90": ..., "p95": ..., "p99": ...,
+            "max": ..., "cpu_count": ..., "samples": [...]}
+
+Latency is timed and summarised by the device runner (``edgekd/_ortbench.py``, a bundle's run.py),
+so a build's ``latency_ms`` and a device run's have the same statistics from the same code.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 from tqdm import tqdm
@@ -35,23 +39,17 @@ def agreement(pred: np.ndarray, reference: np.ndarray) -> float:
 def measure_latency(runner, sample: np.ndarray, runs: int, warmup: int, threads: int) -> dict:
     """Wall-clock latency of ``runner.predict(sample)`` (batch = len(sample)) in milliseconds.
 
-    ``warmup`` untimed runs, then ``runs`` timed ones; percentiles over the timed runs.
+    ``warmup`` untimed runs, then ``runs`` timed ones (each followed by ``runner.synchronize()``,
+    so CUDA work is counted); the record is the device runner's :func:`latency_record` (batch,
+    threads, runs, warmup, wall_s, min, mean, std, p50, p90, p95, p99, max) plus the runner's
+    device, this machine's CPU count and every timed run (``samples``).
     """
+    from ._ortbench import latency_record, time_calls
+
     runner.set_threads(threads)
-    sync = getattr(runner, "synchronize", lambda: None)
-    for _ in range(warmup):
-        runner.predict(sample)
-    sync()
-    times = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        runner.predict(sample)
-        sync()
-        times[i] = time.perf_counter() - t0
-    ms = times * 1e3
-    return {"batch": int(len(sample)), "threads": threads, "device": runner.device,
-            "runs": runs, "warmup": warmup,
-            "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min()),
-            "max": float(ms.max()), "cpu_count": os.cpu_count(),
+    ms, wall_s = time_calls(lambda: runner.predict(sample), runs, warmup,
+                            synchronize=getattr(runner, "synchronize", None))
+    rec = latency_record(ms, wall_s, len(sample), threads, warmup)
+    return {"batch": rec.pop("batch"), "threads": rec.pop("threads"), "device": runner.device, **rec,
+            "cpu_count": os.cpu_count(),
             "samples": [round(float(t), 4) for t in ms]}  # every timed run, for distributions

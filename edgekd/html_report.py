@@ -23,14 +23,10 @@ from typing import Any
 from .artifacts import STUDENT_INT8, TEACHER, all_artifacts
 from .errors import InputError
 from .files import read_json
+from .perturb_registry import CATEGORIES
 from .report import training_augment_text, training_text
 
-FAMILIES: dict[str, tuple[str, ...]] = {  # the 15 common corruptions of perturb.COMMON, as in ImageNet-C
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-}
+FAMILIES = CATEGORIES  # the 15 common corruptions by category, as in ImageNet-C
 PLOTS_HINT = "install edgekd[plots] (pip install matplotlib) for plots"
 COLORS = {a.id: a.color for a in all_artifacts()}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")

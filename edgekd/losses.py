@@ -273,6 +273,27 @@ def batch_augmentation_on(cfg) -> bool:
     return bool(cfg.augment) and cfg.augment_prob > 0 and not loss_spec(cfg.loss).needs_views
 
 
+def training_meta(d) -> dict:
+    """What the student saw in training (``d`` is the DistillConfig), so the report can say whether
+    the robustness figures are inflated. Perturbations are listed only if the student really saw
+    them: ``augment_prob > 0``, or a method that makes its views from ``distill.augment``.
+    ``training_augment`` says how batch-level corruption augmentation was applied (fraction, replace
+    or append, target), None without it."""
+    from . import perturb  # the registry of perturbation names
+
+    spec = loss_spec(d.loss) if d.epochs else None  # None: the student was not trained
+    sees_augment = bool(d.augment) and (d.augment_prob > 0 or (spec is not None and spec.needs_views))
+    trained_on = perturb.resolve(d.augment) if spec is not None and sees_augment else []
+    return {"training_method": d.loss if d.epochs else None,
+            "training_perturbations": trained_on,
+            "training_augment": ({"prob": d.augment_prob, "mode": d.augment_mode, "target": d.augment_target}
+                                 if spec is not None and batch_augmentation_on(d) else None),
+            "training_overlaps_evaluation": [n for n in trained_on if n in perturb.COMMON],
+            "training_adversarial": ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
+                                      "step_size_255": d.adv_step_size}
+                                     if spec is not None and spec.adversarial else None)}
+
+
 @step_method("fitnets", needs_teacher=True, feature_layers=True, regressors=True)
 def fitnets(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Romero et al. 2015 (FitNets): Hinton KD + w * sum_pairs mean((r(F_s) - F_t)^2), r a 1x1 conv.

@@ -43,6 +43,7 @@ from .files import (
     unlisted_entries,
 )
 from .harness import accuracy, agreement, evaluate, measure_latency
+from .losses import training_meta
 from .models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -155,7 +156,7 @@ def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Data
             or cfg.distill.teacher_view == "same":
         # no cached soft targets needed (labels only, or the teacher runs on every batch)
         return np.zeros((len(ds.train), n_cls), np.float32), None, {"computed": 0, "from_cache": 0}
-    cache = cache_root(cfg.robustness.cache_dir) if cfg.distill.cache_teacher_outputs else None
+    cache = cache_root(cfg.cache.dir) if cfg.distill.cache_teacher_outputs else None
     views = ["clean", "hflip"] if cfg.distill.crop_flip else ["clean"]
     out, hits = {}, 0
     for view in views:
@@ -216,7 +217,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     # 1. teacher
     t0 = time.perf_counter()
-    device = resolve_device(cfg.teacher.device)
+    device = resolve_device(cfg.compute.device)
     teacher, teacher_rec = prepare_teacher(cfg, ds, device, progress)
     stage("teacher", t0)
     chk = teacher_rec["check"]
@@ -278,6 +279,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
         t0 = time.perf_counter()
         sweep = run_sweep(cfg, ds, runners, in_memory, clean_preds, progress, say)
+        sweep.meta.update(training_meta(cfg.distill))  # what the student saw: are the figures inflated?
         predictions.update(sweep.predictions)
         stage("evaluate_perturbed", t0)
 
@@ -358,14 +360,14 @@ def save_student(cfg: BuildConfig, ds: Dataset, student: Preprocessed, dist: dic
 def export_stage(cfg: BuildConfig, student: Preprocessed, calib: np.ndarray, path: Path) -> dict:
     """``path`` (fp32 ONNX, uint8 NHWC in, logits out), parity-checked against the torch student on
     the first ``export.parity_samples`` calibration images."""
-    rec = export_onnx(student, calib, path, cfg.export.opset)
+    rec = {"preset": cfg.export.preset, **export_onnx(student, calib, path, cfg.export.opset)}
     rec["parity"] = check_parity(student, path, calib[:cfg.export.parity_samples], cfg.export.parity_atol)
     return rec
 
 
 def quantize_stage(cfg: BuildConfig, fp32: Path, calib: np.ndarray, path: Path) -> dict:
     """``path``: static INT8 of ``fp32``, calibrated on ``calib`` as ``[quantize]`` says."""
-    return quantize_static_int8(fp32, path, calib, cfg.quantize)
+    return {"preset": cfg.quantize.preset, **quantize_static_int8(fp32, path, calib, cfg.quantize)}
 
 
 def write_report_files(out: Path, report: dict, gate_text: str) -> None:
@@ -456,7 +458,7 @@ def preflight(cfg: BuildConfig) -> None:
     if cfg.teacher.weights:
         check_regular(cfg.teacher.weights, "teacher.weights")
         t_fmt = detect_format(Path(cfg.teacher.weights)) if cfg.teacher.format == "auto" else cfg.teacher.format
-    resolve_device(cfg.teacher.device)
+    resolve_device(cfg.compute.device)
     n_cls, size = 10, cfg.data.image_size  # only the shape matters here
     checks = [("student.arch", cfg.student.arch, dict(width=cfg.student.width, stem=cfg.student.stem))]
     if t_fmt in (None, "state_dict"):  # a TorchScript / exported teacher has no arch to check

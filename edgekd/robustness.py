@@ -39,7 +39,6 @@ from .attacks import ATTACKS, craft
 from .cache import cache_root, default_root, folder, load_array, save_array
 from .data import Split
 from .harness import accuracy, evaluate
-from .losses import LOSSES, batch_augmentation_on
 
 CACHE_VERSION = "1"  # bump when a perturbation's definition changes
 
@@ -48,9 +47,10 @@ def default_cache_dir() -> Path:
     return folder(default_root(), "perturbed")
 
 
-def cache_dir_from_config(value: str) -> Path | None:
-    """The perturbed sets' folder: ``robustness.cache_dir`` (a folder, "" = the default, "none")."""
-    return folder(cache_root(value), "perturbed") if not value or value == "none" else Path(value)
+def perturbed_dir(cfg) -> Path | None:
+    """The perturbed sets' folder of a build config: ``cache.dir``/perturbed (``cache.dir`` is the
+    cache root: "" = the default, "none" = no cache -> None)."""
+    return folder(cache_root(cfg.cache.dir), "perturbed")
 
 
 class PerturbedSets:
@@ -169,33 +169,13 @@ def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], na
     return res
 
 
-def sweep_subset(test: Split, max_images: int, seed: int) -> tuple[Split, np.ndarray | None]:
-    """The test images the sweep runs on: all (index None), or a seeded random subset."""
-    if not max_images or max_images >= len(test):
+def sweep_subset(test: Split, sample_images: int, seed: int) -> tuple[Split, np.ndarray | None]:
+    """The test images the sweep runs on: all (index None), or a seeded random subset of
+    ``sample_images`` (``robustness.sample_images``)."""
+    if not sample_images or sample_images >= len(test):
         return test, None
-    index = np.sort(np.random.default_rng(seed).permutation(len(test))[:max_images])
+    index = np.sort(np.random.default_rng(seed).permutation(len(test))[:sample_images])
     return Split(test.x[index], test.y[index], test.indices[index]), index
-
-
-def training_meta(d) -> dict:
-    """What the student saw in training (``d`` is the DistillConfig), so the report can say whether
-    the robustness figures are inflated. Perturbations are listed only if the student really saw
-    them: ``augment_prob > 0``, or a method that makes its views from ``distill.augment``.
-    ``training_augment`` says how batch-level corruption augmentation was applied (fraction, replace
-    or append, target), None without it."""
-    from .losses import spec_of  # the method's flags
-
-    spec = spec_of(LOSSES.get(d.loss)) if d.epochs else None  # None: the student was not trained
-    sees_augment = bool(d.augment) and (d.augment_prob > 0 or (spec is not None and spec.needs_views))
-    trained_on = perturb.resolve(d.augment) if spec is not None and sees_augment else []
-    return {"training_method": d.loss if d.epochs else None,
-            "training_perturbations": trained_on,
-            "training_augment": ({"prob": d.augment_prob, "mode": d.augment_mode, "target": d.augment_target}
-                                 if spec is not None and batch_augmentation_on(d) else None),
-            "training_overlaps_evaluation": [n for n in trained_on if n in perturb.COMMON],
-            "training_adversarial": ({"method": d.loss, "epsilon_255": d.adv_epsilon, "steps": d.adv_steps,
-                                      "step_size_255": d.adv_step_size}
-                                     if spec is not None and spec.adversarial else None)}
 
 
 @dataclass
@@ -215,11 +195,11 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
     rc = cfg.robustness
     names = perturb.resolve(rc.perturbations)
     sevs = sorted(set(rc.severities))
-    test, index = sweep_subset(ds.test, rc.max_images, rc.seed)
+    test, index = sweep_subset(ds.test, rc.sample_images, rc.seed)
     predictions: dict[str, np.ndarray] = {}
     if index is not None:
         predictions[P.SWEEP_INDEX] = index
-    sets = PerturbedSets(test, rc.seed, cache_dir_from_config(rc.cache_dir))
+    sets = PerturbedSets(test, rc.seed, perturbed_dir(cfg))
     bs = cfg.measure.eval_batch_size
     predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress))
     corr = [n for n in names if perturb.PERTURBATIONS.get(n).family != "missing"]
@@ -246,7 +226,6 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
             "severities": sevs, "seed": rc.seed, "mca_complete": met[artifacts.TEACHER]["mca_complete"],
             "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,
                       "generated": sets.misses}}
-    meta.update(training_meta(cfg.distill))
     if rc.adversarial:
         adv = adversarial_predictions(runners, torch_models, test, rc.epsilons, rc.pgd_steps,
                                       rc.seed, bs, progress)

@@ -3,7 +3,9 @@
     r = RUNTIMES.get("onnxruntime")(Path("student.int8.onnx"), threads=1)
     r.predict(images)  # (N, classes)
 
-Runtimes: ``torch`` (cpu / cuda) and ``onnxruntime`` (CPU execution provider).
+Runtimes: ``torch`` (cpu / cuda) and ``onnxruntime`` (CPU execution provider; its session is made
+by ``edgekd/_ortbench.py``, the dependency-light device runner). Latency of any runner:
+``edgekd.harness.measure_latency``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Runner(Protocol):
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
     def set_threads(self, threads: int) -> None: ...
+
+    def synchronize(self) -> None: ...
 
 
 RUNTIMES: Registry = Registry("runtime")
@@ -57,6 +61,9 @@ class TorchRunner:
 
 @RUNTIMES.register("onnxruntime")
 class OrtRunner:
+    """A model file (.onnx or .ort) in onnxruntime; the session is made by the device runner's
+    :func:`edgekd._ortbench.make_session` (the code a bundle's run.py uses on the device)."""
+
     runtime = "onnxruntime"
     device = "cpu"
 
@@ -67,19 +74,15 @@ class OrtRunner:
         self._make(threads)
 
     def _make(self, threads: int) -> None:
-        import onnxruntime as ort
+        from ._ortbench import ModelLoadError, make_session
 
         if not self.path.exists():
             raise InputError(f"{self.path}: ONNX file does not exist")
         check_regular(self.path, "model")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=list(self.providers))
-        except Exception as e:
-            raise InputError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+            self.session, self.warning = make_session(str(self.path), threads, self.providers)
+        except ModelLoadError as e:
+            raise InputError(str(e)) from None
         self.input_name = self.session.get_inputs()[0].name
         self.threads = threads
 

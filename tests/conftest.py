@@ -73,5 +73,5 @@ def default_build(tmp_path_factory, env):
     (copy it first to modify it).
     """
     work = tmp_path_factory.mktemp("build")
-    proc = edgekd("build", "-o", "out", "--quiet", "--set", "teacher.device=cpu", cwd=work, env=env)
+    proc = edgekd("build", "-o", "out", "--quiet", "--set", "compute.device=cpu", cwd=work, env=env)
     return work, proc

@@ -1,4 +1,5 @@
-"""The latency / memory harness (edgekd/_ortbench.py, edgekd bench) and the ORT-format artifact."""
+"""The latency / memory harness (edgekd/_ortbench.py, the device runner; edgekd bench) and the
+ORT-format artifact."""
 
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ def test_bench_script_records_every_statistic(default_build):
         assert r["runs"] == 30 and r["warmup"] == 3 and r["batch"] == 1
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert lat["min"] <= lat["mean"] <= lat["max"] and lat["std"] >= 0
+        # latency_ms is the device runner's latency_record, as in a build's report.json
+        assert (lat["batch"], lat["threads"], lat["runs"], lat["warmup"]) == (1, r["threads"], 30, 3)
+        assert lat["wall_s"] == r["wall_s"]
         assert r["session_create_ms"] > 0 and r["first_inference_ms"] > 0
         assert r["throughput"]["images_per_s"] == pytest.approx(r["throughput"]["inferences_per_s"])
         mem = r["memory"]
@@ -104,9 +108,8 @@ def test_bench_command(default_build, env, tmp_path):
 
 
 def test_random_input_matches_model(default_build):
-    from edgekd.bench import _ortbench
+    from edgekd import _ortbench as ob
 
-    ob = _ortbench()
     session, warning = ob.make_session(str(default_build[0] / "out" / "student.int8.onnx"), 1,
                                        "NoSuchExecutionProvider")
     assert warning and "used CPUExecutionProvider" in warning

@@ -67,7 +67,7 @@ def bundle(default_build, tmp_path_factory, env):
     d = tmp_path_factory.mktemp("bundle")
     (d / "test-box.toml").write_text(PROFILE.format(latency="1e6"))
     res = edgekd("bundle", str(work / "out"), "--device", str(d / "test-box.toml"), "-o", str(d / "b"),
-                 "--max-images", "200", cwd=d, env=env)
+                 "--first-images", "200", cwd=d, env=env)
     assert res.returncode == 0, res.stderr
     return d, res
 

@@ -96,7 +96,7 @@ def test_eval_command_on_artifacts(default_build, env):
 
 def test_untrained_student_is_rejected(tmp_path, env):
     proc = edgekd("build", "-o", "bad", "--quiet", "--set", "distill.epochs=0",
-                  "--set", "teacher.device=cpu", cwd=tmp_path, env=env)
+                  "--set", "compute.device=cpu", cwd=tmp_path, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL" in proc.stdout and "clean" in proc.stdout
     man = json.loads((tmp_path / "bad" / "manifest.json").read_text())

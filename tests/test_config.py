@@ -12,8 +12,8 @@ def test_defaults_reproduce_the_embedded_build():
 
 def test_file_and_overrides(tmp_path):
     p = tmp_path / "c.toml"
-    p.write_text('[distill]\nepochs = 3\ntemperature = 2\n[teacher]\ndevice = "cpu"\n')
-    cfg = load_config(p, ["distill.epochs=0", "robustness.severities=[1,3]", "teacher.device=cpu"])
+    p.write_text('[distill]\nepochs = 3\ntemperature = 2\n[compute]\ndevice = "cpu"\n')
+    cfg = load_config(p, ["distill.epochs=0", "robustness.severities=[1,3]", "compute.device=cpu"])
     assert cfg.distill.epochs == 0
     assert cfg.distill.temperature == 2.0 and isinstance(cfg.distill.temperature, float)
     assert cfg.robustness.severities == [1, 3]
@@ -24,7 +24,7 @@ def test_file_and_overrides(tmp_path):
     ("[distill]\nepoch = 1\n", "unknown key distill.epoch; valid keys of [distill]: loss, epochs"),
     ("[distill]\nepochs = 'many'\n", "distill.epochs must be an integer, got 'many'"),
     ("[distill]\nalpha = 1.5\n", "distill.alpha = 1.5 must lie in [0.0, 1.0]"),  # both bounds: the range
-    ("[teacher]\ndevice = 'tpu'\n", "teacher.device = 'tpu' is not one of auto, cpu, cuda"),
+    ("[compute]\ndevice = 'tpu'\n", "compute.device = 'tpu' is not one of auto, cpu, cuda"),
     ("[robustness]\nseverities = [0, 6]\n", "robustness.severities must lie in 1..5"),
     ("[distill\n", "is not valid TOML"),
     ("[distill]\ntemperature = inf\n", "distill.temperature must be a finite number"),
@@ -48,7 +48,7 @@ def test_missing_file_and_bad_override(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("epochs=3")
-    assert parse_override("teacher.device=cpu") == ("teacher", "device", "cpu")
+    assert parse_override("compute.device=cpu") == ("compute", "device", "cpu")
     assert parse_override("distill.alpha=0.5") == ("distill", "alpha", 0.5)
 
 
@@ -61,3 +61,129 @@ def test_example_config_is_valid_and_complete(tmp_path):
     for line in describe().splitlines():
         if "=" in line:
             assert line.split("=")[0].strip() + " =" in example.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# [compute], [cache], robustness.sample_images and their deprecated names (issue 17 item 8)
+# ---------------------------------------------------------------------------------------------
+
+def test_new_sections_and_keys(tmp_path, capsys):
+    p = tmp_path / "c.toml"
+    p.write_text('[compute]\ndevice = "cpu"\n[cache]\ndir = "cache"\n[robustness]\nsample_images = 60\n')
+    cfg = load_config(p)
+    assert cfg.compute.device == "cpu" and cfg.robustness.sample_images == 60
+    assert cfg.cache.dir == str(tmp_path / "cache")  # a path, relative to the config file
+    assert not hasattr(cfg.teacher, "device") and not hasattr(cfg.robustness, "max_images")
+    assert not hasattr(cfg.robustness, "cache_dir")
+    assert capsys.readouterr().err == ""  # the new names do not warn
+    d = BuildConfig()
+    assert (d.compute.device, d.cache.dir, d.robustness.sample_images) == ("auto", "", 0)
+
+
+def test_cache_dir_is_the_cache_root(tmp_path):
+    from edgekd.cache import default_root
+    from edgekd.robustness import perturbed_dir
+
+    assert perturbed_dir(load_config(None, [f"cache.dir={tmp_path}"])) == tmp_path / "perturbed"
+    assert perturbed_dir(load_config(None)) == default_root() / "perturbed"
+    assert perturbed_dir(load_config(None, ["cache.dir=none"])) is None
+
+
+@pytest.mark.parametrize("old, new, value, expect", [
+    (("teacher", "device"), ("compute", "device"), "cpu", "cpu"),
+    (("robustness", "max_images"), ("robustness", "sample_images"), 60, 60),
+    (("robustness", "cache_dir"), ("cache", "dir"), "none", "none"),
+])
+def test_deprecated_key_works_with_one_warning(tmp_path, capsys, old, new, value, expect):
+    import tomllib
+
+    from edgekd.config import _toml
+
+    text = f"[{old[0]}]\n{old[1]} = {_toml(value)}\n"
+    assert tomllib.loads(text)
+    p = tmp_path / "old.toml"
+    p.write_text(text)
+    for load in (lambda: load_config(p), lambda: load_config(None, [f"{old[0]}.{old[1]}={value}"])):
+        cfg = load()
+        assert getattr(getattr(cfg, new[0]), new[1]) == expect
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1, err
+        assert err[0].startswith(f"edgekd: warning: {old[0]}.{old[1]} is deprecated; use {new[0]}.{new[1]} (")
+
+
+def test_deprecated_messages():
+    from edgekd.config import DEPRECATED
+
+    assert DEPRECATED["teacher.device"][0] == "compute.device"
+    assert "student trains" in DEPRECATED["teacher.device"][1]
+    assert "DIR/perturbed" in DEPRECATED["robustness.cache_dir"][1]  # the layout changed
+    assert DEPRECATED["robustness.max_images"][0] == "robustness.sample_images"
+
+
+def test_teacher_device_warning_line(capsys):
+    load_config(None, ["teacher.device=cpu"])
+    assert capsys.readouterr().err == ("edgekd: warning: teacher.device is deprecated; use compute.device "
+                                       "(it also decides where the student trains)\n")
+
+
+def test_deprecated_cache_dir_is_a_path_relative_to_the_file(tmp_path, capsys):
+    p = tmp_path / "old.toml"
+    p.write_text('[robustness]\ncache_dir = "c"\n')
+    assert load_config(p).cache.dir == str(tmp_path / "c")
+    assert "DIR/perturbed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, overrides, names", [
+    ('[teacher]\ndevice = "cpu"\n[compute]\ndevice = "cpu"\n', [], ("teacher.device", "compute.device")),
+    ('[robustness]\nmax_images = 5\nsample_images = 5\n', [], ("robustness.max_images", "robustness.sample_images")),
+    ('[robustness]\ncache_dir = ""\n[cache]\ndir = ""\n', [], ("robustness.cache_dir", "cache.dir")),
+    ('[compute]\ndevice = "cpu"\n', ["teacher.device=cpu"], ("teacher.device", "compute.device")),
+])
+def test_old_and_new_key_together_is_an_error(tmp_path, text, overrides, names):
+    p = tmp_path / "both.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, overrides)
+    assert all(n in str(e.value) for n in names) and str(p) in str(e.value)
+
+
+def test_from_dict_does_not_change_its_argument_and_can_stay_quiet(capsys):
+    from edgekd.config import from_dict
+
+    raw = {"teacher": {"device": "cpu"}, "robustness": {"max_images": 7}}
+    cfg = from_dict(raw, warn=False)
+    assert (cfg.compute.device, cfg.robustness.sample_images) == ("cpu", 7)
+    assert raw == {"teacher": {"device": "cpu"}, "robustness": {"max_images": 7}}
+    assert capsys.readouterr().err == ""
+    # a stored config (manifest.json of a build) round-trips under the new names
+    assert from_dict(cfg.to_dict()) == cfg and capsys.readouterr().err == ""
+
+
+def test_config_command_lists_the_new_sections(capsys):
+    from edgekd.cli import main
+
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("[compute]\ndevice = \"auto\"", "[cache]\ndir = \"\"", "sample_images = 0",
+                   "#   teacher.device -> compute.device"):
+        assert needle in out
+    keys = [line.split(" = ")[0] for line in out.splitlines() if " = " in line and not line.startswith("#")]
+    assert "max_images" not in keys and "cache_dir" not in keys
+    assert "\ndevice" not in out.split("[teacher]")[1].split("[student]")[0]
+
+
+def test_bundle_first_images_and_its_deprecated_name(capsys):
+    from edgekd.cli import make_parser
+    from edgekd.commands.bundle import first_images
+
+    def parse(*flags):
+        return make_parser().parse_args(["bundle", "out", "--device", "rpi4", *flags])
+
+    assert first_images(parse()) == 500
+    assert first_images(parse("--first-images", "20")) == 20
+    assert capsys.readouterr().err == ""
+    assert first_images(parse("--max-images", "30")) == 30
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("edgekd: warning: --max-images is deprecated; use --first-images")
+    with pytest.raises(ConfigError, match="--max-images.*--first-images"):
+        first_images(parse("--max-images", "30", "--first-images", "20"))

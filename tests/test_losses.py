@@ -114,8 +114,8 @@ def new_methods():
 
 
 def test_a_new_method_is_accepted_everywhere_without_editing_config(new_methods, digits):
+    from edgekd.losses import training_meta
     from edgekd.pipeline import teacher_train_targets
-    from edgekd.robustness import training_meta
 
     for name in new_methods:
         assert name in L.loss_names()
@@ -402,7 +402,7 @@ def test_report_says_when_the_student_trained_adversarially():
     (["distill.epochs=0"], None, []),  # no distillation: nothing was trained
 ])
 def test_training_meta_lists_only_what_the_student_saw(overrides, method, seen):
-    from edgekd.robustness import training_meta
+    from edgekd.losses import training_meta
 
     meta = training_meta(load_config(None, overrides).distill)
     assert meta["training_method"] == method
@@ -414,8 +414,8 @@ def test_training_meta_lists_only_what_the_student_saw(overrides, method, seen):
 
 
 def test_report_says_how_perturbed_images_entered_the_batches():
+    from edgekd.losses import training_meta
     from edgekd.report import markdown_sections
-    from edgekd.robustness import training_meta
 
     meta = training_meta(load_config(None, ["distill.augment_prob=0.25", "distill.augment_mode=append"]).distill)
     assert meta["training_augment"] == {"prob": 0.25, "mode": "append", "target": "clean"}

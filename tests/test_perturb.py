@@ -85,10 +85,7 @@ def test_one_list_of_common_corruption_names():
     run = r"\s*,\s*".join(f'"{n}"' for n in R.COMMON[:3])
     root = pathlib.Path(R.__file__).parent
     copies = {f.relative_to(root).as_posix() for f in root.rglob("*.py") if re.search(run, f.read_text())}
-    # the gate's and the HTML report's copies (checked equal by their tests) are to import
-    # perturb_registry.COMMON / CATEGORIES instead; drop them from here when they do
-    known = {"gate.py", "gate/checks.py", "html_report.py"}
-    assert copies - known == {"perturb_registry.py"}, copies
+    assert copies == {"perturb_registry.py"}, copies
 
 
 @pytest.fixture

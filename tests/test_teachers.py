@@ -191,13 +191,14 @@ path = "digits.npz"
 weights = "teacher.ts"
 mean = {list(digits.mean)}
 std = {list(digits.std)}
+[compute]
 device = "cpu"
 [distill]
 epochs = 2
 [robustness]
 perturbations = ["common"]
 epsilons = [2]
-max_images = 60
+sample_images = 60
 [gate]
 adversarial_epsilon = 2
 """)

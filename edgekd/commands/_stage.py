@@ -3,6 +3,7 @@ with, and writing one output file whole or not at all."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,15 @@ from typing import TypeVar
 from ..errors import InputError
 
 T = TypeVar("T")
+
+
+def add_config_arguments(p: argparse.ArgumentParser,
+                         config_help: str = "TOML build config (default: built-in defaults)",
+                         example: str = "distill.epochs=0") -> None:
+    """-c CONFIG and --set SECTION.KEY=VALUE, as every command that reads a build config takes them."""
+    p.add_argument("-c", "--config", help=config_help)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=f"override one config value, e.g. --set {example} (repeatable)")
 
 
 def stored_config(model: Path, ck: dict | None = None) -> dict:

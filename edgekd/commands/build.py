@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._stage import add_config_arguments
+
 HELP = "distil, export, quantise, measure and gate (the whole pipeline)"
 DESCRIPTION = """\
 Run every stage: teacher -> distilled student -> ONNX -> INT8 -> clean and perturbed
@@ -19,9 +21,7 @@ one TOML file (-c); every key, its default and meaning: `edgekd config` or edgek
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="TOML build config (default: built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set distill.epochs=0 (repeatable)")
+    add_config_arguments(p)
     p.add_argument("-o", "--out", default="edgekd-out", help="artifact directory (default: edgekd-out)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
 

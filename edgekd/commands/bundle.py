@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, metavar="PROFILE",
                    help="device profile: a name from `edgekd devices` or a .toml path")
     p.add_argument("-o", "--out", metavar="BUNDLE", help="bundle folder (default: bundle-PROFILE)")
-    p.add_argument("--max-images", type=int, default=500, help="test images in the evaluation set (default 500)")
+    p.add_argument("--first-images", type=int, metavar="N", help="the evaluation set: the first N test "
+                   "images of the build's sweep (default 500)")
+    p.add_argument("--max-images", type=int, metavar="N", help="deprecated name of --first-images")
     p.add_argument("--perturb", metavar="NAME,...", help="perturbed sets at --severity (default: "
                    "gaussian_noise,defocus_blur,contrast,jpeg_compression,occlusion; 'none' for clean only)")
     p.add_argument("--severity", type=int, default=3, choices=range(1, 6), metavar="1..5",
@@ -34,11 +36,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-zip", action="store_true", help="do not write BUNDLE.zip")
 
 
+def first_images(args: argparse.Namespace) -> int:
+    """--first-images, or its deprecated name --max-images (one warning line on stderr)."""
+    import sys
+
+    from ..errors import ConfigError
+
+    if args.max_images is None:
+        return 500 if args.first_images is None else args.first_images
+    if args.first_images is not None:
+        raise ConfigError("both --max-images (deprecated) and --first-images are given; keep --first-images")
+    print("edgekd: warning: --max-images is deprecated; use --first-images (the first N test images, "
+          "unlike robustness.sample_images, a seeded random subset)", file=sys.stderr)
+    return args.max_images
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bundle import DEFAULT_PERTURBATIONS, make_bundle
     from ..device_profiles import load_profile
     from ..perturb import resolve
 
+    first = first_images(args)
     profile = load_profile(args.device)
     if args.perturb is None:
         names = DEFAULT_PERTURBATIONS
@@ -47,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         names = tuple(resolve([t.strip() for t in args.perturb.split(",") if t.strip()]))
     dest = Path(args.out or f"bundle-{profile.name}")
-    rec = make_bundle(Path(args.out_dir), profile, dest, args.max_images, names, args.severity,
+    rec = make_bundle(Path(args.out_dir), profile, dest, first, names, args.severity,
                       make_zip=not args.no_zip)
     size = sum(p.stat().st_size for p in Path(rec["dir"]).rglob("*") if p.is_file())
     print(f"bundle for {profile.name}: {dest}/ ({size / 1e6:.2f} MB)"

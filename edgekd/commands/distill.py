@@ -6,18 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._stage import add_config_arguments
+
 HELP = "distil a student from the teacher and write student.pt (the build's first stage only)"
 DESCRIPTION = """\
 Load (or train) the teacher the config names and distil the student on the training split,
 exactly as `edgekd build` does, then write the student checkpoint to -o (default student.pt).
-Continue with `edgekd export student.pt -o student.fp32.onnx` and `edgekd quantize`.
+Continue with `edgekd export student.pt` (fp32 ONNX) and `edgekd quantize` (INT8).
 The file is written whole or not at all; the test split is never read during training."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="TOML build config (default: built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable)")
+    add_config_arguments(p)
     p.add_argument("-o", "--out", default="student.pt", help="student checkpoint to write (default: student.pt)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output(out, (".pt",))  # refuse a bad -o now, not after training
     ds = load_dataset(cfg.data)
-    device = resolve_device(cfg.teacher.device)
+    device = resolve_device(cfg.compute.device)
     teacher, teacher_rec = prepare_teacher(cfg, ds, device, not args.quiet)
     student, dist = distill_stage(cfg, ds, teacher, teacher_rec, device, not args.quiet)
     write_output(out, (".pt",), lambda tmp: save_student(cfg, ds, student, dist, tmp))

@@ -23,8 +23,8 @@ def _ints(text: str) -> list[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="student.pt (edgekd checkpoint) or a .onnx file")
     p.add_argument("--data", help="dataset name (default: the checkpoint's, else digits)")
-    p.add_argument("-c", "--config", help="build config whose [data] / [robustness] / [measure] "
-                   "sections to use (default: the config stored in a student.pt, else the defaults)")
+    p.add_argument("-c", "--config", help="build config whose [data] / [robustness] / [measure] / "
+                   "[cache] sections to use (default: the config stored in a student.pt, else the defaults)")
     p.add_argument("--perturb", default="all",
                    help="all, common, extra, missing, none, or comma-separated names (default: all)")
     p.add_argument("--severities", type=_ints, help="e.g. 1,3,5 (default: the config's, 1..5)")
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files import check_regular, read_json
     from ..harness import accuracy, evaluate
     from ..models import load_checkpoint
-    from ..robustness import PerturbedSets, cache_dir_from_config, sweep_predictions
+    from ..robustness import PerturbedSets, perturbed_dir, sweep_predictions
     from ..runtimes import OrtRunner, TorchRunner
 
     path = check_regular(args.model, "model")  # a FIFO or a device is refused before it is opened
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                          f"({str(e).splitlines()[0][:160]})") from None
     result = {"model": str(path), "data": ds.name, "n_test": len(ds.test),
               "accuracy": {"clean": accuracy(clean, ds.test.y)}}
-    sets = PerturbedSets(ds.test, cfg.robustness.seed, cache_dir_from_config(cfg.robustness.cache_dir))
+    sets = PerturbedSets(ds.test, cfg.robustness.seed, perturbed_dir(cfg))
     preds = sweep_predictions({"m": runner}, sets, names, sevs, cfg.measure.eval_batch_size,
                               not args.quiet)
     table = {n: [None] * 5 for n in names}

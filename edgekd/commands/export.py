@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..artifacts import STUDENT_FP32, get
+from ._stage import add_config_arguments
+
+_DEFAULT = get(STUDENT_FP32).file
+
 HELP = "export a student.pt to fp32 ONNX, parity-checked against torch (the build's export stage)"
 DESCRIPTION = """\
-Export STUDENT (an edgekd checkpoint, e.g. from `edgekd distill`) to ONNX exactly as `edgekd build`
+Export STUDENT (an edgekd checkpoint, e.g. from `edgekd distill`) to fp32 ONNX exactly as `edgekd build`
 does: uint8 NHWC images in, logits out, normalisation inside the graph; then check that
 onnxruntime reproduces the torch logits on calibration images of the checkpoint's data
 (its stored [data] and [export] sections, or those of -c CONFIG)."""
@@ -15,11 +20,9 @@ onnxruntime reproduces the torch logits on calibration images of the checkpoint'
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("student", help="edgekd student checkpoint (.pt)")
-    p.add_argument("-c", "--config", help="build config whose [data] / [export] sections to use "
-                   "(default: the config stored in the checkpoint)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable)")
-    p.add_argument("-o", "--out", default="student.fp32.onnx", help="ONNX file to write (default: student.fp32.onnx)")
+    add_config_arguments(p, "build config whose [data] / [export] sections to use (default: the config "
+                         "stored in the checkpoint)", 'export.opset=18')
+    p.add_argument("-o", "--out", default=_DEFAULT, help=f"ONNX file to write (default: {_DEFAULT})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..artifacts import STUDENT_INT8, get
+from ._stage import add_config_arguments
+
+_DEFAULT = get(STUDENT_INT8).file
+
 HELP = "quantise an fp32 ONNX model to static INT8 (the build's quantize stage)"
 DESCRIPTION = """\
 Quantise MODEL (an fp32 ONNX file taking uint8 NHWC images, e.g. from `edgekd export`) to static
@@ -15,10 +20,9 @@ else the defaults. Then report the INT8 model's agreement with MODEL on those im
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="fp32 ONNX model")
-    p.add_argument("-c", "--config", help="build config whose [data] / [quantize] sections to use")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set quantize.activation_type=\"int8\"")
-    p.add_argument("-o", "--out", default="student.int8.onnx", help="ONNX file to write (default: student.int8.onnx)")
+    add_config_arguments(p, "build config whose [data] / [quantize] sections to use (default: those of "
+                         "the build MODEL sits in)", "quantize.preset='\"int8-static-u8s8\"'")
+    p.add_argument("-o", "--out", default=_DEFAULT, help=f"ONNX file to write (default: {_DEFAULT})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import artifacts
+from .. import predictions as P
 from ..errors import InputError
+from ..perturb_registry import COMMON
 from .budget_checks import build_budget_checks, device_run_checks
 from .inputs import Build, load_build
 from .policy import Policy
@@ -29,14 +31,9 @@ from .stats import (
     wilson_interval,
 )
 
-# The 15 common corruptions of Hendrycks & Dietterich (ICLR 2019), in the benchmark's order; mCA
-# is their mean accuracy over severities 1..5. Kept here so the gate reads reports without
-# importing the perturbation code.
-COMMON_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression",
-)
+# The 15 common corruptions (mCA: their mean accuracy over severities 1..5), from the registry's
+# dependency-free list: the gate reads reports without importing the perturbation code.
+COMMON_CORRUPTIONS = COMMON
 SEVERITIES = (1, 2, 3, 4, 5)
 TEACHER = artifacts.TEACHER
 
@@ -75,8 +72,8 @@ def _clean_checks(art: Build, model: str, policy: Policy) -> list[Check]:
     if policy.min_agreement is not None:
         cid = f"{model}.agreement"
         reported = art.metric(model, "agreement_with_teacher.clean", "min_agreement", hint)
-        t = np.asarray(art.preds[f"{TEACHER}/clean"]).ravel()
-        s = np.asarray(art.preds[f"{model}/clean"]).ravel()
+        t = np.asarray(art.preds[P.clean(TEACHER)]).ravel()
+        s = np.asarray(art.preds[P.clean(model)]).ravel()
         k = int(np.sum(t == s))
         art.agree(model, "agreement_with_teacher.clean", reported, k / art.n)
         interval = wilson_interval(k, art.n, policy.confidence)

@@ -10,8 +10,6 @@ Every error names the file, the model and the metric, and says which policy key 
 from __future__ import annotations
 
 import os
-import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..fields import get_path, is_number
-from ..files import check_regular, load_error_reason, read_json
+from ..files import check_regular, read_json
+from ..predictions import load as load_npz  # noqa: F401  (the gate package re-exports it)
 
 
 class Build:
@@ -91,16 +90,6 @@ class Build:
             raise InputError(f"{self.label}: model {model} {what} is {reported:.6g} but "
                              f"{Path(self.pred_label).name} gives {computed:.6g}; the report and "
                              "predictions.npz do not come from the same build")
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file (no pickles); an :class:`InputError` when it cannot be read."""
-    check_regular(path, "predictions")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise InputError(f"{path}: not a readable .npz file ({load_error_reason(e)})") from None
 
 
 def load_build(source: Any, predictions: Any = None, *, need_predictions: bool = True) -> Build:
