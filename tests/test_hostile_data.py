@@ -30,13 +30,17 @@ from edgekd.errors import InputError
 
 _CHILD = """
 import resource, sys
-limit = 3 << 30  # a runaway read or allocation dies here, not in the machine's OOM killer
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from edgekd.config import load_config
+from edgekd.config import load_config  # validating a config imports torch (the loss registry)
 from edgekd.data import load_dataset
 from edgekd.errors import InputError
+cfg = load_config(None, sys.argv[1:])
+# 3 GiB beyond what is mapped now: a runaway read or allocation by the loader dies here, not in
+# the machine's OOM killer
+mapped = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize:")).split()[1]) * 1024
+limit = mapped + (3 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 try:
-    ds = load_dataset(load_config(None, sys.argv[1:]).data)
+    ds = load_dataset(cfg.data)
 except InputError as e:
     print("InputError:", e)
 else:
