@@ -476,6 +476,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if isinstance(value, str) and value and value != "none" and not Path(value).is_absolute() \
                 and ":" not in value:
             raw[section][key] = str(base / value)
+    for section in ("export", "quantize"):  # a preset named by path (a name is looked up in export/)
+        value = raw.get(section, {}).get("preset") if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and (value.endswith(".toml") or "/" in value) and not Path(value).is_absolute():
+            raw[section]["preset"] = str(base / value)
 
 
 def describe() -> str:

@@ -187,3 +187,28 @@ def test_bundle_first_images_and_its_deprecated_name(capsys):
     assert len(err) == 1 and err[0].startswith("edgekd: warning: --max-images is deprecated; use --first-images")
     with pytest.raises(ConfigError, match="--max-images.*--first-images"):
         first_images(parse("--max-images", "30", "--first-images", "20"))
+
+
+def test_presets_fill_their_sections_and_the_config_wins(tmp_path):
+    """export.preset / quantize.preset (export/*.toml): the preset's keys are the section's defaults,
+    the config's own keys override them, a preset named by path in a config file is relative to
+    that file, and a wrong or unknown preset is one ConfigError listing the valid ones."""
+    base = load_config(None)
+    assert (base.export.preset, base.quantize.preset) == ("fp32", "int8-static")
+    u8 = load_config(None, ['quantize.preset="int8-static-u8s8"'])
+    assert u8.quantize.activation_type == "uint8" and u8.quantize.reduce_range
+    mixed = load_config(None, ['quantize.preset="int8-static-u8s8"', 'quantize.activation_type="int8"'])
+    assert mixed.quantize.activation_type == "int8"
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "mine.toml").write_text('name = "mine"\ndescription = "entropy"\nprecision = "int8"\n'
+                                              '[quantize]\ncalibrate_method = "entropy"\n')
+    (tmp_path / "c.toml").write_text('[quantize]\npreset = "p/mine.toml"\n')
+    assert load_config(tmp_path / "c.toml").quantize.calibrate_method == "entropy"
+    with pytest.raises(ConfigError, match=r"unknown quantize preset 'nope'; valid: int8-static"):
+        load_config(None, ['quantize.preset="nope"'])
+    with pytest.raises(ConfigError, match=r"'fp32' is an \[export\] preset"):
+        load_config(None, ['quantize.preset="fp32"'])
+    (tmp_path / "bad.toml").write_text('name = "bad"\ndescription = "x"\nprecision = "int8"\n'
+                                       '[quantize]\nactivation_type = "int4"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: quantize.activation_type = 'int4' is not one of"):
+        load_config(None, [f'quantize.preset="{tmp_path / "bad.toml"}"'])
