@@ -39,7 +39,7 @@ class Build:
             if "labels" not in predictions:
                 raise InputError(f"{pred_label}: no 'labels' array")
             self.labels = np.asarray(predictions["labels"]).astype(np.int64).ravel()
-            # a sweep on a subset of the test images (robustness.max_images) says which
+            # a sweep on a subset of the test images (robustness.sample_images) says which
             self.sweep_index = (np.asarray(predictions["sweep_index"]).astype(np.int64).ravel()
                                 if "sweep_index" in predictions else None)
         n_test = (report.get("dataset") or {}).get("n_test")
