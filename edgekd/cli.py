@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgekd: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `edgekd ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("edgekd: interrupted", file=sys.stderr)
         return 130

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .fields import check_table
+from .fields import check_table, table_keys
 from .fields import spec as field_spec
 
 
@@ -297,7 +297,7 @@ class BuildConfig:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    # Gate policy lives in its own section; its schema is owned by gate.py.
+    # Gate policy lives in its own section; its schema is owned by edgekd/gate/policy.py.
     gate: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -312,8 +312,8 @@ DEPRECATED = {
     "teacher.device": ("compute.device", "it also decides where the student trains"),
     "robustness.cache_dir": ("cache.dir", "the cache root: the folder layout changed, perturbed sets "
                              "now live in DIR/perturbed"),
-    "robustness.max_images": ("robustness.sample_images", "a seeded random subset of the test images, "
-                              "not the first N"),
+    "robustness.max_images": ("robustness.sample_images", "the same seeded random subset of the test "
+                              "images, renamed apart from edgekd bundle --first-images"),
 }
 
 
@@ -368,6 +368,9 @@ def _apply_presets(cfg: BuildConfig, raw: dict, where: str) -> None:
         body = raw.get(section) if isinstance(raw.get(section), dict) else {}
         target = getattr(cfg, section)
         name = check_table({"preset": body.get("preset", target.preset)}, type(target), where, section)["preset"]
+        if all(k in body for k in table_keys(type(target)) if k != "preset"):
+            target.preset = name  # a complete section (a stored config): the preset adds nothing
+            continue
         try:
             preset = load_preset(name, section)
         except ConfigError as e:
@@ -439,10 +442,13 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> BuildConfig:
-    """Read a TOML file (or the defaults when ``path`` is None), apply overrides, validate."""
-    raw: dict = {}
-    where = "defaults"
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None,
+                base_where: str = "defaults") -> BuildConfig:
+    """Read a TOML file (or start from ``base``, a stored config dict, or the defaults), apply
+    overrides, validate. Overrides win over the file, also when one of them uses a deprecated name
+    and the other the new one."""
+    raw: dict = {k: dict(v) if isinstance(v, dict) else v for k, v in (base or {}).items()}
+    where = base_where
     if path is not None:
         from .files import read_toml
 
@@ -450,15 +456,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Bu
         where = str(p)
         raw = read_toml(p, f"config file {p} does not exist")
         _resolve_paths(raw, p.parent)
+    raw = _apply_deprecated(raw, where, warn=base is None)
     for text in overrides:
         section, key, value = parse_override(text)
+        if f"{section}.{key}" in DEPRECATED:
+            new, note = DEPRECATED[f"{section}.{key}"]
+            print(f"edgekd: warning: {section}.{key} is deprecated; use {new} ({note})", file=sys.stderr)
+            section, key = new.split(".")
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise ConfigError(f"--set {text}: [{section}] is not a table")
         raw[section][key] = value
     if overrides:
-        where = "--set" if path is None else f"{where} with --set overrides"
-    return from_dict(raw, where)
+        where = "--set" if path is None and base is None else f"{where} with --set overrides"
+    return from_dict(raw, where, warn=False)
 
 
 # file paths: relative ones in a config file are relative to that file's folder (--set ones to

@@ -60,20 +60,20 @@ def builtin_presets() -> list[Preset]:
     return sorted((_read(p) for p in sorted(d.glob("*.toml"))), key=lambda p: p.name) if d.is_dir() else []
 
 
-def load_preset(name_or_path: str, section: str) -> Preset:
+def load_preset(name_or_path: str, section: str | None) -> Preset:
     """The preset ``name_or_path`` (a built-in name, or the path of a .toml file) for config
-    section ``section``; ConfigError listing the valid presets otherwise."""
+    section ``section`` (None: either); ConfigError listing the valid presets otherwise."""
     text = str(name_or_path)
     if text.endswith(".toml") or os.sep in text or "/" in text:
         preset = _read(Path(text))
     else:
         found = [p for p in builtin_presets() if p.name == text]
         if not found:
-            valid = ", ".join(p.name for p in builtin_presets() if p.section == section)
-            raise ConfigError(f"unknown {section} preset {text!r}; valid: {valid} (or the path of a "
-                              ".toml preset)")
+            valid = ", ".join(p.name for p in builtin_presets() if section in (None, p.section))
+            raise ConfigError(f"unknown {section or 'export'} preset {text!r}; valid: {valid} (or the "
+                              "path of a .toml preset)")
         preset = found[0]
-    if preset.section != section:
+    if section is not None and preset.section != section:
         raise ConfigError(f"{text!r} is an [{preset.section}] preset ({preset.precision} models); "
                           f"{section}.preset needs a [{section}] one")
     return preset

@@ -164,6 +164,20 @@ def test_distill_export_quantize(capsys, tmp_path):
     assert "static INT8" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted([pt.name, fp32.name, int8.name])  # no temp files
     assert int8.stat().st_size < fp32.stat().st_size
+    # --set on top of the stored config: another quantisation preset is applied, not ignored
+    u8 = out / "u8.onnx"
+    assert main(["quantize", str(fp32), "-o", str(u8), "--set", 'quantize.preset="int8-static-u8s8"']) == 0
+    assert "uint8 activations" in capsys.readouterr().out
+    u8.unlink()
+    # an ONNX file that carries no build config is refused unless -c says which data to calibrate on
+    import onnx
+
+    bare = onnx.load(str(fp32))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    assert "carries no build config" in _error(capsys, ["quantize", str(tmp_path / "bare.onnx"),
+                                                        "-o", str(tmp_path / "bare.int8.onnx")])
+    (tmp_path / "bare.onnx").unlink()
 
     # the later stages refuse a -o in a missing folder too, after loading their inputs, leaving nothing
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

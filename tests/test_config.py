@@ -137,7 +137,6 @@ def test_deprecated_cache_dir_is_a_path_relative_to_the_file(tmp_path, capsys):
     ('[teacher]\ndevice = "cpu"\n[compute]\ndevice = "cpu"\n', [], ("teacher.device", "compute.device")),
     ('[robustness]\nmax_images = 5\nsample_images = 5\n', [], ("robustness.max_images", "robustness.sample_images")),
     ('[robustness]\ncache_dir = ""\n[cache]\ndir = ""\n', [], ("robustness.cache_dir", "cache.dir")),
-    ('[compute]\ndevice = "cpu"\n', ["teacher.device=cpu"], ("teacher.device", "compute.device")),
 ])
 def test_old_and_new_key_together_is_an_error(tmp_path, text, overrides, names):
     p = tmp_path / "both.toml"
@@ -212,3 +211,20 @@ def test_presets_fill_their_sections_and_the_config_wins(tmp_path):
                                        '[quantize]\nactivation_type = "int4"\n')
     with pytest.raises(ConfigError, match=r"bad.toml: quantize.activation_type = 'int4' is not one of"):
         load_config(None, [f'quantize.preset="{tmp_path / "bad.toml"}"'])
+
+
+def test_set_overrides_win_over_a_file_also_across_deprecated_names(tmp_path, capsys):
+    (tmp_path / "old.toml").write_text('[teacher]\ndevice = "cpu"\n[robustness]\nmax_images = 100\n')
+    cfg = load_config(tmp_path / "old.toml", ["robustness.sample_images=200", "compute.device=auto"])
+    assert (cfg.robustness.sample_images, cfg.compute.device) == (200, "auto")
+    assert capsys.readouterr().err.count("is deprecated") == 2
+    (tmp_path / "new.toml").write_text('[compute]\ndevice = "cpu"\n')
+    assert load_config(tmp_path / "new.toml", ["teacher.device=auto"]).compute.device == "auto"
+
+
+def test_a_whole_config_with_the_new_sections_is_a_gate_policy_file(tmp_path):
+    from edgekd.gate import load_policy_file
+
+    (tmp_path / "edgekd.toml").write_text('[compute]\ndevice = "cpu"\n[cache]\ndir = "none"\n'
+                                          '[gate]\nmax_clean_drop = 0.05\n')
+    assert load_policy_file(tmp_path / "edgekd.toml").max_clean_drop == 0.05

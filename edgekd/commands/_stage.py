@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import InputError
+from ..errors import EdgekdError, InputError
 
 T = TypeVar("T")
 
@@ -23,32 +23,61 @@ def add_config_arguments(p: argparse.ArgumentParser,
                    help=f"override one config value, e.g. --set {example} (repeatable)")
 
 
+CONFIG_METADATA_KEY = "edgekd.config"  # an ONNX file written by `edgekd export` carries its config here
+
+
 def stored_config(model: Path, ck: dict | None = None) -> dict:
-    """The build config stored with a model: in a student.pt (``ck``), or in the manifest of the
-    build an ONNX file sits in; {} when there is none."""
+    """The build config stored with a model: in a student.pt (``ck``), in the metadata of an ONNX
+    file from ``edgekd export``, or in the manifest of the build an ONNX file sits in; {} when
+    there is none."""
+    import json
+
     from ..files import MANIFEST, build_manifest
 
     if ck is not None:
         stored = ck.get("config", {})
     else:
-        manifest = build_manifest(model.resolve().parent) if (model.resolve().parent / MANIFEST).is_file() else None
-        stored = (manifest or {}).get("config", {})
+        folder = model.resolve().parent
+        manifest = build_manifest(folder) if (folder / MANIFEST).is_file() else None
+        stored = (manifest or {}).get("config") or {}
+        if not stored and model.suffix == ".onnx":
+            try:
+                import onnx
+
+                meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+                stored = json.loads(meta.get(CONFIG_METADATA_KEY, "{}"))
+            except Exception:  # not our file, or no metadata: no stored config
+                stored = {}
     return stored if isinstance(stored, dict) else {}
 
 
-def config_for(model: Path, config: str | None, overrides: list[str], stored: dict):
-    """``-c CONFIG`` when given, else the model's stored config (its [data], [export], [quantize]
-    sections: the same split and calibration images as its build), else the defaults."""
-    from ..config import from_dict, load_config
+def config_for(model: Path, user_cfg, overrides: list[str], stored: dict):
+    """``user_cfg`` (from -c CONFIG, --set applied) when given; else the model's stored [data],
+    [export] and [quantize] sections (the same split and calibration images as its build) with
+    --set applied on top; else the defaults with --set."""
+    from ..config import load_config
 
-    if config:
-        return load_config(config, overrides)
-    cfg = load_config(None, overrides)
-    if stored:
-        base = from_dict({k: stored[k] for k in ("data", "export", "quantize") if k in stored},
-                         f"{model} (stored config)")
-        cfg.data, cfg.export, cfg.quantize = base.data, base.export, base.quantize
-    return cfg
+    if user_cfg is not None:
+        return user_cfg
+    from ..config import parse_override
+
+    # a --set SECTION.preset asks for that preset's recipe: the stored section does not override it
+    new_preset = {parse_override(o)[0] for o in overrides if parse_override(o)[1] == "preset"}
+    base = {k: stored[k] for k in ("data", "export", "quantize")
+            if isinstance(stored.get(k), dict) and k not in new_preset}
+    return load_config(None, overrides, base=base, base_where=f"{model} (stored config)") if base \
+        else load_config(None, overrides)
+
+
+def store_config(onnx_path: Path, cfg) -> None:
+    """Record the build config in an ONNX file's metadata (``edgekd quantize`` reads it back)."""
+    import json
+
+    import onnx
+
+    m = onnx.load(str(onnx_path))
+    m.metadata_props.add(key=CONFIG_METADATA_KEY, value=json.dumps(cfg.to_dict()))
+    onnx.save(m, str(onnx_path))
 
 
 def check_output(target: str | Path, suffixes: tuple[str, ...]) -> Path:
@@ -80,6 +109,8 @@ def write_output(target: str | Path, suffixes: tuple[str, ...], produce: Callabl
         os.replace(tmp, target)
     except OSError as e:
         raise InputError(f"cannot write {target}: {e.strerror or e}") from None
+    except EdgekdError as e:  # name the file the user asked for, not the temporary one
+        raise type(e)(str(e).replace(str(tmp), str(target)).replace(tmp.name, target.name)) from None
     finally:
         tmp.unlink(missing_ok=True)
     return rec

@@ -31,17 +31,23 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..models import load_checkpoint
     from ..pipeline import export_stage
-    from ._stage import config_for, stored_config, write_output
+    from ._stage import config_for, store_config, stored_config, write_output
 
     path = Path(args.student)
     user_cfg = load_config(args.config, args.overrides) if args.config else None
     model, ck = load_checkpoint(path, user_cfg.student.arch if user_cfg else None, key="student")
-    cfg = config_for(path, args.config, args.overrides, stored_config(path, ck))
+    cfg = config_for(path, user_cfg, args.overrides, stored_config(path, ck))
     ds = load_dataset(cfg.data)
     if ck.get("num_classes") not in (None, len(ds.classes)):
         raise InputError(f"{path} has {ck['num_classes']} classes, data {ds.name!r} has {len(ds.classes)}; "
                          "give the config it was built with (-c)")
-    rec = write_output(args.out, (".onnx",), lambda tmp: export_stage(cfg, model.eval(), ds.calib.x, tmp))
+
+    def produce(tmp: Path) -> dict:
+        rec = export_stage(cfg, model.eval(), ds.calib.x, tmp)
+        store_config(tmp, cfg)  # so `edgekd quantize` calibrates on the same data
+        return rec
+
+    rec = write_output(args.out, (".onnx",), produce)
     print(f"{args.out}: opset {rec['opset']}, max |logit diff| vs torch "
           f"{rec['parity']['max_abs_logit_diff']:.2g} on {rec['parity']['samples']} {ds.name} images")
     return 0

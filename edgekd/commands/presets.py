@@ -19,8 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from ..presets import builtin_presets, load_preset
 
     if args.preset:
-        found = [p for p in builtin_presets() if p.name == args.preset]
-        p = found[0] if found else load_preset(args.preset, "quantize")
+        p = load_preset(args.preset, None)
         print(f"{p.name}: {p.description} ({p.source})")
         for key, value in p.table.items():
             print(f"  {p.section}.{key} = {value!r}")

@@ -38,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
     if path.suffix != ".onnx":
         raise InputError(f"{path}: expected an fp32 .onnx model")
     fp32 = RUNTIMES.get("onnxruntime")(path)  # one sentence if onnxruntime cannot load it
-    cfg = config_for(path, args.config, args.overrides, stored_config(path))
+    from ..config import load_config
+
+    user_cfg = load_config(args.config, args.overrides) if args.config else None
+    stored = stored_config(path)
+    if user_cfg is None and not stored:
+        raise InputError(f"{path} carries no build config (it is not from `edgekd export` or an edgekd "
+                         "build); give the config whose [data] and [quantize] sections to use: -c CONFIG")
+    cfg = config_for(path, user_cfg, args.overrides, stored)
     ds = load_dataset(cfg.data)
     calib = ds.calib.x
     try:

@@ -117,11 +117,6 @@ def load_policy(raw: Mapping | None = None, where: str = "gate policy") -> Polic
     return policy
 
 
-# sections of a build config that may sit beside [gate] when a whole edgekd.toml is the policy file
-_BUILD_SECTIONS = ("data", "teacher", "student", "distill", "export", "quantize", "measure",
-                   "robustness")
-
-
 def read_policy_table(path: str | Path) -> dict:
     """The raw policy table of a TOML file: its ``[gate]`` section if it has one, else its top level."""
     from ..files import read_toml
@@ -131,7 +126,9 @@ def read_policy_table(path: str | Path) -> dict:
     if "gate" in raw:
         if not isinstance(raw["gate"], dict):
             raise ConfigError(f"{p}: [gate] must be a table of keys")
-        extra = [k for k in raw if k != "gate" and k not in _BUILD_SECTIONS]
+        from ..config import SECTIONS  # a whole edgekd.toml can be the policy file: its other sections
+
+        extra = [k for k in raw if k != "gate" and k not in SECTIONS]
         if extra:
             raise ConfigError(f"{p}: {', '.join(extra)} outside [gate]; put policy keys inside the "
                               "[gate] table or drop the [gate] header")
