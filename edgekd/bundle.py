@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, artifacts
+from . import predictions as P
 from .device_profiles import DeviceProfile
 from .errors import ConfigError, InputError
-from .files import move_into_place, read_json, recover_interrupted, sha256_file, write_text
+from .files import MANIFEST, move_into_place, read_json, recover_interrupted, sha256_file, write_text
 
 BUNDLE_FORMAT = "edgekd-bundle"
 DEFAULT_PERTURBATIONS = ("gaussian_noise", "defocus_blur", "contrast", "jpeg_compression", "occlusion")
@@ -133,9 +134,9 @@ def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, first
                          "(dataset.test_sha256); make the build's data available at the same path")
     n = min(first_images, len(ds.test))
     arrays = {"images/clean": ds.test.x[:n], "labels/clean": ds.test.y[:n].astype(np.int64),
-              "teacher/clean": np.asarray(preds["teacher/clean"][:n]).astype(np.int64)}
+              "teacher/clean": np.asarray(preds[P.clean(artifacts.TEACHER)][:n]).astype(np.int64)}
     sets, notes = ["clean"], []
-    sweep = np.asarray(preds["sweep_index"]) if "sweep_index" in preds else np.arange(len(ds.test))
+    sweep = np.asarray(preds[P.SWEEP_INDEX]) if P.SWEEP_INDEX in preds else np.arange(len(ds.test))
     idx = sweep[:n]
     seed = (report.get("robustness") or {}).get("seed", 0)
     for name in perturbations:
@@ -214,10 +215,10 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images
     from .runtimes import OrtRunner
 
     report, manifest = (read_json(out_dir / name, f"{out_dir / name} is missing: {out_dir} is not an "
-                                  "edgekd artifact directory") for name in ("report.json", "manifest.json"))
-    if not (out_dir / "predictions.npz").is_file():
+                                  "edgekd artifact directory") for name in (artifacts.REPORT_JSON, MANIFEST))
+    if not (out_dir / artifacts.PREDICTIONS).is_file():
         raise InputError(f"{out_dir / 'predictions.npz'} is missing; the bundle's teacher predictions come from it")
-    preds = load_npz(out_dir / "predictions.npz")
+    preds = load_npz(out_dir / artifacts.PREDICTIONS)
     shape = (report.get("dataset") or {}).get("image_shape") or [None]
     if shape[0] != profile.input_size:
         raise ConfigError(f"device profile {profile.name}: input_size = {profile.input_size}, but "
@@ -260,7 +261,7 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images
            "build": {"artifact_dir": str(out_dir.resolve()), "report_created": report.get("created"),
                      "dataset": (report.get("dataset") or {}).get("name"),
                      "test_sha256": (report.get("dataset") or {}).get("test_sha256"),
-                     "report_sha256": sha256_file(out_dir / "report.json")},
+                     "report_sha256": sha256_file(out_dir / artifacts.REPORT_JSON)},
            "requires": "python >= 3.8, numpy, onnxruntime"}
     write_text(tmp / "bundle.json", json.dumps(rec, indent=2) + "\n")
     write_text(tmp / "README.txt", _readme(profile, rec))

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .artifacts import REPORT_JSON
 from .device_profiles import PROFILE_NAME, profile_from_dict
 from .errors import EdgekdError, InputError
 from .fields import get_path, is_number, show_value
@@ -193,7 +194,7 @@ def merged_files(out_dir: Path, results_paths: list[Path]) -> tuple[dict, dict[P
     of another build (its test images differ).
     """
     out_dir = Path(out_dir)
-    report_path = out_dir / "report.json"
+    report_path = out_dir / REPORT_JSON
     report = read_json(report_path, f"{out_dir}: no report.json (not an edgekd artifact directory)")
     runs = report.get("device_runs", [])
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):

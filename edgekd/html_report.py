@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .artifacts import STUDENT_INT8, TEACHER, all_artifacts
+from .artifacts import REPORT_JSON, STUDENT_INT8, TEACHER, all_artifacts
 from .errors import InputError
 from .files import read_json
 from .perturb_registry import CATEGORIES
@@ -61,7 +61,7 @@ code{background:#f4f4f4;padding:1px 4px}
 def load_report(source: str | Path) -> tuple[Path, dict]:
     """``source``: an artifact directory or a report.json; returns (report.json path, report)."""
     p = Path(source)
-    path = p / "report.json" if p.is_dir() else p
+    path = p / REPORT_JSON if p.is_dir() else p
     where = f"{p}: no report.json in this directory" if p.is_dir() else f"{p}: no such file or directory"
     report = read_json(path, f"{where} (give an edgekd artifact directory or its report.json)")
     if not isinstance(report.get("models"), dict) or not report["models"]:

@@ -215,7 +215,7 @@ KNOWN_ID_SPELLINGS: dict[tuple[str, str], int] = {
 # edgekd/bundle.py reads preds["teacher/clean"] (predictions.clean(artifacts.TEACHER)) and writes it
 # under the same spelled key into the bundle's eval.npz.
 KNOWN_KEY_SPELLINGS: dict[tuple[str, str], int] = {
-    ("edgekd/bundle.py", "'teacher/clean'"): 2,
+    ("edgekd/bundle.py", "'teacher/clean'"): 1,  # the bundle's own eval.npz key (images/, labels/, teacher/)
 }
 
 

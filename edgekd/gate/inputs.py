@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import predictions as P
+from ..artifacts import PREDICTIONS, REPORT_JSON
 from ..errors import InputError
 from ..fields import get_path, is_number
 from ..files import check_regular, read_json
@@ -40,8 +42,8 @@ class Build:
                 raise InputError(f"{pred_label}: no 'labels' array")
             self.labels = np.asarray(predictions["labels"]).astype(np.int64).ravel()
             # a sweep on a subset of the test images (robustness.sample_images) says which
-            self.sweep_index = (np.asarray(predictions["sweep_index"]).astype(np.int64).ravel()
-                                if "sweep_index" in predictions else None)
+            self.sweep_index = (np.asarray(predictions[P.SWEEP_INDEX]).astype(np.int64).ravel()
+                                if P.SWEEP_INDEX in predictions else None)
         n_test = (report.get("dataset") or {}).get("n_test")
         if self.labels is not None:
             if n_test is not None and n_test != len(self.labels):
@@ -96,18 +98,18 @@ def load_build(source: Any, predictions: Any = None, *, need_predictions: bool =
     """``source``: an artifact directory, a report.json path, or a report dict (then ``predictions``
     is a mapping of arrays or a path to predictions.npz)."""
     if isinstance(source, Mapping):
-        label = "report.json"  # the in-memory report the build is about to write
+        label = REPORT_JSON  # the in-memory report the build is about to write
         pred_path = Path(predictions) if isinstance(predictions, (str, os.PathLike)) else None
         report = dict(source)
     else:
         if not os.path.lexists(source):
             raise InputError(f"{source}: no such report file or artifact directory")
         p = check_regular(source, "report", folder_ok=True)
-        report_path = p / "report.json" if p.is_dir() else p
+        report_path = p / REPORT_JSON if p.is_dir() else p
         label = str(report_path)
         report = read_json(report_path, f"{p}: no report.json in this directory (not an edgekd "
                                         "artifact directory)")
-        pred_path = report_path.parent / "predictions.npz" if predictions is None else (
+        pred_path = report_path.parent / PREDICTIONS if predictions is None else (
             Path(predictions) if isinstance(predictions, (str, os.PathLike)) else None)
     arrays = predictions if isinstance(predictions, Mapping) else None
     if arrays is None and pred_path is not None:
