@@ -53,7 +53,7 @@ def main() -> int:
     from edgekd.data import Split
     from edgekd.export import export_onnx
     from edgekd.models import Preprocessed, build_model
-    from edgekd.quantize import quantize_static_int8
+    from edgekd.quantize import quantize_model
     from edgekd.robustness import PerturbedSets, sweep_predictions
     from edgekd.runtimes import OrtRunner
 
@@ -65,7 +65,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = Preprocessed(build_model("digits_student", 10), (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)).eval()
     export_onnx(model, x[:8], tmp / "s.onnx", 17)
-    quantize_static_int8(tmp / "s.onnx", tmp / "s.int8.onnx", x[:200], QuantizeConfig())
+    quantize_model(tmp / "s.onnx", tmp / "s.int8.onnx", x[:200], QuantizeConfig())
     runner = OrtRunner(tmp / "s.int8.onnx", threads=args.threads)
 
     t0 = time.perf_counter()

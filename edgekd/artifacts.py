@@ -44,8 +44,8 @@ class Artifact:
 
 
 ARTIFACTS: Registry[Artifact] = Registry("model id")
-TEACHER, STUDENT_TORCH, STUDENT_FP32, STUDENT_INT8, STUDENT_INT8_ORT = (
-    "teacher", "student_torch", "student_fp32", "student_int8", "student_int8_ort")
+TEACHER, STUDENT_TORCH, STUDENT_FP32, STUDENT_INT8, STUDENT_INT8_ORT, STUDENT_FP16 = (
+    "teacher", "student_torch", "student_fp32", "student_int8", "student_int8_ort", "student_fp16")
 
 
 def _add(a: Artifact) -> None:
@@ -60,6 +60,10 @@ _add(Artifact(STUDENT_INT8, "student", "student.int8.onnx", "onnx", "int8", "onn
               "#d62728"))
 _add(Artifact(STUDENT_INT8_ORT, "student", "student.int8.ort", "ort", "int8", "onnxruntime", False, False,
               True, "#ff7f0e"))
+# made by `edgekd quantize` with an fp16 preset, not by the build (its ONNX Runtime CPU kernels are
+# slower than fp32 on x86: benchmarks/RESULTS.md)
+_add(Artifact(STUDENT_FP16, "student", "student.fp16.onnx", "onnx", "fp16", "onnxruntime", False, False, False,
+              "#2ca02c"))
 
 
 def get(model_id: str) -> Artifact:
@@ -86,6 +90,12 @@ def model_files() -> list[Artifact]:
 
 def by_file(name: str) -> Artifact | None:
     return next((a for a in all_artifacts() if a.file == name), None)
+
+
+def quantized_file(precision: str) -> str:
+    """The file name of the student at a reduced ``precision`` ("int8", "fp16")."""
+    return next(a.file for a in all_artifacts() if a.kind == "student" and a.format == "onnx"
+                and a.precision == precision)
 
 
 def deployed(precision: str, model_format: str) -> Artifact:

@@ -7,7 +7,8 @@
 
 Kinds: ``perturbed`` (perturbed test sets, keyed by the clean images, perturbation, severity and
 seed) and ``teacher-outputs`` (the teacher's logits on the training images, keyed by the
-teacher's weights, the images and the view). Entries are content-addressed: a stale entry is never
+teacher's weights, the images and the view) and ``calibration`` (INT8 calibration ranges, JSON, keyed
+by the fp32 model, the calibration images and the calibrator). Entries are content-addressed: a stale entry is never
 read, so the cache can be deleted at any time. The ``[cache] dir`` config key sets the root.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("perturbed", "teacher-outputs")
+KINDS = ("perturbed", "teacher-outputs", "calibration")
 
 
 def default_root() -> Path:

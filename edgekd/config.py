@@ -235,16 +235,44 @@ class ExportConfig:
 
 @dataclass
 class QuantizeConfig:
-    preset: str = opt("int8-static", "quantisation preset: a file in export/ (see `edgekd presets`) or "
-                      "the path of one; its [quantize] keys are the defaults of this section")
+    preset: str = opt("int8-static-u8s8", "quantisation preset: a file in export/ (see `edgekd presets`) or "
+                      "the path of one; its [quantize] keys are the defaults of this section. With "
+                      "`edgekd build --device PROFILE` the profile's candidate presets are built instead")
+    method: str = opt("static", "static (calibrated QDQ INT8), dynamic (int8 weights, activations "
+                      "quantised at run time: ConvInteger / MatMulInteger), fp16 (float16 weights and "
+                      "arithmetic, uint8 image in and float32 logits out kept; `edgekd quantize` only)",
+                      choices=("static", "dynamic", "fp16"))
     calibrate_method: str = opt("minmax", "INT8 calibration: minmax, entropy, percentile",
                                 choices=("minmax", "entropy", "percentile"))
+    calib_samples: int = opt(0, "calibration images used (the first ones of the calibration split); "
+                             "0 = all data.calib_samples", min=0)
+    calib_percentile: float = opt(99.999, "percentile calibration: the percentile of |activation| kept",
+                                  min=50.0, max=100.0)
+    calib_num_bins: int = opt(2048, "entropy / percentile calibration: histogram bins", min=128, max=1_000_000)
     per_channel: bool = opt(True, "per-channel weight quantisation")
-    activation_type: str = opt("int8", "activation type of the QDQ model: int8 (S8S8), or uint8 (U8S8: "
-                               "on x86 without VNNI onnxruntime runs it faster than fp32, while S8S8 "
-                               "is slower; benchmarks/RESULTS.md)", choices=("int8", "uint8"))
+    activation_type: str = opt("uint8", "activation type of the QDQ model: uint8 (U8S8: on x86 without "
+                               "VNNI onnxruntime runs it faster than fp32), or int8 (S8S8: ARM64, VNNI; "
+                               "slower than fp32 on AVX2; benchmarks/RESULTS.md)", choices=("int8", "uint8"))
     reduce_range: bool = opt(True, "7-bit weights: avoids int16 saturation of onnxruntime's U8S8 "
                              "kernels on x86 CPUs without VNNI (AVX2); set false for ARM / VNNI targets")
+    max_clean_drop: float = opt(0.01, "tolerance of an INT8 model against the fp32 student: clean accuracy "
+                                "lost on the validation split (0.01 = 1 point)", min=0.0, max=1.0)
+    max_perturbed_drop: float = opt(0.01, "tolerance on perturbed accuracy: mean accuracy lost on the "
+                                    "validation images perturbed with quantize.tune_perturbations",
+                                    min=0.0, max=1.0)
+    search: bool = opt(True, "robustness-aware PTQ: when an INT8 model misses a tolerance, keep its most "
+                       "sensitive nodes in float (ranked by onnxruntime's qdq_loss_debug on perturbed "
+                       "images), the fewest that make the tolerances hold")
+    max_float_nodes: int = opt(6, "the search keeps at most this many nodes in float", min=0, max=1000)
+    tune_perturbations: list[str] = opt(["extra"], "perturbations of the tolerance check and the "
+                                        "sensitivity search: Hendrycks' held-out validation corruptions "
+                                        "(extra) by default, disjoint from the 15 evaluated ones")
+    tune_severities: list[int] = opt([2, 4], "severities of the tolerance check")
+    tune_images: int = opt(1000, "at most this many validation images in the tolerance check", min=16)
+    qat: bool = opt(False, "quantisation-aware training (torchao PT2E, fine-tuned with the distillation "
+                    "loss) when post-training quantisation with the search still misses a tolerance")
+    qat_epochs: int = opt(2, "QAT fine-tuning epochs", min=1, max=1000)
+    qat_lr: float = opt(0.01, "QAT peak learning rate (SGD, cosine)", min=0.0)
 
 
 @dataclass
@@ -286,6 +314,14 @@ class CacheConfig:
 
 
 @dataclass
+class DeployConfig:
+    device: str = opt("", "device profile the build is for (`edgekd devices`; a name, the path of a .toml "
+                      "profile, or host = this machine, its ISA detected): every INT8 preset the profile "
+                      "lists is built and measured and the fastest that passes the gate is deployed as "
+                      "the INT8 model; empty = quantize.preset alone (`edgekd build --device`)")
+
+
+@dataclass
 class BuildConfig:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -297,6 +333,7 @@ class BuildConfig:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     # Gate policy lives in its own section; its schema is owned by edgekd/gate/policy.py.
     gate: dict = field(default_factory=dict)
 
@@ -419,6 +456,14 @@ def _cross_checks(cfg: BuildConfig, where: str) -> None:
     bad = [s for s in cfg.robustness.severities if s not in range(1, 6)]
     if bad:
         raise ConfigError(f"{where}: robustness.severities must lie in 1..5, got {bad}")
+    try:
+        perturb.resolve(cfg.quantize.tune_perturbations)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: quantize.tune_perturbations: {e}") from None
+    bad = [s for s in cfg.quantize.tune_severities if s not in range(1, 6)]
+    if bad or not cfg.quantize.tune_severities:
+        raise ConfigError(f"{where}: quantize.tune_severities must be severities in 1..5, got "
+                          f"{cfg.quantize.tune_severities}")
     bad = [e for e in cfg.robustness.epsilons if not 0 < e <= 64]
     if bad:
         raise ConfigError(f"{where}: robustness.epsilons must lie in 1..64 (/255), got {bad}")
@@ -476,6 +521,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
 # the working directory), so a recipe runs from anywhere
 PATH_KEYS = (("data", "path"), ("data", "test_path"), ("teacher", "weights"), ("teacher", "meta"),
              ("cache", "dir"))
+# a device profile or preset named by path (a name is looked up among the built-in ones)
+NAME_OR_PATH_KEYS = (("export", "preset"), ("quantize", "preset"), ("deploy", "device"))
 # the deprecated names of path keys are paths too
 _ALL_PATH_KEYS = PATH_KEYS + tuple(tuple(old.split(".")) for old, (new, _) in DEPRECATED.items()
                                    if tuple(new.split(".")) in PATH_KEYS)
@@ -487,10 +534,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if isinstance(value, str) and value and value != "none" and not Path(value).is_absolute() \
                 and ":" not in value:
             raw[section][key] = str(base / value)
-    for section in ("export", "quantize"):  # a preset named by path (a name is looked up in export/)
-        value = raw.get(section, {}).get("preset") if isinstance(raw.get(section), dict) else None
+    for section, key in NAME_OR_PATH_KEYS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and (value.endswith(".toml") or "/" in value) and not Path(value).is_absolute():
-            raw[section]["preset"] = str(base / value)
+            raw[section][key] = str(base / value)
 
 
 def describe() -> str:

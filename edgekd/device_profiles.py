@@ -3,7 +3,9 @@
     profile = load_profile("rpi4")                 # a built-in profile (devices/rpi4.toml)
     profile = load_profile("my-board.toml")        # or your own file, by path
     profile.threads, profile.budgets.max_latency_p90_ms   # -> 4, 20.0
+    profile.presets                                # -> ["int8-static-s8s8", ...]: INT8 candidates
     [p.name for p in builtin_profiles()]           # -> ["android-arm64", "jetson-orin-cpu", ...]
+    host = load_profile("host")                    # this machine: ISA detected, presets chosen by it
 
 A profile is a TOML file with the keys of :class:`DeviceProfile` at the top level and a
 ``[budgets]`` table (keys of :class:`edgekd.budgets.Budgets`); docs/devices.md shows one. Unknown
@@ -18,6 +20,7 @@ by ``edgekd devices`` and found by name like the built-in ones).
 from __future__ import annotations
 
 import os
+import platform
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +37,17 @@ USER_DIR_ENV = "EDGEKD_DEVICES"
 
 PRECISIONS = ("int8", "fp32")
 MODEL_FORMATS = ("onnx", "ort")
+HOST = "host"  # the profile name of the build machine itself (load_profile("host"))
+# the CPU features that decide which INT8 kernels onnxruntime runs (and so which preset is fastest)
+ISA_FEATURES = ("avx2", "avx512", "vnni", "neon", "dotprod")
+# INT8 presets by CPU, best first (onnxruntime's guidance in quantize_static's docstring; measured on
+# AVX2 in benchmarks/RESULTS.md): the host profile's candidates, by the first row its ISA matches
+HOST_PRESETS = (
+    (("x86_64", "vnni"), ["int8-static-u8s8-8bit", "int8-static-s8s8", "int8-static-u8s8"]),
+    (("x86_64", ""), ["int8-static-u8s8", "int8-static-u8s8-percentile", "int8-static-s8s8"]),
+    (("arm64", ""), ["int8-static-s8s8", "int8-static-u8s8-8bit"]),
+    (("armv7", ""), ["int8-static-u8s8-8bit", "int8-static-s8s8"]),
+)
 # the runtimes a profile may name: those of edgekd.runtimes.RUNTIMES that run a deployable model
 DEVICE_RUNTIMES = tuple(n for n in RUNTIMES.names() if n in {a.runtime for a in artifacts.model_files()})
 # a profile's name names files (the default bundle folder bundle-NAME): a plain file name, no
@@ -52,6 +66,12 @@ class DeviceProfile:
     description: str = spec("", "one line: what class of device this is")
     arch: str = spec("arm64", "CPU architecture: arm64, x86_64, armv7", choices=("arm64", "x86_64", "armv7"))
     cpu: str = spec("", "the cores, e.g. '4x Cortex-A72 @ 1.5 GHz' (informative)")
+    isa: list[str] = spec([], "CPU features that decide the INT8 kernels: avx2, avx512, vnni (AVX-512 VNNI "
+                          "or AVX-VNNI), neon, dotprod (ARMv8.2 SDOT/UDOT)", choices=ISA_FEATURES,
+                          normalize=lambda v: sorted(set(v)))
+    presets: list[str] = spec([], "INT8 quantisation presets to build for this device, in order of "
+                              "preference (`edgekd presets`); `edgekd build --device` builds each and "
+                              "deploys the fastest that passes the gate; [] = quantize.preset")
     runtime: str = spec("onnxruntime", "inference runtime", choices=DEVICE_RUNTIMES)
     execution_provider: str = spec("CPUExecutionProvider", "onnxruntime execution provider; the "
                                    "runner falls back to CPUExecutionProvider (and says so) where absent")
@@ -99,10 +119,67 @@ def profile_from_dict(raw: dict, where: str = "device profile", default_name: st
         raise ConfigError(f"{where}: name = {values['name']!r} is not a valid profile name{origin}: use "
                           "at most 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     profile = DeviceProfile(**values, source=where)
+    _check_presets(profile, where)
     if profile.model_format == "ort" and profile.precision != "int8":
         raise ConfigError(f"{where}: model_format = \"ort\" needs precision = \"int8\" (edgekd converts "
                           "the INT8 model to the ORT format)")
     return profile
+
+
+def _check_presets(profile: DeviceProfile, where: str) -> None:
+    from .presets import load_preset
+
+    for name in profile.presets:
+        try:
+            preset = load_preset(name, "quantize")
+        except ConfigError as e:
+            raise ConfigError(f"{where}: presets: {e}") from None
+        if preset.precision != "int8":
+            raise ConfigError(f"{where}: presets: {name!r} makes {preset.precision} models; a device's "
+                              "candidates are INT8 presets")
+    if profile.presets and profile.precision != "int8":
+        raise ConfigError(f"{where}: presets name INT8 candidates, but precision = {profile.precision!r}")
+
+
+def host_isa() -> tuple[str, list[str]]:
+    """(arch, ISA features of :data:`ISA_FEATURES`) of this machine, from /proc/cpuinfo's flags
+    (Linux x86) or Features (Linux arm64); elsewhere the architecture's baseline."""
+    arch = {"amd64": "x86_64", "x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower(), "armv7" if platform.machine().lower().startswith("arm") else "x86_64")
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    isa = {"avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+           "vnni": bool({"avx512_vnni", "avx_vnni"} & flags), "neon": arch == "arm64" or "neon" in flags
+           or "asimd" in flags, "dotprod": "asimddp" in flags}
+    return arch, [f for f in ISA_FEATURES if isa[f]]
+
+
+def host_profile() -> DeviceProfile:
+    """The build machine as a profile: its ISA detected, its INT8 candidates chosen by
+    :data:`HOST_PRESETS`, onnxruntime on its cores (at most 4 threads), no budgets."""
+    arch, isa = host_isa()
+    presets = next(p for (a, feature), p in HOST_PRESETS if a == arch and (not feature or feature in isa))
+    n = os.cpu_count() or 1
+    return DeviceProfile(name=HOST, description=f"this machine ({arch}, {', '.join(isa) or 'baseline ISA'})",
+                         arch=arch, cpu=platform.processor() or platform.machine(), isa=isa,
+                         presets=list(presets), threads=min(n, 4), model_format="onnx", source="detected")
+
+
+def same_cpu_class(profile: DeviceProfile) -> bool:
+    """Whether latency measured on this machine speaks for ``profile``'s device: same architecture
+    and the same answer for every ISA feature that picks onnxruntime's INT8 kernels. A profile that
+    names no ISA features is taken at its architecture alone."""
+    arch, isa = host_isa()
+    if profile.arch != arch:
+        return False
+    return not profile.isa or set(profile.isa) == set(isa)
 
 
 def read_profile_file(path: str | Path) -> DeviceProfile:
@@ -140,12 +217,39 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     text = str(name_or_path)
     if text.endswith(".toml") or os.sep in text or "/" in text:
         return read_profile_file(text)
+    if text == HOST:
+        return host_profile()
     profiles = builtin_profiles()
     for prof in profiles:
         if prof.name == text:
             return prof
-    raise ConfigError(f"unknown device profile {text!r}; valid: {', '.join(p.name for p in profiles)} "
-                      "(or the path of a .toml profile)")
+    raise ConfigError(f"unknown device profile {text!r}; valid: {', '.join(p.name for p in profiles)}, "
+                      f"{HOST} (this machine), or the path of a .toml profile")
+
+
+def device_budgets(raw: dict, profile: DeviceProfile) -> dict:
+    """A gate policy table with the device profile's budgets on the deployed INT8 model, unless it
+    budgets that model itself: its size always, its latency and peak memory only where this
+    machine speaks for the device (:func:`same_cpu_class`)."""
+    budgets = raw.get("budgets", {})
+    if not isinstance(budgets, dict) or artifacts.STUDENT_INT8 in budgets:
+        return raw
+    b = profile.budgets
+    here = same_cpu_class(profile)
+    table = {"max_size_bytes": b.max_size_bytes, "max_latency_p90_ms": b.max_latency_p90_ms if here else None,
+             "max_peak_memory_bytes": b.max_peak_memory_bytes if here else None}
+    table = {k: v for k, v in table.items() if v is not None}
+    return {**raw, "budgets": {**budgets, artifacts.STUDENT_INT8: table}} if table else raw
+
+
+def deploy_profile(cfg) -> DeviceProfile | None:
+    """The device profile a build config's ``deploy.device`` names (None: none)."""
+    if not cfg.deploy.device:
+        return None
+    try:
+        return load_profile(cfg.deploy.device)
+    except ConfigError as e:
+        raise ConfigError(f"deploy.device: {e}") from None
 
 
 def profile_table(profiles: list[DeviceProfile]) -> str:

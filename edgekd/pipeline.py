@@ -53,7 +53,7 @@ from .models import (
     pretrained_model,
     save_checkpoint,
 )
-from .quantize import quantize_static_int8
+from .device_profiles import deploy_profile, device_budgets
 from .runtimes import RUNTIMES
 
 MODEL_IDS = tuple(a.id for a in artifacts.build_models())
@@ -244,30 +244,26 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     export_rec = export_stage(cfg, student, ds.calib.x, fp32)
     stage("export", t0)
 
-    # 4. static INT8
+    # 4. INT8 candidates: quantize.preset, or each preset of the device profile; each checked
+    # against the fp32 student on clean and perturbed validation images (and mended where it misses)
     t0 = time.perf_counter()
-    int8 = out / artifacts.get(artifacts.STUDENT_INT8).file
-    quant_rec = quantize_stage(cfg, fp32, ds.calib.x, int8)
+    profile = deploy_profile(cfg)
+    work = out / ".candidates"  # inside the partial folder: gone with it on any failure
+    work.mkdir()
+    from .cache import cache_root, folder
+    from .candidates import make_candidates
+
+    calib_cache = folder(cache_root(cfg.cache.dir), "calibration") or work / "calibration"
+    cands, tune_rec = make_candidates(cfg, ds, fp32, work, profile, calib_cache, say,
+                                      qat_inputs=lambda: _qat_inputs(cfg, teacher, teacher_rec, ds, device, student))
     stage("quantize", t0)
-    say(f"exported {fp32.name} (max |logit diff| {export_rec['parity']['max_abs_logit_diff']:.2g}) "
-        f"and {int8.name}")
 
-    # 4b. ORT format of the INT8 model + operator configs for a reduced onnxruntime build
-    t0 = time.perf_counter()
-    from .ort_mobile import convert_to_ort
-
-    ort_rec = convert_to_ort(int8, ds.calib.x[:cfg.export.parity_samples])
-    stage("ort_format", t0)
-
-    # 5. measure: each measurement returns its records; the report assembles them
+    # 5. measure every model and every candidate: each measurement returns its records
     t0 = time.perf_counter()
     in_memory = {artifacts.TEACHER: teacher, artifacts.STUDENT_TORCH: student}
-    runners = {a.id: _runner(a, out, in_memory, device) for a in artifacts.build_models()}
-    described = {a.id: _describe_model(a, in_memory, teacher_rec, out, t_params, s_params, device)
-                 for a in artifacts.build_models()}
-    described[artifacts.STUDENT_INT8]["ort_format"] = {
-        "file": ort_rec["path"], "size_bytes": ort_rec["size_bytes"],
-        "operators_config": ort_rec["operators_config"], "parity": ort_rec["parity"]}
+    fixed = [a for a in artifacts.build_models() if a.id != artifacts.STUDENT_INT8]
+    runners = {a.id: _runner(a, out, in_memory, device) for a in fixed}
+    runners.update({c.model_id: RUNTIMES.get("onnxruntime")(c.path) for c in cands})
     clean_metrics, clean_preds = measure_clean(runners, ds.test.x, ds.test.y, cfg.measure.eval_batch_size,
                                                progress)
     predictions = {P.LABELS: ds.test.y.astype(np.int64), **{P.clean(m): p for m, p in clean_preds.items()}}
@@ -284,13 +280,45 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         stage("evaluate_perturbed", t0)
 
     t0 = time.perf_counter()
-    speed = measure_speed(runners, out, ds.test.x[:1], cfg.measure)
+    files = {a.id: out / a.file for a in artifacts.memory_models() if a.id != artifacts.STUDENT_INT8}
+    speed = measure_speed(runners, {**files, **{c.model_id: c.path for c in cands}}, ds.test.x[:1], cfg.measure)
     stage("latency", t0)
 
+    # 6. the candidate to deploy: gated like the build, the fastest that passes (candidates.choose)
+    from .candidates import as_int8, pick
     from .report import build_report
 
-    report = build_report(cfg, ds, [described, clean_metrics, sweep.models if sweep else {}, speed],
-                          sweep.meta if sweep else {}, device, training_record(cfg, ds, teacher_rec, training))
+    described = {a.id: _describe_model(a, in_memory, teacher_rec, out, t_params, s_params, device) for a in fixed}
+    int8_art = artifacts.get(artifacts.STUDENT_INT8)
+    records = [clean_metrics, sweep.models if sweep else {}, speed]
+    winner, quant_section, predictions = pick(
+        cands, lambda c: {**described, artifacts.STUDENT_INT8: _describe_candidate(int8_art, c, s_params)},
+        records, predictions, policy, profile, lambda recs: build_report(
+            cfg, ds, recs, sweep.meta if sweep else {}, device, None))
+    int8 = out / int8_art.file
+    shutil.copyfile(winner.path, int8)
+    quant_rec = {**winner.record, "path": int8.name, "stage": winner.stage, "tolerance": winner.tolerance,
+                 "tune_set": tune_rec, "chosen": quant_section["chosen"], "why": quant_section["why"]}
+    shutil.rmtree(work)
+    say(f"exported {fp32.name} (max |logit diff| {export_rec['parity']['max_abs_logit_diff']:.2g}) and {int8.name} "
+        f"({quant_section['why']})")
+
+    # 6b. ORT format of the INT8 model + operator configs for a reduced onnxruntime build
+    t0 = time.perf_counter()
+    from .ort_mobile import convert_to_ort
+
+    ort_rec = convert_to_ort(int8, ds.calib.x[:cfg.export.parity_samples])
+    stage("ort_format", t0)
+    described[artifacts.STUDENT_INT8] = _describe_model(int8_art, in_memory, teacher_rec, out, t_params, s_params,
+                                                        device)
+    described[artifacts.STUDENT_INT8]["ort_format"] = {
+        "file": ort_rec["path"], "size_bytes": ort_rec["size_bytes"],
+        "operators_config": ort_rec["operators_config"], "parity": ort_rec["parity"]}
+    records = as_int8(records, winner.model_id, [c.model_id for c in cands])
+
+    report = build_report(cfg, ds, [described, *records], sweep.meta if sweep else {}, device,
+                          training_record(cfg, ds, teacher_rec, training))
+    report["quantization"] = quant_section
     P.save(out / artifacts.PREDICTIONS, predictions)
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
@@ -366,8 +394,13 @@ def export_stage(cfg: BuildConfig, student: Preprocessed, calib: np.ndarray, pat
 
 
 def quantize_stage(cfg: BuildConfig, fp32: Path, calib: np.ndarray, path: Path) -> dict:
-    """``path``: static INT8 of ``fp32``, calibrated on ``calib`` as ``[quantize]`` says."""
-    return {"preset": cfg.quantize.preset, **quantize_static_int8(fp32, path, calib, cfg.quantize)}
+    """``path``: the ``[quantize]`` model of ``fp32`` (INT8 calibrated on ``calib``, or fp16), the
+    calibration ranges cached under ``cache.dir``."""
+    from .cache import cache_root, folder
+    from .quantize import quantize_model
+
+    return {"preset": cfg.quantize.preset, **quantize_model(
+        fp32, path, calib, cfg.quantize, calib_cache=folder(cache_root(cfg.cache.dir), "calibration"))}
 
 
 def write_report_files(out: Path, report: dict, gate_text: str) -> None:
@@ -429,18 +462,38 @@ def measure_clean(runners: dict, images: np.ndarray, labels: np.ndarray, batch_s
     return metrics, preds
 
 
-def measure_speed(runners: dict, out: Path, sample: np.ndarray, mc) -> dict[str, dict]:
+def measure_speed(runners: dict, files: dict[str, Path], sample: np.ndarray, mc) -> dict[str, dict]:
     """``{id: {"latency_ms": ..., "memory": ...}}``: latency of every runner on ``sample`` (``mc`` is
-    the [measure] config), and peak memory of the artifacts measured in a fresh process."""
+    the [measure] config), and peak memory of the model ``files[id]`` measured in a fresh process."""
     from .bench import memory_of  # peak RSS of a fresh numpy + onnxruntime process per artifact
 
     torch_threads = torch.get_num_threads()
     rec = {mid: {"latency_ms": measure_latency(r, sample, mc.latency_runs, mc.warmup_runs, mc.threads)}
            for mid, r in runners.items()}
     torch.set_num_threads(torch_threads)
-    for a in artifacts.memory_models():
-        rec[a.id]["memory"] = memory_of(out / a.file, mc.threads)
+    for mid, path in files.items():
+        rec[mid]["memory"] = memory_of(path, mc.threads)
     return rec
+
+
+def _describe_candidate(a: artifacts.Artifact, c, s_params: int) -> dict:
+    return {"kind": a.kind, "format": a.format, "precision": a.precision, "runtime": f"{a.runtime}-cpu",
+            "device": "cpu", "file": a.file, "params": s_params, "size_bytes": c.path.stat().st_size}
+
+
+def _qat_inputs(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Dataset, device: str, student) -> dict:
+    """What QAT fine-tunes with: the student and the teacher's logits on the training images (from
+    the disk cache when the distillation stage computed them)."""
+    from .losses import loss_spec
+
+    logits = None
+    if loss_spec(cfg.distill.loss).uses_teacher:
+        from .cache import cache_root
+        from .teachers import teacher_outputs
+
+        cache = cache_root(cfg.cache.dir) if cfg.distill.cache_teacher_outputs else None
+        logits, _ = teacher_outputs(teacher, teacher_rec["sha256"], ds.train.x, device, cache, "clean")
+    return {"student": student, "teacher_logits": logits}
 
 
 def preflight(cfg: BuildConfig) -> None:
@@ -510,6 +563,9 @@ def build_policy(cfg: BuildConfig):
             raw.setdefault(key, False)
     if not rc.enabled or not rc.adversarial:
         raw.setdefault("max_adversarial_drop", False)
+    profile = deploy_profile(cfg)
+    if profile is not None:
+        raw = device_budgets(raw, profile)
     policy = load_policy(raw, "config [gate]")
     # what the build will not measure must not be gated: say so now, not after the build
     if policy.max_adversarial_drop is not None and policy.adversarial_epsilon not in rc.epsilons:

@@ -71,6 +71,19 @@ def parse(key: str) -> Key | None:
     return None
 
 
+def model_of(key: str) -> str | None:
+    """The model id a key belongs to (None for ``labels`` / ``sweep_index``)."""
+    return key.split("/", 1)[0] if "/" in key else None
+
+
+def as_model(preds: dict[str, np.ndarray], source: str, target: str, drop: tuple[str, ...] = ()) -> dict:
+    """``preds`` with model ``source``'s keys renamed to ``target``'s (replacing any of ``target``'s)
+    and the keys of the models in ``drop`` left out: one candidate's predictions as the build's."""
+    out = {k: v for k, v in preds.items() if model_of(k) not in (*drop, source, target)}
+    out.update({target + k[len(source):]: v for k, v in preds.items() if model_of(k) == source})
+    return out
+
+
 def save(path: Path, preds: dict[str, np.ndarray]) -> None:
     np.savez_compressed(path, **preds)
 

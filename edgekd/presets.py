@@ -2,13 +2,15 @@
 
     load_preset("int8-static", "quantize")      # -> Preset(name, precision "int8", table {...})
     load_preset("boards/my-int8.toml", "quantize")   # or your own file, by path
-    [p.name for p in builtin_presets()]          # -> ["fp32", "int8-static", "int8-static-u8s8"]
+    [p.name for p in builtin_presets()]          # -> ["fp16", "fp32", "int8-dynamic", "int8-static-s8s8", ...]
 
 A preset file has ``name``, ``description``, ``precision`` and one table named after the config
 section it fills: ``[export]`` (precision fp32: opset, parity checks) or ``[quantize]`` (precision
-int8: calibration method, activation type, per-channel, reduce_range). The build config picks one
-per section (``export.preset``, ``quantize.preset``); keys the config sets itself win over the
-preset's. Adding a preset is adding a file: docs/extending.md.
+int8 or fp16: method, calibration method and size, activation type, per-channel, reduce_range).
+The build config picks one per section (``export.preset``, ``quantize.preset``); keys the config
+sets itself win over the preset's. A device profile lists the INT8 presets its CPU runs best
+(``presets = [...]``); ``edgekd build --device PROFILE`` builds each of them. Adding a preset is
+adding a file: docs/extending.md.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from ._data import data_dir
 from .errors import ConfigError
 from .files import read_toml
 
-# config section -> the precision of the artifact a preset of that section makes
-SECTIONS = {"export": "fp32", "quantize": "int8"}
+# config section -> the precisions of the models a preset of that section makes
+SECTIONS = {"export": ("fp32",), "quantize": ("int8", "fp16")}
 _KEYS = ("name", "description", "precision")
+# renamed presets, still found by their old name for one release (stored configs name them)
+RENAMED = {"int8-static": "int8-static-s8s8"}
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,13 @@ def _read(path: Path) -> Preset:
     if len(tables) != 1 or not isinstance(raw[tables[0]], dict):
         raise ConfigError(f"{where}: a preset holds exactly one table, [export] or [quantize]")
     section = tables[0]
-    if raw["precision"] != SECTIONS[section]:
+    if raw["precision"] not in SECTIONS[section]:
         raise ConfigError(f"{where}: precision = {raw['precision']!r}, but a [{section}] preset makes "
-                          f"{SECTIONS[section]} models")
+                          f"{' or '.join(SECTIONS[section])} models")
+    method = raw[section].get("method", "static") if section == "quantize" else None
+    if section == "quantize" and (raw["precision"] == "fp16") != (method == "fp16"):
+        raise ConfigError(f"{where}: precision = {raw['precision']!r} does not go with method = {method!r} "
+                          "(fp16 models come from method = \"fp16\", int8 ones from static or dynamic)")
     return Preset(raw["name"], raw["description"], raw["precision"], section, dict(raw[section]), where)
 
 
@@ -67,6 +75,7 @@ def load_preset(name_or_path: str, section: str | None) -> Preset:
     if text.endswith(".toml") or os.sep in text or "/" in text:
         preset = _read(Path(text))
     else:
+        text = RENAMED.get(text, text)
         found = [p for p in builtin_presets() if p.name == text]
         if not found:
             valid = ", ".join(p.name for p in builtin_presets() if section in (None, p.section))

@@ -29,14 +29,16 @@ def test_ids_and_files_unique():
               artifacts.PREDICTIONS, MANIFEST}
     assert len(others) == 6 and not others & set(files)  # no model file clashes with the build's other files
     assert [a.id for a in all_artifacts()] == ["teacher", "student_torch", "student_fp32", "student_int8",
-                                               "student_int8_ort"]
+                                               "student_int8_ort", "student_fp16"]
+    assert artifacts.quantized_file("int8") == "student.int8.onnx"
+    assert artifacts.quantized_file("fp16") == "student.fp16.onnx"
 
 
 def test_every_field_is_from_its_vocabulary():
     for a in all_artifacts():
         assert a.kind in ("teacher", "student")
         assert a.format in ("torch", "onnx", "ort")
-        assert a.precision in ("fp32", "int8")
+        assert a.precision in ("fp32", "int8", "fp16")
         assert a.runtime in RUNTIMES, a
         assert a.color.startswith("#") and len(a.color) == 7
         assert not a.memory or a.measured  # memory is measured for scored models only

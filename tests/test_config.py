@@ -193,7 +193,11 @@ def test_presets_fill_their_sections_and_the_config_wins(tmp_path):
     the config's own keys override them, a preset named by path in a config file is relative to
     that file, and a wrong or unknown preset is one ConfigError listing the valid ones."""
     base = load_config(None)
-    assert (base.export.preset, base.quantize.preset) == ("fp32", "int8-static")
+    assert (base.export.preset, base.quantize.preset) == ("fp32", "int8-static-u8s8")
+    s8 = load_config(None, ['quantize.preset="int8-static-s8s8"'])
+    assert s8.quantize.activation_type == "int8" and not s8.quantize.reduce_range
+    old = load_config(None, ['quantize.preset="int8-static"'])  # the old name, for stored configs
+    assert old.quantize.activation_type == "int8"
     u8 = load_config(None, ['quantize.preset="int8-static-u8s8"'])
     assert u8.quantize.activation_type == "uint8" and u8.quantize.reduce_range
     mixed = load_config(None, ['quantize.preset="int8-static-u8s8"', 'quantize.activation_type="int8"'])
@@ -203,7 +207,7 @@ def test_presets_fill_their_sections_and_the_config_wins(tmp_path):
                                               '[quantize]\ncalibrate_method = "entropy"\n')
     (tmp_path / "c.toml").write_text('[quantize]\npreset = "p/mine.toml"\n')
     assert load_config(tmp_path / "c.toml").quantize.calibrate_method == "entropy"
-    with pytest.raises(ConfigError, match=r"unknown quantize preset 'nope'; valid: int8-static"):
+    with pytest.raises(ConfigError, match=r"unknown quantize preset 'nope'; valid: fp16, int8-dynamic, int8-static-s8s8"):
         load_config(None, ['quantize.preset="nope"'])
     with pytest.raises(ConfigError, match=r"'fp32' is an \[export\] preset"):
         load_config(None, ['quantize.preset="fp32"'])

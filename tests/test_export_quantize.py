@@ -5,7 +5,7 @@ from onnx import numpy_helper
 from edgekd.config import QuantizeConfig
 from edgekd.errors import ParityError
 from edgekd.export import check_parity, export_onnx
-from edgekd.quantize import quantize_static_int8
+from edgekd.quantize import quantize_model
 from edgekd.runtimes import OrtRunner
 
 
@@ -52,7 +52,7 @@ def test_broken_parity_fails_clearly(exported, trained_pair, digits, tmp_path):
 def test_static_int8(exported, digits, tmp_path, method):
     path, _ = exported
     out = tmp_path / "s.int8.onnx"
-    rec = quantize_static_int8(path, out, digits.calib.x[:100], QuantizeConfig(calibrate_method=method))
+    rec = quantize_model(path, out, digits.calib.x[:100], QuantizeConfig(calibrate_method=method))
     assert rec["calib_samples"] == 100 and rec["format"] == "QDQ"
     ops = {n.op_type for n in onnx.load(out).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -76,7 +76,7 @@ def test_a_corruption_is_one_function_and_every_listing_sees_it(registered):
 
 def test_a_preset_is_one_toml_file(tmp_path, trained_pair, digits):
     from edgekd.export import export_onnx
-    from edgekd.quantize import quantize_static_int8
+    from edgekd.quantize import quantize_model
     from edgekd.runtimes import RUNTIMES
 
     name, text = examples()["preset"]
@@ -88,7 +88,7 @@ def test_a_preset_is_one_toml_file(tmp_path, trained_pair, digits):
     assert cfg2.quantize.calibrate_method == "minmax"  # the config's own keys win
     fp32, int8 = tmp_path / "s.onnx", tmp_path / "s.int8.onnx"
     export_onnx(trained_pair[1], digits.calib.x, fp32, 17)
-    rec = quantize_static_int8(fp32, int8, digits.calib.x[:16], cfg.quantize)
+    rec = quantize_model(fp32, int8, digits.calib.x[:16], cfg.quantize)
     assert rec["calibrate_method"] == "entropy" and rec["activations"] == "uint8"
     x = digits.test.x[:64]
     agree = (RUNTIMES.get("onnxruntime")(int8).predict(x).argmax(1)

@@ -1,28 +1,29 @@
-"""edgekd quantize: fp32 ONNX -> static INT8 ONNX, calibrated on the data's calibration images."""
+"""edgekd quantize: fp32 ONNX -> INT8 (static, calibrated on the data's calibration images, or
+dynamic) or fp16 ONNX, as the [quantize] preset says."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..artifacts import STUDENT_INT8, get
+from ..artifacts import quantized_file
 from ._stage import add_config_arguments
 
-_DEFAULT = get(STUDENT_INT8).file
-
-HELP = "quantise an fp32 ONNX model to static INT8 (the build's quantize stage)"
+HELP = "quantise an fp32 ONNX model to INT8 or fp16 (the build's quantize stage)"
 DESCRIPTION = """\
-Quantise MODEL (an fp32 ONNX file taking uint8 NHWC images, e.g. from `edgekd export`) to static
-INT8 with onnxruntime.quantization exactly as `edgekd build` does, calibrated on the calibration
-images of the data and with the [quantize] options of -c CONFIG, else of the build MODEL sits in,
-else the defaults. Then report the INT8 model's agreement with MODEL on those images."""
+Quantise MODEL (an fp32 ONNX file taking uint8 NHWC images, e.g. from `edgekd export`) with
+onnxruntime.quantization exactly as `edgekd build` does: the [quantize] preset (`edgekd presets`)
+says static INT8 (calibrated on the calibration images of the data), dynamic INT8 or fp16; the
+options are those of -c CONFIG, else of the build MODEL sits in, else the defaults. Then report the
+model's agreement with MODEL on the calibration images."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="fp32 ONNX model")
     add_config_arguments(p, "build config whose [data] / [quantize] sections to use (default: those of "
                          "the build MODEL sits in)", "quantize.preset='\"int8-static-u8s8\"'")
-    p.add_argument("-o", "--out", default=_DEFAULT, help=f"ONNX file to write (default: {_DEFAULT})")
+    p.add_argument("-o", "--out", help=f"ONNX file to write (default: {quantized_file('int8')}, or "
+                   f"{quantized_file('fp16')} for an fp16 preset)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # wrong input shape / dtype for this model
         raise InputError(f"{path}: cannot run on {ds.name} images {ds.image_shape} uint8 NHWC "
                          f"({str(e).splitlines()[0][:160]})") from None
-    out = Path(args.out)
+    from ..quantize import calib_images_of, precision_of
+
+    q = cfg.quantize
+    out = Path(args.out or quantized_file(precision_of(q)))
     write_output(out, (".onnx",), lambda tmp: quantize_stage(cfg, path, calib, tmp))
     agree = agreement(evaluate(RUNTIMES.get("onnxruntime")(out), calib), ref)
-    q = cfg.quantize
-    print(f"{out}: static INT8 ({q.activation_type} activations, {q.calibrate_method} calibration on "
-          f"{len(calib)} {ds.name} images), {out.stat().st_size:,} bytes (fp32 {path.stat().st_size:,}); "
+    what = {"static": f"static INT8 ({q.activation_type} activations, {q.calibrate_method} calibration on "
+                      f"{len(calib_images_of(calib, q))} {ds.name} images)",
+            "dynamic": "dynamic INT8 (activations quantised at run time)", "fp16": "fp16"}[q.method]
+    print(f"{out}: {q.preset}, {what}, {out.stat().st_size:,} bytes (fp32 {path.stat().st_size:,}); "
           f"same class as {path.name} on {100 * agree:.1f}% of the calibration images")
     return 0
