@@ -270,9 +270,11 @@ class QuantizeConfig:
     tune_severities: list[int] = opt([2, 4], "severities of the tolerance check")
     tune_images: int = opt(1000, "at most this many validation images in the tolerance check", min=16)
     qat: bool = opt(False, "quantisation-aware training (torchao PT2E, fine-tuned with the distillation "
-                    "loss) when post-training quantisation with the search still misses a tolerance")
+                    "loss; pip install -e '.[qat]') when post-training quantisation with the search "
+                    "still misses a tolerance")
     qat_epochs: int = opt(2, "QAT fine-tuning epochs", min=1, max=1000)
-    qat_lr: float = opt(0.01, "QAT peak learning rate (SGD, cosine)", min=0.0)
+    qat_lr: float = opt(0.001, "QAT learning rate (SGD, cosine decay to 0): a fine-tuning rate, about "
+                        "distill.lr / 100", min=0.0)
 
 
 @dataclass
