@@ -71,6 +71,18 @@ def candidate_config(q: QuantizeConfig, preset: str) -> QuantizeConfig:
     return out
 
 
+def check_candidates(cfg: BuildConfig, profile) -> None:
+    """Before any training: every candidate preset makes INT8 models (ConfigError naming it)."""
+    from .errors import ConfigError
+
+    for preset in candidate_presets(cfg, profile):
+        q = candidate_config(cfg.quantize, preset)
+        if precision_of(q) != "int8":
+            raise ConfigError(f"quantize.preset {preset!r} makes {precision_of(q)} models, but a build deploys an "
+                              f"INT8 one; make an {precision_of(q)} model with `edgekd quantize "
+                              f"student.fp32.onnx --set quantize.preset={preset}`")
+
+
 class TuneSet:
     """The validation images of the tolerance check, clean and perturbed, and the fp32 student's
     accuracy on each; :meth:`drops` scores a model file against them."""
@@ -128,11 +140,6 @@ def make_candidates(cfg: BuildConfig, ds: Dataset, fp32_path: Path, work: Path, 
     out: list[Candidate] = []
     for i, preset in enumerate(candidate_presets(cfg, profile)):
         q = candidate_config(cfg.quantize, preset)
-        if precision_of(q) != "int8":
-            from .errors import ConfigError
-
-            raise ConfigError(f"quantize.preset {preset!r} makes {precision_of(q)} models; a build deploys an "
-                              "INT8 model (make an fp16 one with `edgekd quantize MODEL --set quantize.preset=fp16`)")
         path = work / f"{preset}.onnx"
         t0 = time.perf_counter()
         rec = {"preset": preset, **quantize_model(fp32_path, path, ds.calib.x, q, calib_cache=calib_cache)}

@@ -503,7 +503,10 @@ def preflight(cfg: BuildConfig) -> None:
     from .losses import loss_names, loss_spec
     from .teachers import detect_format
 
+    from .candidates import check_candidates
+
     spec = loss_spec(cfg.distill.loss)  # ConfigError naming the methods if unknown
+    check_candidates(cfg, deploy_profile(cfg))
     for key, value in (("data.path", cfg.data.path), ("data.test_path", cfg.data.test_path)):
         if value and cfg.data.name in ("imagefolder", "npz") and not Path(value).exists():
             raise InputError(f"{key} = {value!r}: no such file or folder")

@@ -17,6 +17,14 @@
 - ``fp16``: ``onnxruntime.transformers.float16`` with the graph's uint8 image input and float32
   logits output kept.
 
+After INT8 quantisation the graph's input normalisation (``Cast -> Sub(mean) -> Div(std)`` with
+per-channel constants) gets its constants ``Expand``-ed to the whole image
+(:func:`expand_input_constants`): onnxruntime's INT8 convolutions run channels-last, so it moves
+the layout transpose in front of the normalisation, where a per-channel constant broadcasts along
+the innermost axis of size 3, its slowest path (Sub + Div cost 16 % of the CIFAR student's INT8
+time at batch 1); with full-size constants (folded at session start, so the file grows by bytes)
+they are plain elementwise ops. The arithmetic is unchanged, so is every output.
+
 Why U8S8 + 7-bit weights on x86 without VNNI (AVX2, AVX-512 without VNNI): onnxruntime's U8S8
 kernels there use VPMADDUBSW, whose int16 intermediate sums saturate with 8-bit weights, and S8S8
 runs slower than fp32 (benchmarks/RESULTS.md). Measured on the digits student on an AVX2 machine:
@@ -70,9 +78,54 @@ def quantize_model(fp32_path: Path, out_path: Path, calib_images: np.ndarray, cf
         pre = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
         if cfg.method == "dynamic":
-            return _dynamic(pre, out_path, cfg, nodes_to_exclude)
-        return _static(fp32_path, pre, out_path, calib_images, cfg, list(nodes_to_exclude), calib_cache,
-                       Path(tmp))
+            rec = _dynamic(pre, out_path, cfg, nodes_to_exclude)
+        else:
+            rec = _static(fp32_path, pre, out_path, calib_images, cfg, list(nodes_to_exclude), calib_cache,
+                          Path(tmp))
+    rec["input_constants_expanded"] = expand_input_constants(out_path)
+    return rec
+
+
+# ops of the input normalisation prefix (uint8 image -> float, normalised, channels first)
+_PREFIX_OPS = {"Cast", "Transpose", "Sub", "Div", "Mul", "Add"}
+
+
+def expand_input_constants(path: Path) -> int:
+    """Rewrite ``path`` in place: each per-channel constant of the normalisation prefix (the
+    Sub / Div / Mul / Add nodes between the uint8 NHWC image and the first other op) is fed
+    through ``Expand`` to the full ``[1, C, H, W]`` shape. Returns how many were expanded (0: the
+    graph has no such prefix, and the file is untouched)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    dims = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim] if g.input else []
+    if len(dims) != 4 or not all(dims[1:]):
+        return 0
+    _, h, w, c = dims
+    init = {i.name: i for i in g.initializer}
+    reached = {g.input[0].name}
+    nodes, expanded = list(g.node), 0
+    shape_name = "edgekd_image_shape_nchw"
+    for node in list(nodes):
+        if not node.input or node.input[0] not in reached or node.op_type not in _PREFIX_OPS:
+            continue
+        reached.update(node.output)
+        const = init.get(node.input[1]) if len(node.input) > 1 else None
+        if const is None or tuple(const.dims) not in ((1, c, 1, 1), (c, 1, 1)):
+            continue
+        full = f"{node.input[1]}_expanded"
+        nodes.insert(nodes.index(node), helper.make_node("Expand", [node.input[1], shape_name], [full],
+                                                         name=f"{node.name}_expand_constant"))
+        node.input[1] = full
+        expanded += 1
+    if expanded:
+        g.initializer.append(numpy_helper.from_array(np.array([1, c, h, w], np.int64), shape_name))
+        del g.node[:]
+        g.node.extend(nodes)
+        onnx.save(model, str(path))
+    return expanded
 
 
 @contextlib.contextmanager
