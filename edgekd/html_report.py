@@ -24,7 +24,7 @@ from .artifacts import REPORT_JSON, STUDENT_INT8, TEACHER, all_artifacts
 from .errors import InputError
 from .files import read_json
 from .perturb_registry import CATEGORIES
-from .report import training_augment_text, training_text
+from .report import quantization_rows, quantization_text, training_augment_text, training_text
 
 FAMILIES = CATEGORIES  # the 15 common corruptions by category, as in ImageNet-C
 PLOTS_HINT = "install edgekd[plots] (pip install matplotlib) for plots"
@@ -367,6 +367,17 @@ def _training_html(rob: dict | None) -> str:
     return f'<p id="training" data-method="{_e(method or "")}">{text}.</p>'
 
 
+def _quantization_html(report: dict) -> str:
+    """The INT8 candidates table and why the deployed one won (report.quantization_rows)."""
+    rows = quantization_rows(report)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{_e(c).replace('**', '')}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return (f'<h2>INT8 candidates</h2><p id="quantization">{_e(quantization_text(report)).replace("**", "")}</p>'
+            f'<table id="candidates"><tr>{head}</tr>{body}</table>')
+
+
 def _selection_html(report: dict) -> str:
     """The recipe, the kept epoch and why, the teacher against chance (report.training_text)."""
     text = training_text(report)
@@ -384,7 +395,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
             f'{_e(ds.get("image_shape", "?"))}; created {_e(report.get("created", "?"))} by edgekd '
             f'{_e(report.get("edgekd_version", "?"))}; teacher on {_e(report.get("teacher_device", "?"))}.</p>',
             _gate_html(gate), "<h2>Models</h2>", _model_table(models), _training_html(report.get("robustness")),
-            _selection_html(report),
+            _selection_html(report), _quantization_html(report),
             "<p>Retention = model mCA / teacher mCA; agreement = share of test images where the model "
             "predicts the teacher's class; latency per call at batch 1; memory = peak resident memory "
             "of a fresh process running the artifact.</p>"]

@@ -110,10 +110,39 @@ def render_markdown(report: dict, gate_text: str = "") -> str:
              markdown_table(summary_rows(report)), ""]
     if training_text(report):
         parts += ["## Training", "", training_text(report), ""]
+    if quantization_rows(report):
+        parts += ["## INT8 candidates", "", quantization_text(report), "", markdown_table(quantization_rows(report)), ""]
     parts += markdown_sections(report)
     if gate_text:
         parts += ["## Gate", "", "```", gate_text.rstrip(), "```", ""]
     return "\n".join(parts)
+
+
+def quantization_rows(report: dict) -> list[list[str]]:
+    """The INT8 candidates side by side (header first); [] for a report without them."""
+    q = report.get("quantization") or {}
+    if not q.get("candidates"):
+        return []
+    rows = [["preset", "stage", "vs fp32 clean / perturbed (val.)", "gate", "p50 ms", "clean", "mCA",
+             "agree fp32", "size", "float nodes"]]
+    for c in q["candidates"]:
+        t = c["tolerance"]
+        lat = c.get("latency_ms", {}).get("p50")
+        nodes = c.get("quantize", {}).get("nodes_excluded") or []
+        rows.append([("**" + c["preset"] + "**") if c["preset"] == q.get("chosen") else c["preset"], c["stage"],
+                     f"{0.0 - 100 * t['clean_drop']:+.2f} / {0.0 - 100 * t['perturbed_drop']:+.2f}"
+                     + ("" if t["passed"] else " (misses)"),
+                     "pass" if not c["gate_failed"] else f"{len(c['gate_failed'])} failed",
+                     "—" if lat is None else f"{lat:.3f}", _pct(c["accuracy"].get("clean")),
+                     _pct(c["accuracy"].get("mca")), _pct(c.get("agreement_with_fp32")), _size(c["file_bytes"]),
+                     str(len(nodes))])
+    return rows
+
+
+def quantization_text(report: dict) -> str:
+    q = report.get("quantization") or {}
+    where = f"for device profile `{q['device']}`" if q.get("device") else "from `quantize.preset`"
+    return f"Candidates {where}; deployed: **{q.get('chosen')}** — {q.get('why')}."
 
 
 def training_text(report: dict) -> str:
