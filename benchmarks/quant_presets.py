@@ -9,10 +9,15 @@ For the fp32 model and each preset (export/*.toml, `edgekd presets`): the model 
 
 - latency at batch 1 (p50, p90) and throughput at batch 32, **1 thread**, every model timed in each
   of ``--rounds`` interleaved rounds (``--runs`` timed calls after 30 warm-up calls per round;
-  medians over rounds, min-max spread), so the ratios come from one run on one machine state;
+  medians over rounds, min-max spread, and the ratio of the best rounds: this VM's speed switches
+  between two levels about 1.5x apart, and short interleaved rounds let every model see both),
+  so the ratios come from one run on one machine state;
 - size; clean accuracy on the test split and agreement with the fp32 model; mCA over the 15
   common corruptions x 5 severities on the build's sweep images (``robustness.sample_images``),
   from the same cached perturbed sets as the build.
+
+One ablation row: int8-static-u8s8 without the full-size input normalisation constants
+(``quantize_model(..., expand_constants=False)``, the graph edgekd made before issue 18).
 
 Run it with nothing else on the cores.
 """
@@ -37,8 +42,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("build", type=Path)
     ap.add_argument("--presets", nargs="*", help="preset names (default: every [quantize] preset)")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--no-accuracy", action="store_true", help="timing and size only")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -72,6 +77,11 @@ def main() -> int:
         recs[name] = quantize_model(fp32, out, ds.calib.x, q, calib_cache=work / "calib")
         recs[name]["quantize_s"] = round(time.perf_counter() - t0, 2)
         models[name] = out
+        if name == "int8-static-u8s8":  # ablation: the same model without the full-size input constants
+            quantize_model(fp32, work / "u8s8-no-expand.onnx", ds.calib.x, q, calib_cache=work / "calib",
+                           expand_constants=False)
+            models["int8-static-u8s8, per-channel input constants"] = work / "u8s8-no-expand.onnx"
+            recs["int8-static-u8s8, per-channel input constants"] = {"ablation": "expand_constants=False"}
 
     rows = {n: {"size_bytes": p.stat().st_size, "p50": [], "p90": [], "b32": []} for n, p in models.items()}
     sessions = {}
@@ -116,9 +126,11 @@ def main() -> int:
                            mca=float(np.mean(cells[n])), agree_fp32_perturbed=float(np.mean(agree_p[n])))
 
     base = float(np.median(rows["fp32"]["p50"]))
+    best = min(rows["fp32"]["p50"])
     print(f"{args.build}: {len(ds.test)} test images ({'' if args.no_accuracy else f'mCA on {len(test)} of them, '}"
           f"15 x 5 cells); onnxruntime {onnxruntime.__version__}, {platform.processor() or platform.machine()}, 1 thread")
-    head = "| model | p50 ms (min-max) | p90 ms | vs fp32 at batch 1 | batch 32 img/s | vs fp32 | size | clean | mCA | agree fp32 (clean / perturbed) |"
+    head = ("| model | p50 ms, median of rounds (min-max) | p90 ms | vs fp32 at batch 1 (median / best round) | "
+            "batch 32 img/s | vs fp32 | size | clean | mCA | agree fp32 (clean / perturbed) |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     b32 = float(np.median(rows["fp32"]["b32"]))
@@ -127,7 +139,7 @@ def main() -> int:
         acc = "" if args.no_accuracy else (f"{100 * r['clean']:.2f} % | {100 * r['mca']:.2f} % | "
                                            f"{100 * r['agree_fp32']:.1f} % / {100 * r['agree_fp32_perturbed']:.1f} %")
         print(f"| {n} | {p50:.4f} ({min(r['p50']):.4f}-{max(r['p50']):.4f}) | {float(np.median(r['p90'])):.4f} | "
-              f"{base / p50:.2f}x | {float(np.median(r['b32'])):.0f} | {float(np.median(r['b32'])) / b32:.2f}x | "
+              f"{base / p50:.2f}x / {best / min(r['p50']):.2f}x | {float(np.median(r['b32'])):.0f} | {float(np.median(r['b32'])) / b32:.2f}x | "
               f"{r['size_bytes'] / 1e3:.1f} kB | {acc or ' | | '} |")
     if args.json:
         args.json.write_text(json.dumps({"build": str(args.build), "rows": rows, "records": recs,

@@ -78,9 +78,11 @@ def check_candidates(cfg: BuildConfig, profile) -> None:
     for preset in candidate_presets(cfg, profile):
         q = candidate_config(cfg.quantize, preset)
         if precision_of(q) != "int8":
+            from .artifacts import STUDENT_FP32, get
+
             raise ConfigError(f"quantize.preset {preset!r} makes {precision_of(q)} models, but a build deploys an "
                               f"INT8 one; make an {precision_of(q)} model with `edgekd quantize "
-                              f"student.fp32.onnx --set quantize.preset={preset}`")
+                              f"{get(STUDENT_FP32).file} --set quantize.preset={preset}`")
 
 
 class TuneSet:
@@ -269,11 +271,17 @@ def pick(cands: list[Candidate], described_for: Callable[[Candidate], dict], rec
                                   predictions[P.clean(c.model_id)] == predictions[P.clean(STUDENT_FP32)]))}
     measured_here = profile is None or same_cpu_class(profile)
     winner, why = choose(cands, scores, profile, measured_here)
+    fp32_p50 = speed[STUDENT_FP32]["latency_ms"]["p50"]
+    slower = measured_here and scores[winner.model_id]["p50_ms"] > fp32_p50
+    if slower:  # tiny models at batch 1: the INT8 kernels' fixed costs outweigh their arithmetic
+        why += (f"; note: at batch 1 it is slower here than the fp32 model ({scores[winner.model_id]['p50_ms']:.3f} "
+                f"vs {fp32_p50:.3f} ms p50), which may be the faster deployment on this CPU")
     metrics: dict[str, dict] = {}
     for part in records[:-1]:  # accuracies of every model (clean, then the sweep's), a new table
         for m, rec in part.items():
             metrics.setdefault(m, {"accuracy": {}})["accuracy"].update(rec.get("accuracy", {}))
     section = {"device": None if profile is None else profile.name, "latency_compared_here": measured_here,
+               "slower_than_fp32": bool(slower),
                "chosen": winner.preset, "why": why,
                "candidates": [candidate_record(c, scores[c.model_id], metrics.get(c.model_id, {})) for c in cands]}
     return winner, section, views[winner.model_id]

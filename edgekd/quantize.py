@@ -67,8 +67,10 @@ def recipe(cfg: QuantizeConfig) -> dict:
 
 
 def quantize_model(fp32_path: Path, out_path: Path, calib_images: np.ndarray, cfg: QuantizeConfig, *,
-                   nodes_to_exclude: list[str] | tuple[str, ...] = (), calib_cache: Path | None = None) -> dict:
-    """Write the ``cfg.method`` model of ``fp32_path`` to ``out_path``; returns its record."""
+                   nodes_to_exclude: list[str] | tuple[str, ...] = (), calib_cache: Path | None = None,
+                   expand_constants: bool = True) -> dict:
+    """Write the ``cfg.method`` model of ``fp32_path`` to ``out_path``; returns its record.
+    (``expand_constants=False`` skips :func:`expand_input_constants`: for benchmarks' ablations.)"""
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if cfg.method == "fp16":
         return _fp16(fp32_path, out_path)
@@ -82,7 +84,7 @@ def quantize_model(fp32_path: Path, out_path: Path, calib_images: np.ndarray, cf
         else:
             rec = _static(fp32_path, pre, out_path, calib_images, cfg, list(nodes_to_exclude), calib_cache,
                           Path(tmp))
-    rec["input_constants_expanded"] = expand_input_constants(out_path)
+    rec["input_constants_expanded"] = expand_input_constants(out_path) if expand_constants else 0
     return rec
 
 
