@@ -209,7 +209,8 @@ def choose(cands: list[Candidate], scores: dict[str, dict], profile, measured_he
     s = scores[win.model_id]
     verdict = ("passes the gate" if not s["gate_failed"] else
                f"fails {len(s['gate_failed'])} gate check(s) ({', '.join(s['gate_failed'])}), the fewest of any candidate")
-    verdict += " and the quantisation tolerance" if win.tolerance["passed"] else ", misses the quantisation tolerance"
+    verdict += ("; it is within the quantisation tolerance" if win.tolerance["passed"]
+                else "; it misses the quantisation tolerance")
     if len(cands) == 1:
         return win, f"{win.preset}: the only candidate; it {verdict}"
     if measured_here:
