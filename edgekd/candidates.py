@@ -159,6 +159,11 @@ def make_candidates(cfg: BuildConfig, ds: Dataset, fp32_path: Path, work: Path, 
     return out, tune.describe()
 
 
+def _better(drops: dict, than: dict) -> bool:
+    """Whether tolerance record ``drops`` should replace ``than``: it passes, or loses less in all."""
+    return drops["passed"] or drops["clean_drop"] + drops["perturbed_drop"] < than["clean_drop"] + than["perturbed_drop"]
+
+
 def _search(cand: Candidate, fp32_path: Path, ds: Dataset, tune: TuneSet, work: Path, calib_cache) -> None:
     from .sensitivity import search
 
@@ -170,8 +175,7 @@ def _search(cand: Candidate, fp32_path: Path, ds: Dataset, tune: TuneSet, work: 
     cand.record["search"] = res.to_dict()
     if res.nodes and res.path is not None:
         best = next(t for t in reversed(res.trials) if t["nodes"] == res.nodes)
-        if res.passed or best["perturbed_drop"] + best["clean_drop"] < \
-                cand.tolerance["perturbed_drop"] + cand.tolerance["clean_drop"]:
+        if _better(best, cand.tolerance):
             cand.path, cand.stage = res.path, "ptq+search"
             cand.record["nodes_excluded"] = list(res.nodes)
             cand.tolerance = {k: best[k] for k in ("clean_drop", "perturbed_drop", "passed")}
@@ -189,8 +193,7 @@ def _qat(cand: Candidate, ds: Dataset, tune: TuneSet, work: Path, cfg: BuildConf
     drops = tune.drops(path)
     rec["tolerance"] = drops
     cand.record["qat"] = rec
-    if drops["passed"] or drops["clean_drop"] + drops["perturbed_drop"] < \
-            cand.tolerance["clean_drop"] + cand.tolerance["perturbed_drop"]:
+    if _better(drops, cand.tolerance):
         cand.path, cand.stage, cand.tolerance = path, "qat", drops
 
 

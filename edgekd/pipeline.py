@@ -292,7 +292,8 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     int8_art = artifacts.get(artifacts.STUDENT_INT8)
     records = [clean_metrics, sweep.models if sweep else {}, speed]
     winner, quant_section, predictions = pick(
-        cands, lambda c: {**described, artifacts.STUDENT_INT8: _describe_candidate(int8_art, c, s_params)},
+        cands, lambda c: {**described, artifacts.STUDENT_INT8: _describe_model(
+            int8_art, in_memory, teacher_rec, out, t_params, s_params, device, path=c.path)},
         records, predictions, policy, profile, lambda recs: build_report(
             cfg, ds, recs, sweep.meta if sweep else {}, device, None))
     int8 = out / int8_art.file
@@ -439,7 +440,9 @@ def _runner(a: artifacts.Artifact, out: Path, in_memory: dict, teacher_device: s
 
 
 def _describe_model(a: artifacts.Artifact, in_memory: dict, teacher_rec: dict, out: Path, t_params: int,
-                    s_params: int, teacher_device: str) -> dict:
+                    s_params: int, teacher_device: str, path: Path | None = None) -> dict:
+    """``models[id]``'s description; ``path``: the student's file when it is not yet ``out / a.file``
+    (an INT8 candidate)."""
     dev = _device_of(a, teacher_device)
     rec = {"kind": a.kind, "format": a.format, "precision": a.precision, "runtime": f"{a.runtime}-{dev}",
            "device": dev, "file": a.file}
@@ -447,7 +450,7 @@ def _describe_model(a: artifacts.Artifact, in_memory: dict, teacher_rec: dict, o
         rec.update(source=teacher_rec["source"], params=t_params,
                    size_bytes=_state_dict_bytes(in_memory[a.id].net))
     else:
-        rec.update(params=s_params, size_bytes=(out / a.file).stat().st_size)
+        rec.update(params=s_params, size_bytes=(path or out / a.file).stat().st_size)
     return rec
 
 
@@ -474,11 +477,6 @@ def measure_speed(runners: dict, files: dict[str, Path], sample: np.ndarray, mc)
     for mid, path in files.items():
         rec[mid]["memory"] = memory_of(path, mc.threads)
     return rec
-
-
-def _describe_candidate(a: artifacts.Artifact, c, s_params: int) -> dict:
-    return {"kind": a.kind, "format": a.format, "precision": a.precision, "runtime": f"{a.runtime}-cpu",
-            "device": "cpu", "file": a.file, "params": s_params, "size_bytes": c.path.stat().st_size}
 
 
 def _qat_inputs(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Dataset, device: str, student) -> dict:
