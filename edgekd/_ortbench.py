@@ -1,5 +1,7 @@
-"""Latency, throughput and memory of ONNX / ORT-format models in onnxruntime; needs only numpy and
-onnxruntime (no torch, no edgekd), so the same file runs on the build machine and on the device.
+"""Latency, throughput and memory of ONNX / ORT-format models in onnxruntime and of ExecuTorch
+programs (``.pte``); needs only numpy and the runtime of the models it runs (onnxruntime; for
+``.pte`` the lightest ExecuTorch runtime installed, :class:`PteSession`), no edgekd, so the same
+file runs on the build machine and on the device.
 
 It is edgekd's one onnxruntime session and timing code: ``edgekd.runtimes.OrtRunner`` makes its
 session with :func:`make_session`, ``edgekd.harness.measure_latency`` times any runner with
@@ -34,6 +36,8 @@ version and providers).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -41,10 +45,15 @@ import platform
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import onnxruntime as ort
+
+try:  # a bundle of ExecuTorch programs only runs without onnxruntime
+    import onnxruntime as ort
+except ImportError:  # pragma: no cover - the build machine always has it
+    ort = None
 
 FORMAT_VERSION = 1
 RESULTS_FORMAT = "edgekd-device-results"
@@ -146,7 +155,9 @@ def machine_facts() -> dict:
             "platform": platform.platform(), "system": platform.system(), "node": platform.node(),
             "cpu_count": os.cpu_count(), "affinity": affinity(), "mem_total_bytes": _mem_total(),
             "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": ort.__version__, "providers": ort.get_available_providers()}
+            "onnxruntime": ort.__version__ if ort else None,
+            "providers": ort.get_available_providers() if ort else [],
+            "executorch": pte_runtime_version()}
 
 
 def sha256_file(path: str) -> str:
@@ -172,7 +183,7 @@ def session_providers(providers: str | Sequence[str]) -> tuple[list[str], str | 
     """The execution providers to ask for: those of ``providers`` this onnxruntime has, then the
     CPU one as the fallback; and a warning naming those it lacks (None when it has them all)."""
     wanted = [providers] if isinstance(providers, str) else list(providers)
-    have = ort.get_available_providers()
+    have = ort.get_available_providers() if ort else []
     used = [p for p in wanted if p in have]
     used += [] if CPU_PROVIDER in used else [CPU_PROVIDER]
     missing = [p for p in wanted if p not in have]
@@ -183,12 +194,14 @@ def session_providers(providers: str | Sequence[str]) -> tuple[list[str], str | 
 
 
 def make_session(model: str | os.PathLike, threads: int = 0, providers: str | Sequence[str] = CPU_PROVIDER
-                 ) -> tuple[ort.InferenceSession, str | None]:
+                 ) -> tuple:
     """An onnxruntime session of ``model`` (.onnx or .ort): ``threads`` intra-op threads (0: the
     onnxruntime default), one inter-op thread, errors-only logging, ``providers`` with the CPU
     fallback. Returns (session, warning or None); a file onnxruntime cannot load is a
     :class:`ModelLoadError`."""
     model = os.fspath(model)
+    if ort is None:
+        raise ModelLoadError(f"{model}: onnxruntime is not installed (pip install onnxruntime)")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -205,7 +218,198 @@ def make_session(model: str | os.PathLike, threads: int = 0, providers: str | Se
         raise ModelLoadError(f"{model}: onnxruntime cannot load it ({first[:200]})") from None
 
 
-def random_input(session: ort.InferenceSession, batch: int, seed: int = 0) -> dict:
+# ---------------------------------------------------------------------------------------------
+# ExecuTorch programs (.pte): the same role as an onnxruntime session
+# ---------------------------------------------------------------------------------------------
+
+PTE_SUFFIX = ".pte"
+PTE_INSTALL = ("pip install executorch-numpy-runtime (Python >= 3.12, no torch) or pip install "
+               "executorch (with torch)")
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """ExecuTorch's C++ logs (cpuinfo probing, thread-pool resets) go to file descriptor 2, past
+    Python: hold them back while it loads and resets, so a failure's last line is edgekd's."""
+    try:
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to hide
+        yield
+        return
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+@functools.lru_cache(maxsize=1)
+def _pte_backend():
+    """(name, module) of the lightest ExecuTorch runtime installed: ``executorch_numpy_runtime``
+    (numpy in and out, no torch), else ``executorch.runtime`` (its pybindings import torch);
+    (None, None) when neither is. Imported once, its C++ start-up logs held back."""
+    import logging
+
+    with _quiet_stderr():
+        try:
+            import executorch_numpy_runtime as etn
+
+            return "executorch-numpy-runtime", etn
+        except ImportError:
+            pass
+        log = logging.getLogger("torch.utils._pytree")  # torchao's import-time notice
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            from executorch import runtime as et
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._threadpool_get_thread_count()  # cpuinfo probes the CPU (and logs) here
+            return "executorch", et
+        except ImportError:
+            return None, None
+        finally:
+            log.setLevel(level)
+
+
+def pte_runtime_version() -> str | None:
+    """'executorch 1.5.1' / 'executorch-numpy-runtime 1.4.0' (the runtime a .pte runs in), or None."""
+    name, _ = _pte_backend()
+    if name is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name} {version(name)}"
+    except PackageNotFoundError:
+        return name
+
+
+_LIVE_PTE: weakref.WeakSet = weakref.WeakSet()  # every loaded program of this process
+
+
+def set_pte_threads(threads: int) -> None:
+    """Size ExecuTorch's thread pool (process-wide; XNNPACK's kernels run on it). XNNPACK's
+    delegates keep the pool they were loaded with, so every loaded program is reloaded after a
+    resize (a program left on the old pool would crash). 0 keeps the current size."""
+    if threads <= 0 or _pte_backend()[0] != "executorch":
+        return
+    from executorch.extension.pybindings.portable_lib import (
+        _threadpool_get_thread_count,
+        _unsafe_reset_threadpool,
+    )
+
+    if _threadpool_get_thread_count() == threads:
+        return
+    with _quiet_stderr():
+        _unsafe_reset_threadpool(threads)
+    for session in list(_LIVE_PTE):
+        session._load()
+
+
+class PteSession:
+    """An ExecuTorch program's ``forward`` method in the lightest ExecuTorch runtime installed.
+
+    ``run(images)``: uint8 NHWC in, float32 logits out. The program's batch axis has an upper bound
+    (its input's planned size); longer batches run in chunks of that size. ``threads`` sets the
+    size of ExecuTorch's thread pool (:func:`set_pte_threads`: process-wide)."""
+
+    provider = "XnnpackBackend"
+
+    def __init__(self, model: str, threads: int = 0) -> None:
+        self.model = model
+        self.runtime, self._et = _pte_backend()
+        if self._et is None:
+            raise ModelLoadError(f"{model}: no ExecuTorch runtime is installed to run it ({PTE_INSTALL})")
+        set_pte_threads(threads)  # before loading: a resize reloads every program
+        self._load()
+        _LIVE_PTE.add(self)
+        self.max_batch = int(self.input_shape[0])
+        self.threads = threads
+
+    def _load(self) -> None:
+        et = self._et
+        try:
+            with _quiet_stderr():
+                if self.runtime == "executorch":
+                    self._method = et.Runtime.get().load_program(self.model).load_method("forward")
+                    self.input_shape = tuple(self._method.metadata.input_tensor_meta(0).sizes())
+                else:  # pragma: no cover - needs Python >= 3.12
+                    self._method = et.load(self.model)
+                    self.input_shape = tuple(self._method.input_shape(0))
+        except Exception as e:  # the runtimes raise RuntimeError / ValueError with long texts
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ModelLoadError(f"{self.model}: ExecuTorch cannot load it ({first[:200]})") from None
+
+    def set_threads(self, threads: int) -> None:
+        set_pte_threads(threads)
+        self.threads = threads
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        if self.runtime == "executorch":
+            import torch
+
+            return self._method.execute([torch.from_numpy(x)])[0].numpy()
+        return np.asarray(self._method(x))  # pragma: no cover
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images)
+        n = self.max_batch
+        if len(images) <= n:
+            return self._call(images)
+        return np.concatenate([self._call(images[i:i + n]) for i in range(0, len(images), n)])
+
+
+class Model:
+    """One model file in its runtime: ``predict(images) -> logits``, the input's shape and dtype,
+    the provider / backend that runs it. Made by :func:`open_model`."""
+
+    def __init__(self, path: str, threads: int, provider: str) -> None:
+        self.path = path
+        if path.endswith(PTE_SUFFIX):
+            self.pte = PteSession(path, threads)
+            self.session, self.warning = None, None
+            self.provider = self.pte.provider
+            self.input_shape, self.input_dtype = (None, *self.pte.input_shape[1:]), "uint8"
+            self.runtime = self.pte.runtime
+        else:
+            self.pte = None
+            self.session, self.warning = make_session(path, threads, provider)
+            self.provider = self.session.get_providers()[0]
+            inp = self.session.get_inputs()[0]
+            self.input_name, self.input_shape, self.input_dtype = inp.name, tuple(inp.shape), inp.type
+            self.runtime = "onnxruntime"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        if self.pte is not None:
+            return self.pte.run(images)
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
+
+    def random_input(self, batch: int, seed: int = 0) -> np.ndarray:
+        if self.pte is not None:
+            if batch > self.pte.max_batch:
+                raise ModelLoadError(f"{self.path}: batch {batch} is more than the program's "
+                                     f"{self.pte.max_batch} images per call")
+            rng = np.random.default_rng(seed)
+            return rng.integers(0, 256, (batch, *self.pte.input_shape[1:]), dtype=np.uint8)
+        return random_input(self.session, batch, seed)[self.input_name]
+
+
+def open_model(path: str | os.PathLike, threads: int = 0, provider: str = "CPUExecutionProvider") -> Model:
+    """``path`` (.onnx, .ort or .pte) ready to run; a file its runtime cannot load (or no runtime)
+    is a :class:`ModelLoadError`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: model file does not exist")
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"{path}: not a regular file, so not a model a runtime can load")
+    return Model(path, threads, provider)
+
+
+def random_input(session, batch: int, seed: int = 0) -> dict:
     """Random data of each input's shape (symbolic first axis = ``batch``) and dtype."""
     rng = np.random.default_rng(seed)
     feeds = {}
@@ -286,25 +490,29 @@ def measure(model: str, threads: int = 1, runs: int = 100, warmup: int = 10, sec
     """Time ``model`` in this process. With ``seconds`` > 0 the timed loop runs for that long
     (at least 10 calls) instead of ``runs`` calls. Memory: baseline before the session, peak after."""
     warnings = [w for w in [set_affinity(cpu_affinity or [])] if w]
+    t0 = time.perf_counter()
+    if model.endswith(PTE_SUFFIX):  # the runtime's import is in the baseline (executorch's holds torch)
+        _pte_backend()
+    import_ms = (time.perf_counter() - t0) * 1e3
     mem0 = memory_now()
     t0 = time.perf_counter()
-    session, w = make_session(model, threads, provider)
+    m = open_model(model, threads, provider)
     session_ms = (time.perf_counter() - t0) * 1e3
-    warnings += [w] if w else []
-    feeds = feeds if feeds is not None else random_input(session, batch)
-    batch = int(next(iter(feeds.values())).shape[0])
+    warnings += [m.warning] if m.warning else []
+    x = m.random_input(batch) if feeds is None else next(iter(feeds.values()))
+    batch = int(x.shape[0])
     t0 = time.perf_counter()
-    session.run(None, feeds)
+    m.predict(x)
     first_ms = (time.perf_counter() - t0) * 1e3
-    ms, wall_s = time_calls(lambda: session.run(None, feeds), runs, warmup, seconds)
+    ms, wall_s = time_calls(lambda: m.predict(x), runs, warmup, seconds)
     latency = latency_record(ms, wall_s, batch, threads, warmup)
     mem1 = memory_now()
     peak, base = mem1["peak_rss_bytes"], mem0["rss_bytes"] or mem0["peak_rss_bytes"]
     return {
         "model": os.path.basename(model), "size_bytes": os.path.getsize(model),
-        "provider": session.get_providers()[0], "batch": batch, "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
+        "runtime": m.runtime, "provider": m.provider, "batch": batch, "input_shapes": {"image": list(x.shape)},
         "threads": threads, "os_threads": os_threads(), "affinity": affinity(),
-        "session_create_ms": session_ms, "first_inference_ms": first_ms,
+        "runtime_import_ms": import_ms, "session_create_ms": session_ms, "first_inference_ms": first_ms,
         "warmup": warmup, "runs": latency["runs"], "seconds": seconds if seconds > 0 else None,
         "wall_s": wall_s,
         "latency_ms": latency,
@@ -339,9 +547,8 @@ def measure_in_subprocess(model: str, threads: int = 1, runs: int = 100, warmup:
 # bundle mode: every model of the bundle, latency + memory + accuracy on the evaluation set
 # ---------------------------------------------------------------------------------------------
 
-def _predict(session: ort.InferenceSession, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    out = [session.run(None, {name: images[i:i + batch]})[0].argmax(1) for i in range(0, len(images), batch)]
+def _predict(model: Model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    out = [model.predict(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)]
     return np.concatenate(out).astype(np.int64)
 
 
@@ -360,6 +567,15 @@ def run_bundle(bundle_dir: str, threads: int | None, out: str | None, quiet: boo
                      "threads": threads, "device": machine_facts(), "models": {}, "warnings": []}
     for m in bundle["models"]:
         path = os.path.join(bundle_dir, m["file"])
+        if path.endswith(PTE_SUFFIX) and _pte_backend()[0] is None:
+            results["warnings"].append(f"{m['id']}: not run, no ExecuTorch runtime here ({PTE_INSTALL})")
+            say(results["warnings"][-1])
+            continue
+        if not path.endswith(PTE_SUFFIX) and ort is None:
+            results["warnings"].append(f"{m['id']}: not run, onnxruntime is not installed here "
+                                       "(pip install onnxruntime)")
+            say(results["warnings"][-1])
+            continue
         say(f"{m['id']}: measuring {m['file']} ({threads} threads, {prof['latency_runs']} runs)")
         rec = {k: m[k] for k in ("file", "format", "precision", "primary")}
         rec["sha256_ok"] = sha256_file(path) == m["sha256"]
@@ -367,10 +583,10 @@ def run_bundle(bundle_dir: str, threads: int | None, out: str | None, quiet: boo
                                          prof["batch"], prof["execution_provider"], prof["cpu_affinity"]))
         rec.pop("machine", None)
         results["warnings"] += [f"{m['id']}: {w}" for w in rec["warnings"]]
-        session, _ = make_session(path, threads, prof["execution_provider"])
+        model = open_model(path, threads, prof["execution_provider"])
         rec["accuracy"], rec["agreement_with_teacher"] = {}, {}
         for s in bundle["eval"]["sets"]:
-            pred = _predict(session, evalset[f"images/{s}"])
+            pred = _predict(model, evalset[f"images/{s}"])
             rec["accuracy"][s] = float((pred == evalset[f"labels/{s}"]).mean())
             rec["agreement_with_teacher"][s] = float((pred == evalset[f"teacher/{s}"]).mean())
         rec["build_accuracy"] = m.get("build_accuracy")  # the same images on the build machine
@@ -391,7 +607,7 @@ def run_bundle(bundle_dir: str, threads: int | None, out: str | None, quiet: boo
 def format_results(results: dict) -> str:
     d = results["device"]
     lines = [f"device: {d['machine']} {d['cpu_model']}, {d['cpu_count']} CPUs, python {d['python']}, "
-             f"onnxruntime {d['onnxruntime']}; profile {results['profile']['name']}, "
+             f"onnxruntime {d['onnxruntime']}, ExecuTorch {d.get('executorch')}; profile {results['profile']['name']}, "
              f"{results['threads']} threads"]
     sets = list(next(iter(results["models"].values()))["accuracy"]) if results["models"] else []
     head = ["model", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak MB", "session ms"] + [f"acc {s}" for s in sets]

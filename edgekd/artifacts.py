@@ -30,7 +30,7 @@ class Artifact:
     id: str                 # the model id in report.json, predictions.npz, gate.json and bundles
     kind: str               # "teacher" or "student"
     file: str | None        # file name in the build directory (None: the teacher is not copied)
-    format: str             # "torch", "onnx" or "ort"
+    format: str             # "torch", "onnx", "ort" or "pte" (ExecuTorch program)
     precision: str          # "fp32" or "int8"
     runtime: str            # the runtime that runs it (edgekd.runtimes.RUNTIMES name)
     measured: bool          # scored by the build's harness (clean, perturbed, latency)
@@ -46,6 +46,9 @@ class Artifact:
 ARTIFACTS: Registry[Artifact] = Registry("model id")
 TEACHER, STUDENT_TORCH, STUDENT_FP32, STUDENT_INT8, STUDENT_INT8_ORT, STUDENT_FP16 = (
     "teacher", "student_torch", "student_fp32", "student_int8", "student_int8_ort", "student_fp16")
+STUDENT_FP32_PTE, STUDENT_INT8_PTE = "student_fp32_pte", "student_int8_pte"
+# the runtimes whose artifacts a build makes unless the config or the device profile names more
+DEFAULT_RUNTIMES = ("onnxruntime",)
 
 
 def _add(a: Artifact) -> None:
@@ -60,6 +63,12 @@ _add(Artifact(STUDENT_INT8, "student", "student.int8.onnx", "onnx", "int8", "onn
               "#d62728"))
 _add(Artifact(STUDENT_INT8_ORT, "student", "student.int8.ort", "ort", "int8", "onnxruntime", False, False,
               True, "#ff7f0e"))
+# ExecuTorch programs for the XNNPACK backend (edgekd.executorch_export), made when export.runtimes or
+# the device profile's runtimes name executorch and the [executorch] extra is installed
+_add(Artifact(STUDENT_FP32_PTE, "student", "student.fp32.pte", "pte", "fp32", "executorch", True, True, True,
+              "#17becf"))
+_add(Artifact(STUDENT_INT8_PTE, "student", "student.int8.pte", "pte", "int8", "executorch", True, True, True,
+              "#8c564b"))
 # made by `edgekd quantize` with an fp16 preset, not by the build (its ONNX Runtime CPU kernels are
 # slower than fp32 on x86: benchmarks/RESULTS.md)
 _add(Artifact(STUDENT_FP16, "student", "student.fp16.onnx", "onnx", "fp16", "onnxruntime", False, False, False,
@@ -74,13 +83,38 @@ def all_artifacts() -> list[Artifact]:
     return [ARTIFACTS.get(n) for n in ARTIFACTS]
 
 
-def build_models() -> list[Artifact]:
-    """The models a build scores (report.json ``models``), teacher first."""
-    return [a for a in all_artifacts() if a.measured]
+def runtime_names() -> tuple[str, ...]:
+    """The runtimes of deployable artifacts ("onnxruntime", "executorch"): what export.runtimes and
+    a device profile's runtimes may name."""
+    return tuple(dict.fromkeys(a.runtime for a in model_files()))
 
 
-def memory_models() -> list[Artifact]:
-    return [a for a in all_artifacts() if a.memory]
+def _made(a: Artifact, runtimes: tuple[str, ...] | None) -> bool:
+    return a.format == "torch" or a.runtime in (DEFAULT_RUNTIMES if runtimes is None else runtimes)
+
+
+def build_models(runtimes: tuple[str, ...] | None = None) -> list[Artifact]:
+    """The models a build with these ``runtimes`` scores (report.json ``models``), teacher first."""
+    return [a for a in all_artifacts() if a.measured and _made(a, runtimes)]
+
+
+def memory_models(runtimes: tuple[str, ...] | None = None) -> list[Artifact]:
+    return [a for a in all_artifacts() if a.memory and _made(a, runtimes)]
+
+
+def runtime_files(runtime: str) -> list[Artifact]:
+    """The measured artifacts of one file runtime, fp32 first (what its export stage writes)."""
+    return [a for a in all_artifacts() if a.runtime == runtime and a.measured]
+
+
+def gated_int8(runtimes: tuple[str, ...]) -> list[str]:
+    """The INT8 model of each runtime: what a build gates by default (gate.models)."""
+    return [a.id for a in build_models(runtimes) if a.precision == "int8" and a.kind == "student"]
+
+
+def plotted_formats() -> tuple[str, ...]:
+    """File formats a build measures (latency, memory): the points of report.html's Pareto plot."""
+    return tuple(dict.fromkeys(a.format for a in model_files() if a.measured))
 
 
 def model_files() -> list[Artifact]:
@@ -108,5 +142,5 @@ def deployed(precision: str, model_format: str) -> Artifact:
 
 
 def model_suffixes() -> tuple[str, ...]:
-    """File suffixes of deployable models ('.onnx', '.ort')."""
+    """File suffixes of deployable models ('.onnx', '.ort', '.pte')."""
     return tuple(dict.fromkeys("." + a.file.rsplit(".", 1)[1] for a in model_files()))

@@ -34,7 +34,7 @@ def resolve_models(target: str | Path) -> list[Path]:
     if not p.is_file():
         raise InputError(f"{p}: no such model file or artifact directory")
     if p.suffix not in MODEL_SUFFIXES:
-        raise InputError(f"{p}: not an .onnx or .ort model")
+        raise InputError(f"{p}: not a model file ({', '.join(MODEL_SUFFIXES)})")
     return [p]
 
 
@@ -57,8 +57,11 @@ def bench(models: list[Path], threads: list[int], runs: int = 100, warmup: int =
 def memory_of(model: Path, threads: int = 1, runs: int = 20) -> dict:
     """Peak / baseline / model resident memory of a process running ``model`` (a short benchmark)."""
     rec = bench([model], [threads], runs=runs, warmup=2)[0]
+    runtime = rec.get("runtime", "onnxruntime")
+    held = "onnxruntime" if runtime == "onnxruntime" else f"{runtime} (whose pybindings import torch)" \
+        if runtime == "executorch" else runtime
     return {**rec["memory"], "threads": threads, "runs": runs,
-            "process": "python + numpy + onnxruntime only (edgekd/_ortbench.py, fresh process)"}
+            "process": f"python + numpy + {held} only (edgekd/_ortbench.py, fresh process)"}
 
 
 def _mb(v: float | None) -> str:

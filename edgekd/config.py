@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import artifacts
 from .errors import ConfigError
 from .fields import check_table, table_keys
 from .fields import spec as field_spec
@@ -231,6 +232,15 @@ class ExportConfig:
     parity_atol: float = opt(1e-3, "max |logit difference| allowed between torch and ONNX",
                              min=0.0)
     parity_samples: int = opt(128, "held-out images used for the parity check", min=1)
+    runtimes: list[str] = opt(list(artifacts.DEFAULT_RUNTIMES), "runtimes to make artifacts for: "
+                              "onnxruntime (.onnx, .ort), executorch (ExecuTorch programs for XNNPACK, "
+                              "student.fp32.pte and student.int8.pte; needs pip install -e "
+                              "'.[executorch]'); a device profile's runtimes are added",
+                              choices=artifacts.runtime_names())
+    pte_max_batch: int = opt(32, "ExecuTorch: the most images per call (the program's memory is planned "
+                             "for it; longer batches run in chunks)", min=1, max=4096)
+    pte_int8_min_agreement: float = opt(0.95, "ExecuTorch INT8: the least share of held-out images "
+                                        "where it predicts the torch student's class", min=0.0, max=1.0)
 
 
 @dataclass

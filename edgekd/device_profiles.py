@@ -36,7 +36,7 @@ from .runtimes import RUNTIMES
 USER_DIR_ENV = "EDGEKD_DEVICES"
 
 PRECISIONS = ("int8", "fp32")
-MODEL_FORMATS = ("onnx", "ort")
+MODEL_FORMATS = tuple(dict.fromkeys(a.format for a in artifacts.model_files()))  # onnx, ort, pte
 HOST = "host"  # the profile name of the build machine itself (load_profile("host"))
 # the CPU features that decide which INT8 kernels onnxruntime runs (and so which preset is fastest)
 ISA_FEATURES = ("avx2", "avx512", "vnni", "neon", "dotprod")
@@ -72,7 +72,11 @@ class DeviceProfile:
     presets: list[str] = spec([], "INT8 quantisation presets to build for this device, in order of "
                               "preference (`edgekd presets`); `edgekd build --device` builds each and "
                               "deploys the fastest that passes the gate; [] = quantize.preset")
-    runtime: str = spec("onnxruntime", "inference runtime", choices=DEVICE_RUNTIMES)
+    runtime: str = spec("onnxruntime", "inference runtime of the deployed model", choices=DEVICE_RUNTIMES)
+    runtimes: list[str] = spec([], "every runtime the device may run (a build makes, measures and gates "
+                               "artifacts for each; a bundle ships them): e.g. [\"onnxruntime\", "
+                               "\"executorch\"]; [] = runtime alone", choices=DEVICE_RUNTIMES,
+                               normalize=lambda v: list(dict.fromkeys(v)))
     execution_provider: str = spec("CPUExecutionProvider", "onnxruntime execution provider; the "
                                    "runner falls back to CPUExecutionProvider (and says so) where absent")
     threads: int = spec(1, "intra-op threads", min=1, max=256)
@@ -80,8 +84,9 @@ class DeviceProfile:
                                    min=0, expect="a list of CPU ids (integers >= 0)",
                                    normalize=lambda ids: sorted(set(ids)))
     precision: str = spec("int8", "precision of the deployed model", choices=PRECISIONS)
-    model_format: str = spec("onnx", "file format of the deployed model: onnx, or ort (ORT format for a "
-                             "reduced onnxruntime build; int8 only)", choices=MODEL_FORMATS)
+    model_format: str = spec("onnx", "file format of the deployed model: onnx, ort (ORT format for a "
+                             "reduced onnxruntime build; int8 only) or pte (ExecuTorch program, runtime = "
+                             "\"executorch\")", choices=MODEL_FORMATS)
     input_size: int = spec(32, "side in pixels of the square uint8 image the model takes", min=8, max=4096)
     batch: int = spec(1, "images per call", min=1, max=4096)
     latency_runs: int = spec(200, "timed runs per model", min=10, max=1_000_000)
@@ -89,6 +94,11 @@ class DeviceProfile:
     budgets: Budgets = spec(Budgets, "[budgets] table: max_latency_p90_ms, max_size_bytes, "
                             "max_peak_memory_bytes")
     source: str = spec("", "file it was read from", internal=True, compare=False)
+
+    @property
+    def all_runtimes(self) -> tuple[str, ...]:
+        """The runtimes the device runs: ``runtimes``, or ``runtime`` alone."""
+        return tuple(self.runtimes) or (self.runtime,)
 
     @property
     def model_id(self) -> str:
@@ -120,6 +130,13 @@ def profile_from_dict(raw: dict, where: str = "device profile", default_name: st
                           "at most 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     profile = DeviceProfile(**values, source=where)
     _check_presets(profile, where)
+    deployed_runtime = artifacts.deployed(profile.precision, profile.model_format).runtime
+    if deployed_runtime != profile.runtime:
+        raise ConfigError(f"{where}: model_format = {profile.model_format!r} runs in {deployed_runtime}, "
+                          f"but runtime = {profile.runtime!r}")
+    if profile.runtimes and profile.runtime not in profile.runtimes:
+        raise ConfigError(f"{where}: runtimes = {profile.runtimes} does not hold runtime = "
+                          f"{profile.runtime!r}, the deployed model's")
     if profile.model_format == "ort" and profile.precision != "int8":
         raise ConfigError(f"{where}: model_format = \"ort\" needs precision = \"int8\" (edgekd converts "
                           "the INT8 model to the ORT format)")
@@ -227,19 +244,29 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
                       f"{HOST} (this machine), or the path of a .toml profile")
 
 
-def device_budgets(raw: dict, profile: DeviceProfile) -> dict:
-    """A gate policy table with the device profile's budgets on the deployed INT8 model, unless it
-    budgets that model itself: its size always, its latency and peak memory only where this
-    machine speaks for the device (:func:`same_cpu_class`)."""
+def device_budgets(raw: dict, profile: DeviceProfile, runtimes: tuple[str, ...] | None = None) -> dict:
+    """A gate policy table with the device profile's budgets on the INT8 model of each runtime of
+    the build (``runtimes``; default: the profile's), unless the table budgets that model itself:
+    its size always, its latency and peak memory only where this machine speaks for the device
+    (:func:`same_cpu_class`)."""
     budgets = raw.get("budgets", {})
-    if not isinstance(budgets, dict) or artifacts.STUDENT_INT8 in budgets:
+    if not isinstance(budgets, dict):
         return raw
     b = profile.budgets
     here = same_cpu_class(profile)
     table = {"max_size_bytes": b.max_size_bytes, "max_latency_p90_ms": b.max_latency_p90_ms if here else None,
              "max_peak_memory_bytes": b.max_peak_memory_bytes if here else None}
     table = {k: v for k, v in table.items() if v is not None}
-    return {**raw, "budgets": {**budgets, artifacts.STUDENT_INT8: table}} if table else raw
+    added = {mid: table for mid in artifacts.gated_int8(runtimes or profile.all_runtimes) if mid not in budgets}
+    return {**raw, "budgets": {**budgets, **added}} if table and added else raw
+
+
+def build_runtimes(cfg) -> tuple[str, ...]:
+    """The runtimes a build config makes artifacts for: ``export.runtimes`` and those of the
+    ``deploy.device`` profile, in the registry's order."""
+    profile = deploy_profile(cfg)
+    wanted = set(cfg.export.runtimes) | set(profile.all_runtimes if profile else ())
+    return tuple(r for r in artifacts.runtime_names() if r in wanted)
 
 
 def deploy_profile(cfg) -> DeviceProfile | None:

@@ -36,7 +36,6 @@ from .files import (
     BUILD_FORMAT,
     MANIFEST,
     build_manifest,
-    check_regular,
     move_into_place,
     recover_interrupted,
     sha256_file,
@@ -53,11 +52,10 @@ from .models import (
     pretrained_model,
     save_checkpoint,
 )
-from .device_profiles import deploy_profile, device_budgets
+from .device_profiles import deploy_profile
+from .preflight import MEMORY_MEASURED, MODEL_IDS, build_policy, build_runtimes, check_compression, preflight  # noqa: F401
 from .runtimes import RUNTIMES
 
-MODEL_IDS = tuple(a.id for a in artifacts.build_models())
-MEMORY_MEASURED = tuple(a.id for a in artifacts.memory_models())  # models[id]["memory"], by bench.memory_of
 
 
 @dataclass
@@ -77,7 +75,16 @@ def library_versions() -> dict:
 
     return {"edgekd": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "executorch": _version("executorch")}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 # errors that mean the disk or the folder cannot take the build (not a bug in edgekd)
@@ -208,6 +215,9 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     def stage(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 3)
 
+    runtimes, skipped = build_runtimes(cfg)
+    if skipped:
+        say(skipped)
     t0 = time.perf_counter()
     ds = load_dataset(cfg.data)
     stage("data", t0)
@@ -243,6 +253,17 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     fp32 = out / artifacts.get(artifacts.STUDENT_FP32).file
     export_rec = export_stage(cfg, student, ds.calib.x, fp32)
     stage("export", t0)
+    pte_rec = {}
+    if "executorch" in runtimes:  # 3b. ExecuTorch programs for XNNPACK, fp32 and INT8
+        from .executorch_export import executorch_stage
+
+        t0 = time.perf_counter()
+        ptes = {a.precision: a for a in artifacts.runtime_files("executorch")}
+        pte_rec = executorch_stage(student, ds.calib.x, {p: out / a.file for p, a in ptes.items()}, cfg.export)
+        stage("executorch", t0)
+        say("exported " + ", ".join(f"{r['path']} (XNNPACK took {100 * r['delegation']['fraction']:.0f}% of the "
+                                    f"graph, agreement {100 * r['parity']['argmax_agreement']:.1f}%)"
+                                    for r in pte_rec.values()))
 
     # 4. INT8 candidates: quantize.preset, or each preset of the device profile; each checked
     # against the fp32 student on clean and perturbed validation images (and mended where it misses)
@@ -261,7 +282,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     # 5. measure every model and every candidate: each measurement returns its records
     t0 = time.perf_counter()
     in_memory = {artifacts.TEACHER: teacher, artifacts.STUDENT_TORCH: student}
-    fixed = [a for a in artifacts.build_models() if a.id != artifacts.STUDENT_INT8]
+    fixed = [a for a in artifacts.build_models(runtimes) if a.id != artifacts.STUDENT_INT8]
     runners = {a.id: _runner(a, out, in_memory, device) for a in fixed}
     runners.update({c.model_id: RUNTIMES.get("onnxruntime")(c.path) for c in cands})
     clean_metrics, clean_preds = measure_clean(runners, ds.test.x, ds.test.y, cfg.measure.eval_batch_size,
@@ -280,7 +301,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         stage("evaluate_perturbed", t0)
 
     t0 = time.perf_counter()
-    files = {a.id: out / a.file for a in artifacts.memory_models() if a.id != artifacts.STUDENT_INT8}
+    files = {a.id: out / a.file for a in artifacts.memory_models(runtimes) if a.id != artifacts.STUDENT_INT8}
     speed = measure_speed(runners, {**files, **{c.model_id: c.path for c in cands}}, ds.test.x[:1], cfg.measure)
     stage("latency", t0)
 
@@ -289,6 +310,8 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     from .report import build_report
 
     described = {a.id: _describe_model(a, in_memory, teacher_rec, out, t_params, s_params, device) for a in fixed}
+    for a in artifacts.runtime_files("executorch") if pte_rec else ():
+        described[a.id].update(delegation=pte_rec[a.precision]["delegation"], parity=pte_rec[a.precision]["parity"])
     int8_art = artifacts.get(artifacts.STUDENT_INT8)
     records = [clean_metrics, sweep.models if sweep else {}, speed]
     winner, quant_section, predictions = pick(
@@ -349,7 +372,8 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                                "augment": cfg.distill.augment, "crop_flip": cfg.distill.crop_flip,
                                "teacher_outputs": dist["teacher_outputs"], "log": training["log"],
                                "kept": training["kept"], "epochs_run": training["epochs"]},
-                   "export": export_rec, "quantize": quant_rec, "ort_format": ort_rec},
+                   "export": export_rec, "quantize": quant_rec, "ort_format": ort_rec,
+                   "executorch": pte_rec or skipped},
         "timings_s": timings,
         "gate": gate_rec,
     }
@@ -492,94 +516,3 @@ def _qat_inputs(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Dataset, devic
         cache = cache_root(cfg.cache.dir) if cfg.distill.cache_teacher_outputs else None
         logits, _ = teacher_outputs(teacher, teacher_rec["sha256"], ds.train.x, device, cache, "clean")
     return {"student": student, "teacher_logits": logits}
-
-
-def preflight(cfg: BuildConfig) -> None:
-    """Check names, files and shapes the stages will need, so a mistake fails in a second, not after
-    training: architectures and their options (and that they run at data.image_size), the
-    compression ratio, the loss, the teacher's file, the data's files, the device."""
-    from .losses import loss_names, loss_spec
-    from .teachers import detect_format
-
-    from .candidates import check_candidates
-
-    spec = loss_spec(cfg.distill.loss)  # ConfigError naming the methods if unknown
-    check_candidates(cfg, deploy_profile(cfg))
-    for key, value in (("data.path", cfg.data.path), ("data.test_path", cfg.data.test_path)):
-        if value and cfg.data.name in ("imagefolder", "npz") and not Path(value).exists():
-            raise InputError(f"{key} = {value!r}: no such file or folder")
-    t_fmt = None
-    if cfg.teacher.weights:
-        check_regular(cfg.teacher.weights, "teacher.weights")
-        t_fmt = detect_format(Path(cfg.teacher.weights)) if cfg.teacher.format == "auto" else cfg.teacher.format
-    resolve_device(cfg.compute.device)
-    n_cls, size = 10, cfg.data.image_size  # only the shape matters here
-    checks = [("student.arch", cfg.student.arch, dict(width=cfg.student.width, stem=cfg.student.stem))]
-    if t_fmt in (None, "state_dict"):  # a TorchScript / exported teacher has no arch to check
-        checks.insert(0, ("teacher.arch", cfg.teacher.arch, dict(stem=cfg.teacher.stem)))
-    params, nets = {}, {}
-    for key, arch, opts in checks:
-        try:
-            net = build_model(arch, n_cls, image_size=size, **opts).eval()
-        except ConfigError as e:
-            raise ConfigError(f"{key}: {e}") from None
-        params[key], nets[key] = count_params(net), net
-        try:
-            with torch.no_grad():
-                net(torch.zeros(2, 3, size, size))
-        except RuntimeError as e:
-            raise ConfigError(f"{key} = {arch!r} cannot run on {size}x{size} images "
-                              f"(data.image_size): {str(e).splitlines()[0]}") from None
-    if "teacher.arch" in params:
-        check_compression(cfg, params["teacher.arch"], params["student.arch"])
-    if spec.feature_layers and t_fmt in ("torchscript", "export"):
-        logit_methods = ", ".join(loss_names(uses_teacher=True, feature_layers=False))
-        raise ConfigError(f"distill.loss = {cfg.distill.loss!r} matches the teacher's feature maps, "
-                          f"which a {t_fmt} teacher cannot give (no forward hooks); use a state_dict "
-                          f"teacher or a logit method ({logit_methods})")
-    if spec.feature_layers and cfg.distill.feature_layers:
-        from .losses import check_layer_names
-
-        check_layer_names(nets["student.arch"], nets.get("teacher.arch"), cfg.distill.feature_layers)
-
-
-def check_compression(cfg: BuildConfig, teacher_params: int, student_params: int) -> None:
-    if teacher_params < cfg.student.min_compression * student_params:
-        raise ConfigError(f"student.arch {cfg.student.arch!r} has {student_params} parameters, "
-                          f"teacher {teacher_params}: less than student.min_compression = "
-                          f"{cfg.student.min_compression:g}x fewer")
-
-
-def build_policy(cfg: BuildConfig):
-    """The gate policy of a build: the config's [gate] section; with the perturbed sweep switched
-    off, the robustness checks it cannot feed are switched off too (unless the section sets them)."""
-    from .gate import load_policy
-    from .perturb import COMMON, resolve
-
-    raw = dict(cfg.gate)
-    rc = cfg.robustness
-    full_sweep = set(COMMON) <= set(resolve(rc.perturbations)) and sorted(set(rc.severities)) == [1, 2, 3, 4, 5]
-    if not rc.enabled or not full_sweep:  # no mCA over the 15 x 5 cells to gate on
-        for key in ("max_mca_drop", "max_corruption_drop"):
-            raw.setdefault(key, False)
-    if not rc.enabled or not rc.adversarial:
-        raw.setdefault("max_adversarial_drop", False)
-    profile = deploy_profile(cfg)
-    if profile is not None:
-        raw = device_budgets(raw, profile)
-    policy = load_policy(raw, "config [gate]")
-    # what the build will not measure must not be gated: say so now, not after the build
-    if policy.max_adversarial_drop is not None and policy.adversarial_epsilon not in rc.epsilons:
-        raise ConfigError(f"gate.adversarial_epsilon = {policy.adversarial_epsilon} is not among "
-                          f"robustness.epsilons {rc.epsilons}; set one of those, or "
-                          "gate.max_adversarial_drop = false")
-    unknown = [m for m in policy.models if m not in MODEL_IDS]
-    if unknown:
-        raise ConfigError(f"gate.models names {', '.join(unknown)}; a build has {', '.join(MODEL_IDS)}")
-    for mid, budget in policy.budgets.items():
-        if mid not in MODEL_IDS:
-            raise ConfigError(f"gate.budgets.{mid}: a build has no model {mid!r}; valid: {', '.join(MODEL_IDS)}")
-        if budget.max_peak_memory_bytes is not None and mid not in MEMORY_MEASURED:
-            raise ConfigError(f"gate.budgets.{mid}.max_peak_memory_bytes: edgekd build measures peak "
-                              f"memory of the ONNX artifacts only ({', '.join(MEMORY_MEASURED)})")
-    return policy

@@ -3,9 +3,10 @@
     r = RUNTIMES.get("onnxruntime")(Path("student.int8.onnx"), threads=1)
     r.predict(images)  # (N, classes)
 
-Runtimes: ``torch`` (cpu / cuda) and ``onnxruntime`` (CPU execution provider; its session is made
-by ``edgekd/_ortbench.py``, the dependency-light device runner). Latency of any runner:
-``edgekd.harness.measure_latency``.
+Runtimes: ``torch`` (cpu / cuda), ``onnxruntime`` (CPU execution provider) and ``executorch``
+(ExecuTorch programs, XNNPACK-delegated); the onnxruntime session and the ExecuTorch method are made
+by ``edgekd/_ortbench.py``, the dependency-light device runner, so the build and a device run the
+same code. Latency of any runner: ``edgekd.harness.measure_latency``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,36 @@ class OrtRunner:
     def set_threads(self, threads: int) -> None:
         if threads != self.threads:
             self._make(threads)
+
+    def synchronize(self) -> None:
+        pass
+
+
+@RUNTIMES.register("executorch")
+class PteRunner:
+    """An ExecuTorch program (.pte) through the device runner's :class:`edgekd._ortbench.PteSession`
+    (the ExecuTorch runtime installed; XNNPACK runs the delegated graph on the CPU)."""
+
+    runtime = "executorch"
+    device = "cpu"
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        from ._ortbench import ModelLoadError, PteSession
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"{self.path}: ExecuTorch program does not exist")
+        check_regular(self.path, "model")
+        try:
+            self.session = PteSession(str(self.path), threads)
+        except ModelLoadError as e:
+            raise InputError(str(e)) from None
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(images)
+
+    def set_threads(self, threads: int) -> None:
+        self.session.set_threads(threads)
 
     def synchronize(self) -> None:
         pass
