@@ -36,8 +36,6 @@ version and providers).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -45,7 +43,6 @@ import platform
 import subprocess
 import sys
 import time
-import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -54,6 +51,11 @@ try:  # a bundle of ExecuTorch programs only runs without onnxruntime
     import onnxruntime as ort
 except ImportError:  # pragma: no cover - the build machine always has it
     ort = None
+
+try:  # inside edgekd; in a bundle, _ptesession.py lies beside run.py
+    from ._ptesession import PTE_INSTALL, PTE_SUFFIX, ModelLoadError, PteSession, _pte_backend, pte_runtime_version
+except ImportError:
+    from _ptesession import PTE_INSTALL, PTE_SUFFIX, ModelLoadError, PteSession, _pte_backend, pte_runtime_version
 
 FORMAT_VERSION = 1
 RESULTS_FORMAT = "edgekd-device-results"
@@ -175,10 +177,6 @@ def sha256_file(path: str) -> str:
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
-class ModelLoadError(Exception):
-    """onnxruntime cannot load a model file; the message is one sentence naming the file."""
-
-
 def session_providers(providers: str | Sequence[str]) -> tuple[list[str], str | None]:
     """The execution providers to ask for: those of ``providers`` this onnxruntime has, then the
     CPU one as the fallback; and a warning naming those it lacks (None when it has them all)."""
@@ -218,151 +216,6 @@ def make_session(model: str | os.PathLike, threads: int = 0, providers: str | Se
         raise ModelLoadError(f"{model}: onnxruntime cannot load it ({first[:200]})") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# ExecuTorch programs (.pte): the same role as an onnxruntime session
-# ---------------------------------------------------------------------------------------------
-
-PTE_SUFFIX = ".pte"
-PTE_INSTALL = ("pip install executorch-numpy-runtime (Python >= 3.12, no torch) or pip install "
-               "executorch (with torch)")
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """ExecuTorch's C++ logs (cpuinfo probing, thread-pool resets) go to file descriptor 2, past
-    Python: hold them back while it loads and resets, so a failure's last line is edgekd's."""
-    try:
-        sys.stderr.flush()
-        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to hide
-        yield
-        return
-    os.dup2(null, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-@functools.lru_cache(maxsize=1)
-def _pte_backend():
-    """(name, module) of the lightest ExecuTorch runtime installed: ``executorch_numpy_runtime``
-    (numpy in and out, no torch), else ``executorch.runtime`` (its pybindings import torch);
-    (None, None) when neither is. Imported once, its C++ start-up logs held back."""
-    import logging
-
-    with _quiet_stderr():
-        try:
-            import executorch_numpy_runtime as etn
-
-            return "executorch-numpy-runtime", etn
-        except ImportError:
-            pass
-        log = logging.getLogger("torch.utils._pytree")  # torchao's import-time notice
-        level = log.level
-        log.setLevel(logging.ERROR)
-        try:
-            from executorch import runtime as et
-            from executorch.extension.pybindings import portable_lib
-
-            portable_lib._threadpool_get_thread_count()  # cpuinfo probes the CPU (and logs) here
-            return "executorch", et
-        except ImportError:
-            return None, None
-        finally:
-            log.setLevel(level)
-
-
-def pte_runtime_version() -> str | None:
-    """'executorch 1.5.1' / 'executorch-numpy-runtime 1.4.0' (the runtime a .pte runs in), or None."""
-    name, _ = _pte_backend()
-    if name is None:
-        return None
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"{name} {version(name)}"
-    except PackageNotFoundError:
-        return name
-
-
-_LIVE_PTE: weakref.WeakSet = weakref.WeakSet()  # every loaded program of this process
-
-
-def set_pte_threads(threads: int) -> None:
-    """Size ExecuTorch's thread pool (process-wide; XNNPACK's kernels run on it). XNNPACK's
-    delegates keep the pool they were loaded with, so every loaded program is reloaded after a
-    resize (a program left on the old pool would crash). 0 keeps the current size."""
-    if threads <= 0 or _pte_backend()[0] != "executorch":
-        return
-    from executorch.extension.pybindings.portable_lib import (
-        _threadpool_get_thread_count,
-        _unsafe_reset_threadpool,
-    )
-
-    if _threadpool_get_thread_count() == threads:
-        return
-    with _quiet_stderr():
-        _unsafe_reset_threadpool(threads)
-    for session in list(_LIVE_PTE):
-        session._load()
-
-
-class PteSession:
-    """An ExecuTorch program's ``forward`` method in the lightest ExecuTorch runtime installed.
-
-    ``run(images)``: uint8 NHWC in, float32 logits out. The program's batch axis has an upper bound
-    (its input's planned size); longer batches run in chunks of that size. ``threads`` sets the
-    size of ExecuTorch's thread pool (:func:`set_pte_threads`: process-wide)."""
-
-    provider = "XnnpackBackend"
-
-    def __init__(self, model: str, threads: int = 0) -> None:
-        self.model = model
-        self.runtime, self._et = _pte_backend()
-        if self._et is None:
-            raise ModelLoadError(f"{model}: no ExecuTorch runtime is installed to run it ({PTE_INSTALL})")
-        set_pte_threads(threads)  # before loading: a resize reloads every program
-        self._load()
-        _LIVE_PTE.add(self)
-        self.max_batch = int(self.input_shape[0])
-        self.threads = threads
-
-    def _load(self) -> None:
-        et = self._et
-        try:
-            with _quiet_stderr():
-                if self.runtime == "executorch":
-                    self._method = et.Runtime.get().load_program(self.model).load_method("forward")
-                    self.input_shape = tuple(self._method.metadata.input_tensor_meta(0).sizes())
-                else:  # pragma: no cover - needs Python >= 3.12
-                    self._method = et.load(self.model)
-                    self.input_shape = tuple(self._method.input_shape(0))
-        except Exception as e:  # the runtimes raise RuntimeError / ValueError with long texts
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ModelLoadError(f"{self.model}: ExecuTorch cannot load it ({first[:200]})") from None
-
-    def set_threads(self, threads: int) -> None:
-        set_pte_threads(threads)
-        self.threads = threads
-
-    def _call(self, x: np.ndarray) -> np.ndarray:
-        if self.runtime == "executorch":
-            import torch
-
-            return self._method.execute([torch.from_numpy(x)])[0].numpy()
-        return np.asarray(self._method(x))  # pragma: no cover
-
-    def run(self, images: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(images)
-        n = self.max_batch
-        if len(images) <= n:
-            return self._call(images)
-        return np.concatenate([self._call(images[i:i + n]) for i in range(0, len(images), n)])
-
-
 class Model:
     """One model file in its runtime: ``predict(images) -> logits``, the input's shape and dtype,
     the provider / backend that runs it. Made by :func:`open_model`."""
@@ -371,7 +224,7 @@ class Model:
         self.path = path
         if path.endswith(PTE_SUFFIX):
             self.pte = PteSession(path, threads)
-            self.session, self.warning = None, None
+            self.session, self.warning = None, self.pte.warning
             self.provider = self.pte.provider
             self.input_shape, self.input_dtype = (None, *self.pte.input_shape[1:]), "uint8"
             self.runtime = self.pte.runtime

@@ -1,4 +1,4 @@
-"""On-device benchmark bundle: a folder (and .zip) that runs with Python, numpy and onnxruntime only.
+"""On-device benchmark bundle: a folder (and .zip) that runs with Python, numpy and the models' runtimes.
 
     rec = make_bundle(Path("edgekd-out"), load_profile("rpi4"), Path("rpi4-bundle"))
     # on the device:   cd rpi4-bundle && python run.py          -> results.json
@@ -9,10 +9,12 @@ Layout of a bundle::
     run.py          edgekd/_ortbench.py (the device runner) verbatim: latency + memory per model
                     (each in a fresh process) and accuracy / agreement with the teacher on the
                     evaluation set
+    _ptesession.py  edgekd/_ptesession.py verbatim: run.py's ExecuTorch sessions (.pte)
     bundle.json     what is inside: profile, models (sha256, the build's accuracy on the same
                     images), evaluation sets, the build it came from
     device.json     the device profile
-    models/         the profile's precision: student.int8.onnx + student.int8.ort, or student.fp32.onnx
+    models/         the profile's precision, for each runtime it names: student.int8.onnx +
+                    student.int8.ort (+ student.int8.pte with ExecuTorch), or the fp32 files
     eval.npz        images/SET, labels/SET, teacher/SET (the teacher's predicted class) for SET in
                     clean and NAME/SEVERITY (perturbed on the build machine, same seed as the build)
     README.txt      the one command to run
@@ -47,9 +49,18 @@ DEFAULT_PERTURBATIONS = ("gaussian_noise", "defocus_blur", "contrast", "jpeg_com
 DEFAULT_SEVERITY = 3
 # bundle model id -> (file in the artifact dir, format, precision), from the artifacts table
 MODEL_FILES = {a.id: (a.file, a.format, a.precision) for a in artifacts.model_files()}
+# what a device installs to run a bundle's models, by runtime (the lightest package that runs them)
+RUNTIME_PACKAGES = {
+    "onnxruntime": ("onnxruntime", "pip install numpy onnxruntime"),
+    # executorch-numpy-runtime 1.4.0 (ExecuTorch 1.3.1 inside, no torch, ~96 MB venv) loads and runs
+    # the programs of executorch 1.5.1 (checked in benchmarks/RESULTS.md); executorch itself needs torch
+    "executorch": ("executorch-numpy-runtime (Python >= 3.12, no torch) or executorch (with torch)",
+                   "pip install numpy executorch-numpy-runtime   # Python >= 3.12; elsewhere: pip install "
+                   "numpy executorch (brings torch)"),
+}
 
 
-BUNDLE_ENTRIES = ("run.py", "bundle.json", "device.json", "eval.npz", "README.txt", "models")
+BUNDLE_ENTRIES = ("run.py", "_ptesession.py", "bundle.json", "device.json", "eval.npz", "README.txt", "models")
 MAX_BUNDLE_JSON = 1 << 20  # bundle.json inside an earlier bundle's zip is read only up to this
 
 
@@ -210,9 +221,9 @@ def make_bundle(out_dir: Path, profile: DeviceProfile, bundle_dir: Path, first_i
 def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images: int,
                   perturbations: tuple[str, ...], severity: int) -> dict:
     """Fill the folder ``tmp`` (holding an empty models/) with the bundle; returns bundle.json's record."""
-    from . import _ortbench
+    from . import _ortbench, _ptesession
     from .gate import load_npz
-    from .runtimes import OrtRunner
+    from .runtimes import RUNTIMES
 
     report, manifest = (read_json(out_dir / name, f"{out_dir / name} is missing: {out_dir} is not an "
                                   "edgekd artifact directory") for name in (artifacts.REPORT_JSON, MANIFEST))
@@ -224,7 +235,8 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images
         raise ConfigError(f"device profile {profile.name}: input_size = {profile.input_size}, but "
                           f"{out_dir} was built for {shape[0]}-pixel images (data.image_size); use a "
                           "profile with the build's input size")
-    ids = [i for i, (_, _, prec) in MODEL_FILES.items() if prec == profile.precision]
+    runtimes = profile.all_runtimes
+    ids = [a.id for a in artifacts.model_files() if a.precision == profile.precision and a.runtime in runtimes]
     ids = [i for i in ids if (out_dir / MODEL_FILES[i][0]).is_file() or i == profile.model_id]
     if not (out_dir / MODEL_FILES[profile.model_id][0]).is_file():
         raise InputError(f"{out_dir} has no {MODEL_FILES[profile.model_id][0]}, the model profile "
@@ -236,7 +248,7 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images
         fname, fmt, prec = MODEL_FILES[mid]
         dest = tmp / "models" / fname
         shutil.copyfile(out_dir / fname, dest)
-        runner = OrtRunner(dest)
+        runner = RUNTIMES.get(artifacts.get(mid).runtime)(dest)
         build_acc = {}
         for s in sets:
             pred = runner.predict(arrays[f"images/{s}"]).argmax(1)
@@ -249,8 +261,14 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images
         models.append({"id": mid, "file": f"models/{fname}", "format": fmt, "precision": prec,
                        "primary": mid == profile.model_id, "size_bytes": dest.stat().st_size,
                        "sha256": sha256_file(dest), "build_accuracy": build_acc})
+    used = list(dict.fromkeys(artifacts.get(m["id"]).runtime for m in models))
+    missing = [r for r in runtimes if r not in used]
+    if missing:
+        notes.append(f"the profile names {', '.join(missing)}, but {out_dir} has no {profile.precision} "
+                     f"artifact for it (build with --device {profile.name} and the runtime installed)")
     np.savez_compressed(tmp / "eval.npz", **arrays)
     shutil.copyfile(_ortbench.__file__, tmp / "run.py")  # the device runner, verbatim
+    shutil.copyfile(_ptesession.__file__, tmp / "_ptesession.py")  # its ExecuTorch sessions
     prof = profile.to_dict()
     write_text(tmp / "device.json", json.dumps(prof, indent=2) + "\n")
     rec = {"format": BUNDLE_FORMAT, "version": 1, "edgekd_version": __version__,
@@ -262,7 +280,8 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images
                      "dataset": (report.get("dataset") or {}).get("name"),
                      "test_sha256": (report.get("dataset") or {}).get("test_sha256"),
                      "report_sha256": sha256_file(out_dir / artifacts.REPORT_JSON)},
-           "requires": "python >= 3.8, numpy, onnxruntime"}
+           "runtimes": used, "requires": "python >= 3.8, numpy, " + ", ".join(
+               RUNTIME_PACKAGES[r][0] for r in used)}
     write_text(tmp / "bundle.json", json.dumps(rec, indent=2) + "\n")
     write_text(tmp / "README.txt", _readme(profile, rec))
     return rec
@@ -270,10 +289,16 @@ def _write_bundle(out_dir: Path, profile: DeviceProfile, tmp: Path, first_images
 
 def _readme(profile: DeviceProfile, rec: dict) -> str:
     models = ", ".join(m["file"] + (" (deployed)" if m["primary"] else "") for m in rec["models"])
+    installs = "\n".join(f"    {RUNTIME_PACKAGES[r][1]}" for r in rec["runtimes"])
     return f"""edgekd on-device benchmark bundle for device profile {profile.name}
 ({profile.description})
 
-Needs Python 3.8+, numpy and onnxruntime (pip install numpy onnxruntime); no torch, no edgekd.
+Needs {rec['requires']} (the runtime of each model); no edgekd:
+
+{installs}
+
+run.py runs each model with the lightest runtime installed and says which; a model whose runtime
+is missing is skipped with a warning naming what to install.
 
 Run, in this folder:
 

@@ -62,8 +62,9 @@ _KINDS = {
 # (edgekd/_ortbench.py) writes; the profile is checked by device_profiles.profile_from_dict.
 _MODEL = {
     "file?": "str", "format?": "str", "precision?": "str", "primary?": "bool", "sha256_ok?": "bool",
-    "model?": "str", "size_bytes": "count", "provider?": "str", "batch?": "count", "threads?": "count",
-    "os_threads?": "count", "affinity?": ["int0"], "session_create_ms?": "num0",
+    "model?": "str", "size_bytes": "count", "runtime?": "str", "provider?": "str", "batch?": "count",
+    "threads?": "count", "os_threads?": "count", "affinity?": ["int0"], "runtime_import_ms?": "num0",
+    "session_create_ms?": "num0",
     "first_inference_ms?": "num0", "warmup?": "int0", "runs?": "count", "seconds?": "num0",
     "wall_s?": "num0", "latency_ms": dict.fromkeys(_STATS, "num0"),
     "throughput?": {"inferences_per_s?": "num0", "images_per_s?": "num0"},
@@ -79,7 +80,7 @@ RESULTS_SCHEMA = {
     "device": {"machine?": "str", "processor?": "str", "cpu_model?": "str", "platform?": "str",
                "system?": "str", "node?": "str", "cpu_count?": "count", "affinity?": ["int0"],
                "mem_total_bytes?": "int0", "python?": "str", "numpy?": "str", "onnxruntime?": "str",
-               "providers?": ["str"]},
+               "providers?": ["str"], "executorch?": "str"},
     "models": {"*": _MODEL}, "warnings?": ["str"], "n_images?": {"*": "int0"},
 }
 
@@ -168,7 +169,7 @@ def run_entry(res: dict, results_path: Path) -> dict:
         models[mid] = {
             "file": m.get("file"), "format": m.get("format"), "precision": m.get("precision"),
             "primary": bool(m.get("primary")), "sha256_ok": m.get("sha256_ok"), "size_bytes": m["size_bytes"],
-            "provider": m.get("provider"),
+            "runtime": m.get("runtime"), "provider": m.get("provider"),
             "latency_ms": {**{s: m["latency_ms"][s] for s in _STATS}, "batch": m.get("batch"),
                            "threads": m.get("threads"), "runs": m.get("runs"), "warmup": m.get("warmup")},
             "session_create_ms": m.get("session_create_ms"), "first_inference_ms": m.get("first_inference_ms"),

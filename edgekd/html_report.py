@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .artifacts import REPORT_JSON, STUDENT_INT8, TEACHER, all_artifacts
+from .artifacts import REPORT_JSON, STUDENT_INT8, TEACHER, all_artifacts, plotted_formats
 from .errors import InputError
 from .files import read_json
 from .perturb_registry import CATEGORIES
@@ -388,7 +388,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
     """The page of one build: gate verdict (failing checks first), model table, plots, device runs."""
     models = report["models"]
     ds = report.get("dataset", {})
-    artifacts = [mid for mid, m in models.items() if m.get("format") == "onnx"] or \
+    artifacts = [mid for mid, m in models.items() if m.get("format") in plotted_formats()] or \
         [mid for mid in models if mid != TEACHER]
     body = ["<h1>edgekd report</h1>",
             f'<p class="meta">{_e(ds.get("name", "?"))}, {_e(ds.get("n_test", "?"))} test images of shape '
@@ -448,7 +448,7 @@ def render_compare_html(reports: list[tuple[str, dict]], gates: dict[str, dict |
     for i, (label, rep) in enumerate(reports):
         color = PALETTE[i % len(PALETTE)]
         ms = rep["models"]
-        arts = [mid for mid, m in ms.items() if m.get("kind") != "teacher" and m.get("format") == "onnx"] or \
+        arts = [mid for mid, m in ms.items() if m.get("kind") != "teacher" and m.get("format") in plotted_formats()] or \
             [mid for mid in ms if mid != TEACHER]
         points += [(f"{label}:{mid}", ms[mid], color) for mid in arts]
         if arts:

@@ -75,8 +75,8 @@ def bundle(default_build, tmp_path_factory, env):
 def test_bundle_contents(bundle):
     d, res = bundle
     b = d / "b"
-    assert {p.name for p in b.iterdir()} == {"run.py", "bundle.json", "device.json", "eval.npz", "models",
-                                             "README.txt"}
+    assert {p.name for p in b.iterdir()} == {"run.py", "_ptesession.py", "bundle.json", "device.json",
+                                             "eval.npz", "models", "README.txt"}
     meta = json.loads((b / "bundle.json").read_text())
     assert [(m["id"], m["primary"]) for m in meta["models"]] == [("student_int8", False),
                                                                   ("student_int8_ort", True)]
@@ -95,7 +95,12 @@ def test_bundle_contents(bundle):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime"}
+    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "_ptesession", ""}
+    # its ExecuTorch sessions beside it: numpy at import, a runtime only when a .pte is run
+    top = ast.parse((b / "_ptesession.py").read_text()).body
+    mods = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module for n in top if isinstance(n, ast.ImportFrom)}
+    assert mods - set(sys.stdlib_module_names) == {"numpy", "__future__"} - set(sys.stdlib_module_names)
     with zipfile.ZipFile(d / "b.zip") as z:
         assert "b/run.py" in z.namelist() and "b/models/student.int8.ort" in z.namelist()
     assert "python run.py" in (b / "README.txt").read_text() and "(deployed)" in res.stdout

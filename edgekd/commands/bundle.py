@@ -76,5 +76,5 @@ def run(args: argparse.Namespace) -> int:
           f"({', '.join(rec['eval']['sets'])})")
     for note in rec["eval"]["notes"]:
         print(f"  note: {note}")
-    print(f"on the device: cd {dest.name} && python run.py   (needs numpy + onnxruntime)")
+    print(f"on the device: cd {dest.name} && python run.py   (needs {rec['requires']})")
     return 0
