@@ -44,10 +44,9 @@ def preflight(cfg: BuildConfig) -> None:
     """Check names, files and shapes the stages will need, so a mistake fails in a second, not after
     training: architectures and their options (and that they run at data.image_size), the
     compression ratio, the loss, the teacher's file, the data's files, the device."""
+    from .candidates import check_candidates
     from .losses import loss_names, loss_spec
     from .teachers import detect_format
-
-    from .candidates import check_candidates
 
     spec = loss_spec(cfg.distill.loss)  # ConfigError naming the methods if unknown
     check_candidates(cfg, deploy_profile(cfg))

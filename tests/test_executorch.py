@@ -10,12 +10,10 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import edgekd
 
 
