@@ -130,16 +130,19 @@ def profile_from_dict(raw: dict, where: str = "device profile", default_name: st
                           "at most 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     profile = DeviceProfile(**values, source=where)
     _check_presets(profile, where)
-    deployed_runtime = artifacts.deployed(profile.precision, profile.model_format).runtime
+    if profile.model_format == "ort" and profile.precision != "int8":
+        raise ConfigError(f"{where}: model_format = \"ort\" needs precision = \"int8\" (edgekd converts "
+                          "the INT8 model to the ORT format)")
+    try:
+        deployed_runtime = artifacts.deployed(profile.precision, profile.model_format).runtime
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     if deployed_runtime != profile.runtime:
         raise ConfigError(f"{where}: model_format = {profile.model_format!r} runs in {deployed_runtime}, "
                           f"but runtime = {profile.runtime!r}")
     if profile.runtimes and profile.runtime not in profile.runtimes:
         raise ConfigError(f"{where}: runtimes = {profile.runtimes} does not hold runtime = "
                           f"{profile.runtime!r}, the deployed model's")
-    if profile.model_format == "ort" and profile.precision != "int8":
-        raise ConfigError(f"{where}: model_format = \"ort\" needs precision = \"int8\" (edgekd converts "
-                          "the INT8 model to the ORT format)")
     return profile
 
 

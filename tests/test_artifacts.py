@@ -29,7 +29,8 @@ def test_ids_and_files_unique():
               artifacts.PREDICTIONS, MANIFEST}
     assert len(others) == 6 and not others & set(files)  # no model file clashes with the build's other files
     assert [a.id for a in all_artifacts()] == ["teacher", "student_torch", "student_fp32", "student_int8",
-                                               "student_int8_ort", "student_fp16"]
+                                               "student_int8_ort", "student_fp32_pte", "student_int8_pte",
+                                               "student_fp16"]
     assert artifacts.quantized_file("int8") == "student.int8.onnx"
     assert artifacts.quantized_file("fp16") == "student.fp16.onnx"
 
@@ -37,7 +38,7 @@ def test_ids_and_files_unique():
 def test_every_field_is_from_its_vocabulary():
     for a in all_artifacts():
         assert a.kind in ("teacher", "student")
-        assert a.format in ("torch", "onnx", "ort")
+        assert a.format in ("torch", "onnx", "ort", "pte")
         assert a.precision in ("fp32", "int8", "fp16")
         assert a.runtime in RUNTIMES, a
         assert a.color.startswith("#") and len(a.color) == 7
@@ -56,7 +57,7 @@ def test_teacher_is_the_only_fileless_artifact():
 
 def test_every_deployable_artifact_has_a_model_file():
     suffixes = model_suffixes()
-    assert suffixes == (".onnx", ".ort")
+    assert suffixes == (".onnx", ".ort", ".pte")
     deployable = model_files()
     assert deployable and all(a.deployable for a in deployable)
     for a in deployable:
@@ -84,7 +85,7 @@ def test_deployed_unknown_lists_valid_choices():
         deployed("fp16", "onnx")
     msg = str(e.value)
     assert "fp16" in msg and "onnx" in msg
-    assert msg.endswith("valid: fp32/onnx, int8/onnx, int8/ort")
+    assert msg.endswith("valid: fp32/onnx, int8/onnx, int8/ort, fp32/pte, int8/pte")
     with pytest.raises(ConfigError, match="valid: fp32/onnx"):
         deployed("fp32", "torch")  # the torch student is not deployable
 
@@ -107,7 +108,17 @@ def test_get_unknown_id():
 def test_subsets():
     assert [a.id for a in build_models()] == ["teacher", "student_torch", "student_fp32", "student_int8"]
     assert [a.id for a in memory_models()] == ["student_fp32", "student_int8"]
-    assert [a.id for a in model_files()] == ["student_fp32", "student_int8", "student_int8_ort"]
+    both = ("onnxruntime", "executorch")
+    assert [a.id for a in build_models(both)] == ["teacher", "student_torch", "student_fp32", "student_int8",
+                                                  "student_fp32_pte", "student_int8_pte"]
+    assert [a.id for a in memory_models(both)] == ["student_fp32", "student_int8", "student_fp32_pte",
+                                                   "student_int8_pte"]
+    assert [a.id for a in model_files()] == ["student_fp32", "student_int8", "student_int8_ort",
+                                             "student_fp32_pte", "student_int8_pte"]
+    assert artifacts.runtime_names() == both
+    assert artifacts.gated_int8(both) == ["student_int8", "student_int8_pte"]
+    assert [a.id for a in artifacts.runtime_files("executorch")] == ["student_fp32_pte", "student_int8_pte"]
+    assert artifacts.plotted_formats() == ("onnx", "pte")
 
 
 def test_artifacts_are_frozen():

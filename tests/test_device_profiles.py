@@ -44,7 +44,7 @@ def test_runtimes_come_from_the_runtime_registry():
     from edgekd import artifacts
     from edgekd.runtimes import RUNTIMES
 
-    assert DEVICE_RUNTIMES == ("onnxruntime",)
+    assert DEVICE_RUNTIMES == ("onnxruntime", "executorch")
     assert set(DEVICE_RUNTIMES) <= set(RUNTIMES.names()) and "torch" not in DEVICE_RUNTIMES
     assert all(a.runtime in DEVICE_RUNTIMES for a in artifacts.model_files())
 
