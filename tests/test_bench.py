@@ -102,7 +102,7 @@ def test_bench_command(default_build, env, tmp_path):
     assert data["profile"]["name"] == "rpi4" and len(data["measurements"]) == 3
     assert all(m["threads"] == 1 and m["warmup"] == 20 for m in data["measurements"])  # profile's warm-up
     bad = edgekd("bench", "out/student.pt", cwd=work, env=env)
-    assert bad.returncode == 2 and "not an .onnx or .ort model" in bad.stderr
+    assert bad.returncode == 2 and "not a model file (.onnx, .ort, .pte)" in bad.stderr
     with pytest.raises(InputError, match="no models in this directory"):
         resolve_models(tmp_path)
 
@@ -126,7 +126,7 @@ def test_memory_budgets_in_build_config_and_gate(default_build):
     ok = from_dict({"gate": {"budgets": {"student_int8": {"max_peak_memory_bytes": 5e8}}}})
     assert build_policy(ok).budgets["student_int8"].max_peak_memory_bytes == 5e8
     bad = from_dict({"gate": {"budgets": {"teacher": {"max_peak_memory_bytes": 5e8}}}})
-    with pytest.raises(ConfigError, match="measures peak memory of the ONNX artifacts only"):
+    with pytest.raises(ConfigError, match="measures peak memory of the model files only"):
         build_policy(bad)
     out = default_build[0] / "out"
     for limit, passed in ((1e9, True), (1e6, False)):

@@ -95,7 +95,7 @@ def test_bundle_contents(bundle):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "_ptesession", ""}
+    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "_ptesession"}
     # its ExecuTorch sessions beside it: numpy at import, a runtime only when a .pte is run
     top = ast.parse((b / "_ptesession.py").read_text()).body
     mods = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}

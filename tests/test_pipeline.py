@@ -183,7 +183,11 @@ def test_build_policy_refuses_an_epsilon_the_build_will_not_run():
 def test_model_ids_are_the_measured_artifacts():
     measured = [a.id for a in artifacts.build_models()]
     assert MODEL_IDS == tuple(measured)
-    assert measured == [a.id for a in artifacts.all_artifacts() if a.measured]
+    # the measured artifacts of the default runtimes (ExecuTorch's join with export.runtimes)
+    assert measured == [a.id for a in artifacts.all_artifacts() if a.measured
+                        and (a.format == "torch" or a.runtime in artifacts.DEFAULT_RUNTIMES)]
+    assert set(artifacts.build_models(("onnxruntime", "executorch"))) - set(artifacts.build_models()) == {
+        artifacts.get(artifacts.STUDENT_FP32_PTE), artifacts.get(artifacts.STUDENT_INT8_PTE)}
     assert MODEL_IDS[0] == artifacts.TEACHER
     assert {artifacts.STUDENT_TORCH, artifacts.STUDENT_FP32, artifacts.STUDENT_INT8} <= set(MODEL_IDS)
     assert artifacts.STUDENT_INT8_ORT not in MODEL_IDS
