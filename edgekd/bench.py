@@ -58,8 +58,7 @@ def memory_of(model: Path, threads: int = 1, runs: int = 20) -> dict:
     """Peak / baseline / model resident memory of a process running ``model`` (a short benchmark)."""
     rec = bench([model], [threads], runs=runs, warmup=2)[0]
     runtime = rec.get("runtime", "onnxruntime")
-    held = "onnxruntime" if runtime == "onnxruntime" else f"{runtime} (whose pybindings import torch)" \
-        if runtime == "executorch" else runtime
+    held = f"{runtime} (whose pybindings import torch)" if runtime == "executorch" else runtime
     return {**rec["memory"], "threads": threads, "runs": runs,
             "process": f"python + numpy + {held} only (edgekd/_ortbench.py, fresh process)"}
 

@@ -258,8 +258,8 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
         from .executorch_export import executorch_stage
 
         t0 = time.perf_counter()
-        ptes = {a.precision: a for a in artifacts.runtime_files("executorch")}
-        pte_rec = executorch_stage(student, ds.calib.x, {p: out / a.file for p, a in ptes.items()}, cfg.export)
+        ptes = {a.precision: out / a.file for a in artifacts.runtime_files("executorch")}
+        pte_rec = executorch_stage(student, ds.calib.x, ptes, cfg.export)
         stage("executorch", t0)
         say("exported " + ", ".join(f"{r['path']} (XNNPACK took {100 * r['delegation']['fraction']:.0f}% of the "
                                     f"graph, agreement {100 * r['parity']['argmax_agreement']:.1f}%)"
