@@ -15,11 +15,6 @@ the raw uint8 image and a device cannot get normalisation wrong.
 from __future__ import annotations
 
 import hashlib
-import io
-import lzma
-import os
-import tarfile
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -29,22 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from . import imagefiles
 from .config import DataConfig
 from .errors import ConfigError, InputError
 from .files import check_regular
+from .imagefiles import IMAGE_SUFFIXES, class_root, decode_image, tree_files
 from .pixels import channel_stats, resize_batch, upscale_gray  # noqa: F401  (upscale_gray: public)
 from .registry import Registry
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-TEST_FOLDER_NAMES = ("val", "valid", "validation", "test")
-
-# What one data set may make edgekd read or hold: a small file (a zip of zeros, a PNG header, one
-# huge label) must not exhaust the machine. Each limit is refused with one sentence naming the file.
-MAX_IMAGE_PIXELS = 50_000_000  # width x height of one image, checked from its header before decoding
-MAX_IMAGE_FILE_BYTES = 64 << 20  # one image file, in a folder or (uncompressed) in an archive
-MAX_ARCHIVE_BYTES = 8 << 30  # all the members of one archive together, uncompressed
-MAX_ARCHIVE_MEMBERS = 1_000_000  # files and folders in one archive
 MAX_CLASSES = 10_000  # an .npz without a 'classes' array: labels 0 .. MAX_CLASSES - 1
+
 
 
 @dataclass
@@ -110,197 +99,6 @@ def load_digits(cfg: DataConfig) -> Dataset:
     return split_dataset("digits", [str(c) for c in d.target_names], x, y, cfg)
 
 
-# --- ImageFolder trees (folders or archives) ----------------------------------------------------
-
-def _member_path(name: str, archive: Path) -> str | None:
-    """The relative POSIX path of an archive member, or None for one the loader ignores: a hidden
-    file or anything in a hidden folder (``.git/``, ``__MACOSX/._x.png``), as in a plain folder.
-    A leading ``./`` and empty parts are dropped; an absolute name or one with a ``..`` part is
-    refused (it names a file outside the tree)."""
-    if name.startswith("/"):
-        why = "is an absolute path"
-    elif ".." in name.split("/"):
-        why = "has a '..' part"
-    else:
-        parts = [p for p in name.split("/") if p not in ("", ".")]
-        if not parts or any(p.startswith(".") for p in parts):
-            return None
-        return "/".join(parts)
-    raise InputError(f"{archive}: member {name!r} {why}; refused (the members of an archive of "
-                     "class folders must be relative paths inside it)")
-
-
-def _check_archive_size(archive: Path, members: int, total_bytes: int) -> None:
-    if members > MAX_ARCHIVE_MEMBERS:
-        raise InputError(f"{archive}: holds more than {MAX_ARCHIVE_MEMBERS:,} files and folders "
-                         "(the most edgekd reads from one archive)")
-    if total_bytes > MAX_ARCHIVE_BYTES:
-        raise InputError(f"{archive}: its members add up to more than "
-                         f"{MAX_ARCHIVE_BYTES / 2**30:g} GiB uncompressed (the most edgekd reads "
-                         "from one archive)")
-
-
-def _read_image_file(f, declared_bytes: int, where: str) -> bytes:
-    """The bytes of one image file from the open file ``f``: refused before reading when its
-    declared size (on disk, or in the archive's header) is over MAX_IMAGE_FILE_BYTES, and while
-    reading when more than that comes (a header can lie)."""
-    limit_mib = MAX_IMAGE_FILE_BYTES >> 20
-    if declared_bytes > MAX_IMAGE_FILE_BYTES:
-        raise InputError(f"{where}: {declared_bytes / 2**20:,.0f} MiB is too big for an image file "
-                         f"(at most {limit_mib} MiB)")
-    data = f.read(MAX_IMAGE_FILE_BYTES + 1)
-    if len(data) > MAX_IMAGE_FILE_BYTES:
-        raise InputError(f"{where}: more than {limit_mib} MiB is too big for an image file "
-                         f"(at most {limit_mib} MiB)")
-    return data
-
-
-# errors of reading a tar (plain, gz, bz2, xz) or zip archive that mean the file is at fault
-_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError,
-                   EOFError)
-
-
-def _zip_files(path: Path, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
-    z = stack.enter_context(zipfile.ZipFile(path))
-    infos = z.infolist()
-    _check_archive_size(path, len(infos), sum(i.file_size for i in infos))
-
-    def read(info: zipfile.ZipInfo) -> bytes:
-        where = f"{path}: {info.filename}"
-        try:
-            with z.open(info) as f:
-                return _read_image_file(f, info.file_size, where)
-        except (*_ARCHIVE_ERRORS, RuntimeError, NotImplementedError) as e:  # encrypted, unknown method
-            raise InputError(f"{where}: cannot be read from the archive ({e})") from None
-
-    files: dict[str, Callable[[], bytes]] = {}
-    for info in infos:
-        rel = _member_path(info.filename, path)
-        if rel is not None and not info.is_dir():
-            files[rel] = lambda info=info: read(info)
-    return files
-
-
-def _tar_files(path: Path, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
-    tar = stack.enter_context(tarfile.open(path))
-
-    def read(m: tarfile.TarInfo) -> bytes:
-        where = f"{path}: {m.name}"
-        try:
-            return _read_image_file(tar.extractfile(m), m.size, where)  # type: ignore[arg-type]
-        except _ARCHIVE_ERRORS as e:
-            raise InputError(f"{where}: cannot be read from the archive ({e})") from None
-
-    files: dict[str, Callable[[], bytes]] = {}
-    members = total_bytes = 0
-    for m in tar:  # the headers only; a compressed tar is decompressed (not kept) on the way
-        members, total_bytes = members + 1, total_bytes + max(m.size, 0)
-        _check_archive_size(path, members, total_bytes)
-        rel = _member_path(m.name, path)
-        if rel is not None and m.isfile():
-            files[rel] = lambda m=m: read(m)
-    return files
-
-
-def _archive_reader(path: Path, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
-    """Relative POSIX path -> bytes loader, for every visible regular file of a tar or zip archive.
-    Only the member names and sizes are read here; a member's bytes are read when its loader is
-    called (the archive stays open until ``stack`` closes), so members the loader ignores by name
-    are never decompressed (in a compressed tar they are passed over, not kept)."""
-    try:
-        if zipfile.is_zipfile(path):
-            return _zip_files(path, stack)
-        return _tar_files(path, stack)
-    except _ARCHIVE_ERRORS as e:
-        raise InputError(f"{path}: not a readable folder, tar or zip archive ({e})") from None
-
-
-def _folder_files(root: Path) -> dict[str, Callable[[], bytes]]:
-    """Relative POSIX path -> bytes loader, for every visible regular file under ``root``. Hidden
-    files and folders are left out, symlinks to files followed (to folders not), and FIFOs,
-    devices, sockets and broken links skipped without being opened."""
-
-    def walk_error(e: OSError) -> None:
-        raise InputError(f"{e.filename}: cannot be read ({e.strerror or e})")
-
-    def read(p: Path) -> bytes:
-        check_regular(p, "image file")  # it may have been replaced since it was listed
-        try:
-            with open(p, "rb") as f:
-                return _read_image_file(f, os.fstat(f.fileno()).st_size, str(p))
-        except OSError as e:
-            raise InputError(f"{p}: cannot be read ({e.strerror or e})") from None
-
-    files: dict[str, Callable[[], bytes]] = {}
-    for folder, dirs, names in os.walk(root, onerror=walk_error):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            p = Path(folder) / name
-            if not name.startswith(".") and p.is_file():  # is_file: a regular file, not opened
-                files[p.relative_to(root).as_posix()] = lambda p=p: read(p)
-    return files
-
-
-def _tree_files(path: Path, key: str, stack: ExitStack) -> dict[str, Callable[[], bytes]]:
-    if not path.exists() and not path.is_symlink():
-        raise InputError(f"{key} = {str(path)!r}: no such folder or archive")
-    check_regular(path, key, folder_ok=True)  # a FIFO would block, a device never end
-    if path.is_dir():
-        return _folder_files(path)
-    return _archive_reader(path, stack)
-
-
-def _class_root(paths: list[tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
-    """(prefix of the class folders, prefix of the separate test folders or None).
-
-    Descends through single wrapping folders; a level holding ``train`` and one of ``val``,
-    ``valid``, ``validation`` or ``test`` is a train/test layout."""
-    prefix: tuple[str, ...] = ()
-    while True:
-        depth = len(prefix)
-        below = [p for p in paths if p[:depth] == prefix]
-        dirs = sorted({p[depth] for p in below if len(p) > depth + 1})
-        loose = [p for p in below if len(p) == depth + 1 and p[-1].lower().endswith(IMAGE_SUFFIXES)]
-        test_dirs = [d for d in dirs if d.lower() in TEST_FOLDER_NAMES]
-        if "train" in dirs and test_dirs:
-            return prefix + ("train",), prefix + (test_dirs[0],)
-        if len(dirs) == 1 and not loose:
-            prefix = prefix + (dirs[0],)
-            continue
-        return prefix, None
-
-
-def _decode(data: bytes, size: int, name: str) -> np.ndarray:
-    """Image bytes -> (size, size, 3) uint8 RGB: shorter side resized to ``size``, centre crop."""
-    from PIL import Image, UnidentifiedImageError
-
-    unreadable = (UnidentifiedImageError, OSError, ValueError)
-    too_large = f"too large an image (at most {MAX_IMAGE_PIXELS:,} pixels)"
-    try:
-        with warnings.catch_warnings():  # Pillow's bomb warning: our own, lower limit follows
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))  # reads the header only
-    except Image.DecompressionBombError:
-        raise InputError(f"{name}: {too_large}") from None
-    except unreadable as e:
-        raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
-    w, h = img.size
-    if w * h > MAX_IMAGE_PIXELS:  # before decoding: the header alone says how big it would be
-        raise InputError(f"{name}: {w} x {h} pixels is {too_large}")
-    if w < 1 or h < 1:
-        raise InputError(f"{name}: not a readable image ({w} x {h} pixels)")
-    try:
-        img = img.convert("RGB")
-    except unreadable as e:
-        raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8)
-
 
 def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str, ...], size: int,
                         where: str, classes: list[str] | None = None
@@ -339,7 +137,7 @@ def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str
     wanted = {rel for c in names for rel in by_class[c]}
     # decoded in the tree's own order (a compressed tar is then read through once, not once per
     # image), stacked in class order
-    decoded = {rel: _decode(files[rel](), size, f"{where}: {rel}") for rel in files if rel in wanted}
+    decoded = {rel: decode_image(files[rel](), size, f"{where}: {rel}") for rel in files if rel in wanted}
     xs = [decoded[rel] for c in names for rel in by_class[c]]
     ys = [k for k, c in enumerate(names) for _ in by_class[c]]
     return names, np.stack(xs), np.asarray(ys, np.int64)
@@ -359,14 +157,14 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
         raise InputError("data.name = 'imagefolder' needs data.path (a folder or archive of class folders)")
     root = Path(cfg.path)
     with ExitStack() as stack:  # archives stay open while their images are read, then close
-        files = _tree_files(root, "data.path", stack)
-        train_prefix, test_prefix = _class_root([tuple(p.split("/")) for p in files])
+        files = tree_files(root, "data.path", stack)
+        train_prefix, test_prefix = class_root([tuple(p.split("/")) for p in files])
         where = str(root) + ("/" + "/".join(train_prefix) if train_prefix else "")
         classes, x, y = _read_class_folders(files, train_prefix, cfg.image_size, where)
         test = None
         if cfg.test_path:
-            tfiles = _tree_files(Path(cfg.test_path), "data.test_path", stack)
-            tprefix, _ = _class_root([tuple(p.split("/")) for p in tfiles])
+            tfiles = tree_files(Path(cfg.test_path), "data.test_path", stack)
+            tprefix, _ = class_root([tuple(p.split("/")) for p in tfiles])
             _, tx, ty = _read_class_folders(tfiles, tprefix, cfg.image_size, cfg.test_path, classes)
             test = (tx, ty)
         elif test_prefix is not None and cfg.split == "auto":
@@ -415,9 +213,9 @@ def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, 
     h, w = x.shape[1:3]
     if h < 1 or w < 1:
         raise InputError(f"{where}: its images are {h} x {w} pixels; each needs at least 1 x 1")
-    if h * w > MAX_IMAGE_PIXELS:
+    if h * w > imagefiles.MAX_IMAGE_PIXELS:
         raise InputError(f"{where}: its images are {h} x {w} pixels, too large (at most "
-                         f"{MAX_IMAGE_PIXELS:,} pixels an image)")
+                         f"{imagefiles.MAX_IMAGE_PIXELS:,} pixels an image)")
     top = int(y.max())  # a Python int: exact for any integer dtype (uint64 too)
     classes = None
     if class_array is not None:

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 import edgekd.data as data
+import edgekd.imagefiles as imagefiles
 from edgekd.config import load_config
 from edgekd.data import load_dataset
 from edgekd.errors import InputError
@@ -238,7 +239,7 @@ def test_an_image_member_over_the_size_cap_is_refused_before_it_is_read(tmp_path
 
 
 def test_a_tar_image_member_over_the_size_cap_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_IMAGE_FILE_BYTES", 2 << 20)
+    monkeypatch.setattr(imagefiles, "MAX_IMAGE_FILE_BYTES", 2 << 20)
     path = write_archive(tmp_path / "d.tar.gz", class_members() | {"dog/big.png": bytes(3 << 20)})
     with pytest.raises(InputError, match=re.escape("dog/big.png: 3 MiB is too big for an image file "
                                                    "(at most 2 MiB)")):
@@ -248,7 +249,7 @@ def test_a_tar_image_member_over_the_size_cap_is_refused(tmp_path, monkeypatch):
 def test_a_zip_header_that_understates_a_member_is_caught_while_reading(tmp_path, monkeypatch):
     """The central directory says 100 bytes; the member inflates to 5,000: reading stops at the
     declared size and the archive is refused, naming the member (never more than declared)."""
-    monkeypatch.setattr(data, "MAX_IMAGE_FILE_BYTES", 1000)
+    monkeypatch.setattr(imagefiles, "MAX_IMAGE_FILE_BYTES", 1000)
     path = write_archive(tmp_path / "d.zip", class_members() | {"cat/lie.png": bytes(5000)})
     raw = bytearray(path.read_bytes())
     entry = raw.index(b"PK\x01\x02")  # the central directory's entries
@@ -267,7 +268,7 @@ def test_a_zip_header_that_understates_a_member_is_caught_while_reading(tmp_path
 ])
 @pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
 def test_archive_totals_are_capped(tmp_path, monkeypatch, limit, value, match, suffix):
-    monkeypatch.setattr(data, limit, value)
+    monkeypatch.setattr(imagefiles, limit, value)
     path = write_archive(tmp_path / f"d{suffix}", class_members() | {"junk.bin": bytes(30_000)})
     with pytest.raises(InputError, match=match):
         load_dataset(folder_cfg(path))
@@ -301,7 +302,7 @@ def test_an_image_too_large_to_decode_is_refused_from_its_header(tmp_path, side,
 
 
 def test_npz_images_over_the_pixel_cap_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(imagefiles, "MAX_IMAGE_PIXELS", 100)
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 11, 10, 3), np.uint8), y=np.arange(2))
     with pytest.raises(InputError, match=r"its images are 11 x 10 pixels, too large \(at most 100 pixels"):
         load_dataset(npz_cfg(tmp_path / "d.npz"))
