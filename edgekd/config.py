@@ -67,6 +67,16 @@ class DataConfig:
                               "split; 0 = none", min=0.0, max=0.5)
     val_max_images: int = opt(2000, "at most this many validation images", min=1)
     split_seed: int = opt(0, "seed of the train / calibration / test split", min=0, max=2**31 - 1)
+    stream: str = opt("auto", "imagefolder / npz: read the training images lazily, decoded by "
+                      "data.workers DataLoader processes, instead of holding them all: auto (when "
+                      "their decoded pixels would exceed data.memory_mb), on, off (docs/scale.md)",
+                      choices=("auto", "on", "off"))
+    memory_mb: int = opt(4096, "data.stream = auto streams a data set whose decoded images (N x "
+                         "image_size^2 x 3 bytes) exceed this many MiB", min=1)
+    workers: int = opt(2, "worker processes decoding a streamed data set (0 = in the main process)",
+                       min=0, max=256)
+    stream_test_images: int = opt(10000, "a streamed data set's test split is held in memory: at "
+                                  "most this many images (a seeded sample of it when larger)", min=1)
 
 
 @dataclass
@@ -178,7 +188,14 @@ class DistillConfig:
                          "small data sets)", min=0)
     amp: bool = opt(True, "on CUDA: bf16 autocast for the student's and the teacher's forward passes "
                     "(no effect on CPU)")
-    batch_size: int = opt(64, "batch size", min=1)
+    batch_size: int = opt(64, "global batch size: under torchrun each of the N processes takes "
+                          "batch_size / N images a step, so one step sees the same number of images "
+                          "at any scale", min=1)
+    lr_scaling: str = opt("fixed", "the learning-rate rule: fixed (distill.lr as given) or linear "
+                          "(distill.lr x distill.batch_size / distill.lr_base_batch, Goyal et al. "
+                          "2017); neither depends on the number of processes",
+                          choices=("fixed", "linear"))
+    lr_base_batch: int = opt(64, "lr_scaling = linear: the batch size distill.lr is meant for", min=1)
     seed: int = opt(0, "seed for student initialisation and batch order", min=0, max=2**31 - 1)
     augment: list[str] = opt(["speckle_noise", "gaussian_blur", "spatter", "occlusion", "pixel_dropout"],
                              "perturbations the student sees in training (corruption-augmented KD); "

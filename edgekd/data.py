@@ -28,9 +28,10 @@ from . import imagefiles
 from .config import DataConfig
 from .errors import ConfigError, InputError
 from .files import check_regular
-from .imagefiles import IMAGE_SUFFIXES, class_root, decode_image, tree_files
+from .imagefiles import IMAGE_SUFFIXES, class_root, decode_image, lazy_source, tree_files
 from .pixels import channel_stats, resize_batch, upscale_gray  # noqa: F401  (upscale_gray: public)
 from .registry import Registry
+from .streaming import LazyImages, NpzRows, is_lazy, lazy_channel_stats, npy_header, should_stream
 
 MAX_CLASSES = 10_000  # an .npz without a 'classes' array: labels 0 .. MAX_CLASSES - 1
 
@@ -56,6 +57,7 @@ class Dataset:
     mean: tuple[float, float, float]  # per-channel mean of pixels/255 on the train split
     std: tuple[float, float, float]
     val: Split | None = None  # held out of training for best-epoch selection; never the test split
+    streamed: bool = False  # the training split is a LazyImages (edgekd.streaming), read per batch
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -100,10 +102,9 @@ def load_digits(cfg: DataConfig) -> Dataset:
 
 
 
-def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str, ...], size: int,
-                        where: str, classes: list[str] | None = None
-                        ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Images under ``prefix/<class>/...`` (files sorted by name within a class)."""
+def _list_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str, ...], where: str,
+                        classes: list[str] | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """(class names, class -> its images' relative paths, sorted by name) under ``prefix/<class>/``."""
     by_class: dict[str, list[str]] = {}
     skipped: list[str] = []
     d = len(prefix)
@@ -133,14 +134,28 @@ def _read_class_folders(files: dict[str, Callable[[], bytes]], prefix: tuple[str
         raise InputError(f"{where}: its class folders differ from the training set's"
                          + (f"; missing {', '.join(missing)}" if missing else "")
                          + (f"; unknown {', '.join(unknown)}" if unknown else ""))
-    names = classes or found
-    wanted = {rel for c in names for rel in by_class[c]}
+    return classes or found, by_class
+
+
+def _read_class_folders(files: dict[str, Callable[[], bytes]], listed: tuple[list[str], dict[str, list[str]]],
+                        size: int, where: str, lazy: tuple[Path, int] | None = None
+                        ) -> tuple[np.ndarray | LazyImages, np.ndarray]:
+    """(images in class order, labels) of listed class folders: decoded now, or with ``lazy =
+    (tree, workers)`` a LazyImages reading them from the tree when a batch needs them."""
+    names, by_class = listed
+    ys = np.asarray([k for k, c in enumerate(names) for _ in by_class[c]], np.int64)
+    ordered = [rel for c in names for rel in by_class[c]]
+    if lazy is not None:
+        return LazyImages(lazy_source(lazy[0], ordered), size, lazy[1]), ys
+    wanted = set(ordered)
     # decoded in the tree's own order (a compressed tar is then read through once, not once per
     # image), stacked in class order
     decoded = {rel: decode_image(files[rel](), size, f"{where}: {rel}") for rel in files if rel in wanted}
-    xs = [decoded[rel] for c in names for rel in by_class[c]]
-    ys = [k for k, c in enumerate(names) for _ in by_class[c]]
-    return names, np.stack(xs), np.asarray(ys, np.int64)
+    return np.stack([decoded[rel] for rel in ordered]), ys
+
+
+def _count(listed: tuple[list[str], dict[str, list[str]]] | None) -> int:
+    return 0 if listed is None else sum(len(listed[1][c]) for c in listed[0])
 
 
 @DATASETS.register("imagefolder")
@@ -152,7 +167,9 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
     to RGB and resized (shorter side, then centre crop) to ``image_size``; files that are not
     images by extension, hidden files and folders, and (in a folder) FIFOs and devices are ignored
     and never read. An image that does not decode, is over MAX_IMAGE_FILE_BYTES or
-    MAX_IMAGE_PIXELS, or an archive member with an absolute or ``..`` path is an error naming it."""
+    MAX_IMAGE_PIXELS, or an archive member with an absolute or ``..`` path is an error naming it.
+    A tree too large for ``data.memory_mb`` (or any, with ``data.stream = "on"``) is streamed:
+    see :mod:`edgekd.streaming`."""
     if not cfg.path:
         raise InputError("data.name = 'imagefolder' needs data.path (a folder or archive of class folders)")
     root = Path(cfg.path)
@@ -160,26 +177,35 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
         files = tree_files(root, "data.path", stack)
         train_prefix, test_prefix = class_root([tuple(p.split("/")) for p in files])
         where = str(root) + ("/" + "/".join(train_prefix) if train_prefix else "")
-        classes, x, y = _read_class_folders(files, train_prefix, cfg.image_size, where)
-        test = None
+        listed = _list_class_folders(files, train_prefix, where)
+        classes = listed[0]
+        tfiles, tlisted, twhere, troot = files, None, "", root
         if cfg.test_path:
-            tfiles = tree_files(Path(cfg.test_path), "data.test_path", stack)
+            troot = Path(cfg.test_path)
+            tfiles = tree_files(troot, "data.test_path", stack)
             tprefix, _ = class_root([tuple(p.split("/")) for p in tfiles])
-            _, tx, ty = _read_class_folders(tfiles, tprefix, cfg.image_size, cfg.test_path, classes)
-            test = (tx, ty)
+            twhere = cfg.test_path
+            tlisted = _list_class_folders(tfiles, tprefix, twhere, classes)
         elif test_prefix is not None and cfg.split == "auto":
-            _, tx, ty = _read_class_folders(files, test_prefix, cfg.image_size,
-                                            f"{root}/{'/'.join(test_prefix)}", classes)
-            test = (tx, ty)
+            twhere = f"{root}/{'/'.join(test_prefix)}"
+            tlisted = _list_class_folders(files, test_prefix, twhere, classes)
+        lazy = should_stream(cfg.stream, _count(listed) + _count(tlisted), cfg.image_size, cfg.memory_mb)
+        x, y = _read_class_folders(files, listed, cfg.image_size, where, (root, cfg.workers) if lazy else None)
+        test = None
+        if tlisted is not None:
+            test = _read_class_folders(tfiles, tlisted, cfg.image_size, twhere,
+                                       (troot, cfg.workers) if lazy else None)
     return split_dataset(f"imagefolder:{root.name}", classes, x, y, cfg, test)
 
 
 # --- arrays ------------------------------------------------------------------------------------
 
-def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+def _load_npz(path: Path, key: str, size: int, cfg: DataConfig
+              ) -> tuple[np.ndarray | LazyImages, np.ndarray, list[str] | None]:
     """(images resized to ``size``, labels int64, class names or None) from an .npz file. Only
     the arrays ``x``, ``y`` and ``classes`` are read; shapes, dtypes and labels are checked before
-    anything is resized."""
+    anything is resized. Images too many for ``data.memory_mb`` (see :mod:`edgekd.streaming`)
+    are not read: a LazyImages reads their rows when a batch needs them."""
     where = f"{key} = {str(path)!r}"
     check_regular(path, key)  # a FIFO would block, a device never end
     try:
@@ -192,7 +218,9 @@ def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, 
             if "x" not in names or "y" not in names:
                 raise InputError(f"{where}: needs arrays 'x' (uint8 N x H x W x 3) and 'y' "
                                  f"(labels); it has {', '.join(sorted(names)) or 'none'}")
-            x, y = z["x"], z["y"]
+            x_shape, x_dtype = _npz_header(z, "x")
+            lazy = should_stream(cfg.stream, x_shape[0] if x_shape else 0, size, cfg.memory_mb)
+            x, y = (None if lazy else z["x"]), z["y"]
             class_array = z["classes"] if "classes" in names else None
     except ValueError as e:  # numpy's own text may advise loading pickles: never quoted
         detail = "no plain numpy arrays; edgekd never loads pickled data" if "pickle" in str(e) else e
@@ -201,16 +229,16 @@ def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, 
         raise InputError(f"{where}: not a readable .npz file ({e})") from None
     except MemoryError:  # an array header declaring a huge shape
         raise InputError(f"{where}: its arrays are too large to load into memory") from None
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+    if x_dtype != np.uint8 or len(x_shape) not in (3, 4) or (len(x_shape) == 4 and x_shape[-1] not in (1, 3)):
         raise InputError(f"{where}: 'x' must be uint8 N x H x W x 3 (RGB, 0..255); "
-                         f"it is {x.dtype} {tuple(x.shape)}")
-    if (y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer)
+                         f"it is {x_dtype} {tuple(x_shape)}")
+    if (y.ndim != 1 or len(y) != x_shape[0] or not np.issubdtype(y.dtype, np.integer)
             or (len(y) and int(y.min()) < 0)):
         raise InputError(f"{where}: 'y' must hold one non-negative integer label per "
-                         f"image ({len(x)}); it is {y.dtype} {tuple(y.shape)}")
-    if len(x) == 0:
+                         f"image ({x_shape[0]}); it is {y.dtype} {tuple(y.shape)}")
+    if x_shape[0] == 0:
         raise InputError(f"{where}: holds no images")
-    h, w = x.shape[1:3]
+    h, w = x_shape[1:3]
     if h < 1 or w < 1:
         raise InputError(f"{where}: its images are {h} x {w} pixels; each needs at least 1 x 1")
     if h * w > imagefiles.MAX_IMAGE_PIXELS:
@@ -228,6 +256,8 @@ def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, 
     elif top >= MAX_CLASSES:
         raise InputError(f"{where}: label {top} is too large; without a 'classes' array the labels "
                          f"must be 0 .. {MAX_CLASSES - 1} (at most {MAX_CLASSES:,} classes)")
+    if lazy:
+        return LazyImages(NpzRows(path, key), size, cfg.workers), y.astype(np.int64), classes
     if x.ndim == 3:  # grayscale N x H x W
         x = x[..., None]
     x = resize_batch(x, size)
@@ -236,18 +266,25 @@ def _load_npz(path: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, 
     return x, y.astype(np.int64), classes
 
 
+def _npz_header(z, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of array ``name`` of an open .npz, from its header: nothing else is read."""
+    with z.zip.open(f"{name}.npy") as f:
+        shape, _, dtype = npy_header(f)
+    return tuple(shape), np.dtype(dtype)
+
+
 @DATASETS.register("npz")
 def load_npz(cfg: DataConfig) -> Dataset:
     """``.npz`` with ``x`` (uint8 N x H x W x 3), ``y`` (int labels) and optionally ``classes``
     (without it, labels must be below MAX_CLASSES)."""
     if not cfg.path:
         raise InputError("data.name = 'npz' needs data.path (an .npz file with arrays x and y)")
-    x, y, classes = _load_npz(Path(cfg.path), "data.path", cfg.image_size)
+    x, y, classes = _load_npz(Path(cfg.path), "data.path", cfg.image_size, cfg)
     if classes is None:
         classes = [str(i) for i in range(int(y.max()) + 1)]
     test = None
     if cfg.test_path:
-        tx, ty, _ = _load_npz(Path(cfg.test_path), "data.test_path", cfg.image_size)
+        tx, ty, _ = _load_npz(Path(cfg.test_path), "data.test_path", cfg.image_size, cfg)
         if ty.max() >= len(classes):
             raise InputError(f"data.test_path = {cfg.test_path!r}: label {int(ty.max())} is outside "
                              f"the {len(classes)} classes of the training set")
@@ -308,6 +345,9 @@ def split_dataset(name: str, classes: list[str], x: np.ndarray, y: np.ndarray, c
     if test is not None:
         rest = rng.permutation(len(y))
         tx, ty = test
+        if is_lazy(tx):  # a streamed test tree: held in memory, sampled down to the cap
+            keep = _bounded(np.arange(len(ty)), cfg)
+            tx, ty = tx[keep], ty[keep]
     elif cfg.split == "last_per_class":
         test_i = []
         for k, pos in enumerate(_per_class_positions(y)):
@@ -317,12 +357,14 @@ def split_dataset(name: str, classes: list[str], x: np.ndarray, y: np.ndarray, c
             test_i.append(pos[-cfg.test_per_class:])
         test_i = np.sort(np.concatenate(test_i))
         rest = rng.permutation(np.setdiff1d(np.arange(len(y)), test_i))
+        test_i = _bounded(test_i, cfg) if is_lazy(x) else test_i
         tx, ty = x[test_i], y[test_i]
     else:
         order = rng.permutation(len(y))
         n_test = int(round(len(y) * cfg.test_fraction))
         test_i = np.sort(order[:n_test])
         rest = order[n_test:]  # already shuffled
+        test_i = _bounded(test_i, cfg) if is_lazy(x) else test_i
         tx, ty = x[test_i], y[test_i]
     rest = np.asarray(rest)
     if cfg.max_train_per_class:  # the first images of each class (in source order) may train
@@ -349,10 +391,24 @@ def split_dataset(name: str, classes: list[str], x: np.ndarray, y: np.ndarray, c
         test_idx = len(y) + np.arange(len(ty))  # unique indices beyond the training images
     else:
         test_idx = test_i
-    mean, std = channel_stats(x[train_i])
     mk = lambda i: Split(x[i], y[i], i)  # noqa: E731
-    return Dataset(name, classes, mk(train_i), mk(calib_i), Split(tx, ty, test_idx), mean, std,  # type: ignore[arg-type]
-                   mk(val_i))
+    if is_lazy(x):  # the training split stays lazy; the others (bounded) are decoded
+        train = Split(x.take(train_i), y[train_i], train_i)
+        mean, std = lazy_channel_stats(train.x)
+    else:
+        train = mk(train_i)
+        mean, std = channel_stats(train.x)
+    return Dataset(name, classes, train, mk(calib_i), Split(tx, ty, test_idx), mean, std,  # type: ignore[arg-type]
+                   mk(val_i), streamed=is_lazy(x))
+
+
+def _bounded(test_i: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """A streamed data set's test images: at most ``data.stream_test_images`` of them (a seeded
+    sample, in source order), since the test split is held in memory."""
+    if len(test_i) <= cfg.stream_test_images:
+        return test_i
+    pick = np.random.default_rng(cfg.split_seed + 1).permutation(len(test_i))[:cfg.stream_test_images]
+    return np.sort(test_i[pick])
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:

@@ -177,7 +177,7 @@ def _step_closure(method, student: nn.Module, teacher: nn.Module | None, train: 
         view_aug = make_augmenter(cfg, train, prob=1.0)
 
         def views(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-            xa, _, _, _ = view_aug(x.cpu().numpy(), idx, None)
+            xa = view_aug(x.cpu().numpy(), idx, None)[0]
             return torch.from_numpy(xa).to(x.device)
 
     gen = torch.Generator().manual_seed(cfg.seed + 3)  # PGD random starts
@@ -232,14 +232,15 @@ def apply_crop_flip(x: torch.Tensor, shifts: tuple[torch.Tensor, torch.Tensor, t
 
 def make_augmenter(cfg: DistillConfig, train: Split, prob: float | None = None, mode: str = "replace"):
     """Batch augmenter for corruption-augmented KD:
-    (uint8 batch, indices, targets) -> (batch, indices, targets, perturbed rows).
+    (uint8 batch, indices, targets) -> (batch, indices, targets, perturbed rows, source rows).
 
     Each call perturbs ``prob`` (default ``cfg.augment_prob``) of the images with one perturbation
     of ``cfg.augment`` at one severity 1..5, both drawn at random. ``mode = "replace"`` puts the
     perturbed images in place of their clean originals; ``"append"`` keeps the whole clean batch and
     adds the perturbed copies after it (their indices and targets repeated, so labels and targets
-    follow). A perturbed image keeps its clean image's target; ``prepare_batch`` swaps in the
-    teacher's output on it for ``augment_target = "perturbed"``."""
+    follow); ``source rows`` are the positions in the input batch each output image came from. A
+    perturbed image keeps its clean image's target; ``prepare_batch`` swaps in the teacher's output
+    on it for ``augment_target = "perturbed"``."""
     from . import perturb
 
     names = perturb.resolve(cfg.augment)
@@ -251,34 +252,36 @@ def make_augmenter(cfg: DistillConfig, train: Split, prob: float | None = None, 
         severity = int(rng.integers(1, 6))
         mask = rng.random(len(x)) < prob
         if not mask.any():
-            return x, idx, targets, mask
+            return x, idx, targets, mask, np.arange(len(x))
         xp = perturb.apply(name, x[mask], severity, int(rng.integers(1 << 31)), train.indices[idx[mask]])
         if mode == "append":
             return (np.concatenate([x, xp]), np.concatenate([idx, idx[mask]]),
                     None if targets is None else torch.cat([targets, targets[torch.from_numpy(mask)]]),
-                    np.concatenate([np.zeros(len(x), bool), np.ones(len(xp), bool)]))
+                    np.concatenate([np.zeros(len(x), bool), np.ones(len(xp), bool)]),
+                    np.concatenate([np.arange(len(x)), np.flatnonzero(mask)]))
         x = x.copy()
         x[mask] = xp
-        return x, idx, targets, mask
+        return x, idx, targets, mask, np.arange(len(x))
 
     return augment
 
 
-def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t_flip: torch.Tensor | None,
-                  train: Split, device: str, augment: Callable | None = None, crop_flip: bool = False,
-                  aug_gen: torch.Generator | None = None, retarget: nn.Module | None = None,
-                  consistent: nn.Module | None = None):
+def prepare_batch(idx_np: np.ndarray, clean: np.ndarray, xc: torch.Tensor, t: torch.Tensor | None,
+                  t_flip: torch.Tensor | None, device: str, augment: Callable | None = None,
+                  crop_flip: bool = False, aug_gen: torch.Generator | None = None,
+                  retarget: nn.Module | None = None, consistent: nn.Module | None = None):
     """One training batch: (images, indices, index tensor, soft targets) after corruption
-    augmentation and crop/flip. A mirrored image gets the teacher's mirrored-image target
+    augmentation and crop/flip, from the clean images of the indices ``idx_np`` (``clean`` on the
+    host, ``xc`` the same on ``device``). A mirrored image gets the teacher's mirrored-image target
     (``t_flip``). With ``consistent`` (the teacher, for ``teacher_view = "same"``) every image's
     target is the teacher on its clean source with the same crop and flip (consistent teaching);
     with ``retarget`` (the teacher, for ``augment_target = "perturbed"``) each perturbed image gets
     the teacher's output on exactly the image the student sees, crop and flip included."""
     idx = torch.from_numpy(idx_np).to(device)
-    xb, tb = x[idx], (t[idx] if t is not None else None)
-    perturbed = None
+    xb, tb = xc, (t[idx] if t is not None else None)
+    perturbed, src = None, None
     if augment is not None:  # perturbations work on uint8 numpy batches
-        xa, idx_np, tb, perturbed = augment(train.x[idx_np], idx_np, tb)
+        xa, idx_np, tb, perturbed, src = augment(clean, idx_np, tb)
         xb, idx = _to(torch.from_numpy(xa), device), torch.from_numpy(idx_np).to(device)
     shifts = None
     if crop_flip:
@@ -287,9 +290,10 @@ def prepare_batch(idx_np: np.ndarray, x: torch.Tensor, t: torch.Tensor | None, t
         if t_flip is not None and tb is not None:
             tb = torch.where(shifts[2][:, None], t_flip[idx], tb)
     if consistent is not None:  # the teacher on each row's clean source, cropped and flipped like it
-        clean = x[idx] if shifts is None else apply_crop_flip(x[idx], shifts)
+        base = xc if src is None else xc[torch.from_numpy(src).to(xc.device)]
+        base = base if shifts is None else apply_crop_flip(base, shifts)
         with torch.no_grad():
-            tb = consistent.eval()(clean).float()
+            tb = consistent.eval()(base).float()
     if retarget is not None and tb is not None and perturbed is not None and perturbed.any():
         rows = torch.from_numpy(perturbed).to(device)
         with torch.no_grad():
@@ -312,37 +316,68 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, reci
          teacher_logits_hflip: np.ndarray | None = None, step: Callable | None = None,
          aux: nn.Module | None = None, retarget: nn.Module | None = None,
          consistent: nn.Module | None = None, validate: Callable[[nn.Module], float] | None = None) -> dict:
-    """The training loop: returns {"log": per-epoch rows, "kept": which epoch's weights were kept}."""
+    """The training loop: returns {"log": per-epoch rows, "kept": which epoch's weights were kept}.
+
+    The images of a batch come from memory, or for a streamed split (``edgekd.streaming``) from
+    DataLoader workers decoding them, in the same batches. Under torchrun (``edgekd.distributed``)
+    the model trains in ``DistributedDataParallel``, each process on its ``DistributedSampler``
+    share of every global batch; rank 0 scores the epochs and its weights are kept everywhere."""
+    from .distributed import current, epoch_batches
+    from .streaming import is_lazy, stream
+
+    group = current()
     model.to(device)
     epochs = recipe.epochs_for(len(train))
     if epochs == 0:
         return {"log": [], "kept": None, "epochs": 0}
+    if group.distributed and step is not None:
+        raise ConfigError("this distillation method runs its own passes per batch (a step method); under "
+                          "torchrun only the loss methods (hinton, ce) train in several processes")
     gen = torch.Generator().manual_seed(recipe.seed)
-    x = torch.from_numpy(train.x).to(device)
+    lazy = is_lazy(train.x)
+    x = None if lazy else torch.from_numpy(train.x).to(device)
     y = torch.from_numpy(train.y).to(device)
     t = torch.from_numpy(teacher_logits).to(device) if teacher_logits is not None else None
     t_flip = torch.from_numpy(teacher_logits_hflip).to(device) if teacher_logits_hflip is not None else None
-    aug_gen = torch.Generator().manual_seed(recipe.seed + 2)
+    aug_gen = torch.Generator().manual_seed(recipe.seed + 2 + 7919 * group.rank)
+
+    def plan(epoch: int) -> list[np.ndarray]:
+        if group.distributed:
+            return epoch_batches(group, len(y), recipe.batch_size, recipe.seed, epoch)
+        return [b.numpy() for b in _batches(len(y), recipe.batch_size, gen)]
+
+    net = model
+    if group.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[group.local_rank] if device.startswith("cuda") else None)
+        if validate is not None:  # rank 0 scores the epoch; every process acts on its score
+            score = validate
+            validate = lambda m: group.broadcast(score(m) if group.is_main else None)  # noqa: E731
     # extra trainable modules (FitNets' regressors) share the optimiser but are not part of the model
-    steps_per_epoch = (len(y) + recipe.batch_size - 1) // recipe.batch_size
+    steps_per_epoch = len(plan(0)) if group.distributed else (len(y) + recipe.batch_size - 1) // recipe.batch_size
     opt, sched = make_optimizer([model] + ([aux] if aux is not None else []), recipe,
                                 epochs * steps_per_epoch)
     keeper = BestEpoch(model, recipe, validate)
     # bf16 autocast on CUDA (no loss scaling needed); a no-op context on CPU
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=recipe.amp and device.startswith("cuda"))
-    bar = Progress(epochs * steps_per_epoch, what, progress)
+    bar = Progress(epochs * steps_per_epoch, what, progress and group.is_main)
     log: list[dict] = []
     for epoch in range(epochs):
         model.train()
         if aux is not None:
             aux.train()
         total, correct, loss_sum = 0, 0, 0.0
-        for idx in _batches(len(y), recipe.batch_size, gen):
+        batches = plan(epoch)
+        images = stream(train.x, batches) if lazy else None
+        for idx_np in batches:
+            clean = next(images) if lazy else train.x[idx_np]
+            xc = _to(torch.from_numpy(clean), device) if lazy else x[torch.from_numpy(idx_np).to(device)]
             with autocast:
-                xb, idx_np, idx, tb = prepare_batch(idx.numpy(), x, t, t_flip, train, device, augment,
+                xb, idx_np, idx, tb = prepare_batch(idx_np, clean, xc, t, t_flip, device, augment,
                                                     crop_flip, aug_gen, retarget, consistent)
                 if step is None:
-                    out = model(xb)
+                    out = net(xb)
                     loss = loss_fn(out.float(), None if tb is None else tb.float(), y[idx])
                 else:
                     loss, out = step(xb, tb, y[idx], idx_np)
@@ -354,7 +389,8 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, reci
             total += len(idx)
             correct += int((out.argmax(1) == y[idx]).sum())
             loss_sum += float(loss.detach()) * len(idx)
-            bar.step(len(idx))
+            bar.step(len(idx) * group.world)
+        total, correct, loss_sum = group.all_sum([total, correct, loss_sum])
         row = {"epoch": epoch + 1, "loss": loss_sum / total, "train_accuracy": correct / total,
                "lr_end": opt.param_groups[0]["lr"], "images_per_s": round(bar.images_per_s(), 1)}
         stop = keeper.end_epoch(epoch + 1, row)
@@ -365,5 +401,6 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, reci
             break
     bar.close()
     kept = keeper.restore()
+    group.sync_module(model)  # BatchNorm statistics differ per process: rank 0's are kept
     model.eval()
     return {"log": log, "kept": kept, "epochs": epochs}

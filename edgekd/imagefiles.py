@@ -228,3 +228,128 @@ def decode_image(data: bytes, size: int, name: str) -> np.ndarray:
         img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8)
 
+
+
+# --- lazy sources: the images of a streamed data set, read when a batch needs them ---------------
+
+class _ImageSource:
+    """Images ``0 .. len - 1`` of one folder or archive, read and decoded on demand. A worker
+    process opens its own archive handle (a handle shared across a fork shares its file offset)."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names = Path(path), list(names)
+        self._handle, self._pid = None, None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None, "_pid": None}
+
+    def handle(self):
+        if self._pid != os.getpid():
+            self._handle, self._pid = self.open(), os.getpid()
+        return self._handle
+
+    def open(self):
+        return None
+
+    def describe(self) -> str:
+        """What the images are, for cache keys: the tree, each name and its size on disk."""
+        return f"{type(self).__name__}|{self.path.resolve()}|" + "|".join(self.names) + "|" + self.sizes()
+
+    def sizes(self) -> str:
+        return ""
+
+    def images(self, rows: np.ndarray, size: int) -> np.ndarray:
+        out = np.empty((len(rows), size, size, 3), np.uint8)
+        for k, r in enumerate(rows):
+            where = f"{self.path}: {self.names[r]}"
+            out[k] = decode_image(self.read(int(r), where), size, where)
+        return out
+
+
+class FolderImages(_ImageSource):
+    def read(self, r: int, where: str) -> bytes:
+        p = self.path / self.names[r]
+        check_regular(p, "image file")
+        try:
+            with open(p, "rb") as f:
+                return _read_image_file(f, os.fstat(f.fileno()).st_size, where)
+        except OSError as e:
+            raise InputError(f"{where}: cannot be read ({e.strerror or e})") from None
+
+    def sizes(self) -> str:
+        return ",".join(str(os.stat(self.path / n).st_size) for n in self.names)
+
+
+class ZipImages(_ImageSource):
+    def __init__(self, path: Path, names: list[str], members: list[zipfile.ZipInfo]) -> None:
+        super().__init__(path, names)
+        self.members = [m.filename for m in members]
+        self.member_sizes = [m.file_size for m in members]
+
+    def open(self):
+        return zipfile.ZipFile(self.path)
+
+    def read(self, r: int, where: str) -> bytes:
+        try:
+            with self.handle().open(self.members[r]) as f:
+                return _read_image_file(f, self.member_sizes[r], where)
+        except (*_ARCHIVE_ERRORS, RuntimeError, NotImplementedError, KeyError) as e:
+            raise InputError(f"{where}: cannot be read from the archive ({e})") from None
+
+    def sizes(self) -> str:
+        return ",".join(map(str, self.member_sizes))
+
+
+class TarImages(_ImageSource):
+    """An uncompressed tar: each member's bytes lie at a fixed offset, read with one pread."""
+
+    def __init__(self, path: Path, names: list[str], offsets: list[int], member_sizes: list[int]) -> None:
+        super().__init__(path, names)
+        self.offsets, self.member_sizes = offsets, member_sizes
+
+    def open(self):
+        return os.open(self.path, os.O_RDONLY)
+
+    def read(self, r: int, where: str) -> bytes:
+        if self.member_sizes[r] > MAX_IMAGE_FILE_BYTES:
+            return _read_image_file(io.BytesIO(), self.member_sizes[r], where)  # refuses it
+        try:
+            return os.pread(self.handle(), self.member_sizes[r], self.offsets[r])
+        except OSError as e:
+            raise InputError(f"{where}: cannot be read from the archive ({e.strerror or e})") from None
+
+    def sizes(self) -> str:
+        return ",".join(map(str, self.member_sizes))
+
+
+_COMPRESSED_TAR = {b"\x1f\x8b": "gzip", b"BZ": "bzip2", b"\xfd7": "xz"}
+
+
+def lazy_source(path: Path, names: list[str]) -> _ImageSource:
+    """The images ``names`` (relative paths as :func:`tree_files` lists them) of the folder or
+    archive ``path``, to be read one by one later. A compressed tar cannot be: reaching one image
+    means decompressing everything before it."""
+    if path.is_dir():
+        return FolderImages(path, names)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                by_name = {_member_path(i.filename, path): i for i in z.infolist() if not i.is_dir()}
+            return ZipImages(path, names, [by_name[n] for n in names])
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        if magic in _COMPRESSED_TAR:
+            raise InputError(f"{path}: a {_COMPRESSED_TAR[magic]}-compressed tar cannot be streamed (each "
+                             "image would need the archive decompressed up to it); extract it to a "
+                             "folder, or repack it as an uncompressed .tar or a .zip")
+        where = {}
+        with tarfile.open(path) as tar:
+            for m in tar:
+                if m.isfile():
+                    where[_member_path(m.name, path)] = (m.offset_data, m.size)
+        return TarImages(path, names, [where[n][0] for n in names], [where[n][1] for n in names])
+    except _ARCHIVE_ERRORS as e:
+        raise InputError(f"{path}: not a readable folder, tar or zip archive ({e})") from None

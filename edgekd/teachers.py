@@ -186,24 +186,37 @@ def state_dict_sha256(model: nn.Module) -> str:
 VIEWS = ("clean", "hflip")
 
 
-def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x: np.ndarray, device: str,
+def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x, device: str,
                     cache_root: Path | None, view: str = "clean") -> tuple[np.ndarray, bool]:
     """The teacher's logits on ``x`` (``view = "hflip"``: on the mirrored images), from the disk
     cache (``cache_root``/teacher-outputs, :mod:`edgekd.cache`) when an entry for (teacher, images,
-    view) exists; returns (logits, cache_hit)."""
+    view) exists; returns (logits, cache_hit). ``x`` is an array or a streamed ``LazyImages``
+    (keyed by what its images are, decoded by its workers). Under torchrun each process computes
+    a contiguous shard; rank 0 reads and writes the cache, every process gets the whole array."""
     from .cache import entry, load_array, save_array
+    from .distributed import current
+    from .streaming import chunks, is_lazy, stream
 
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}")
+    group = current()
     key = hashlib.sha256(f"{teacher_sha256}|{view}|{x.shape}".encode())
-    key.update(np.ascontiguousarray(x).data)
+    key.update(x.fingerprint().encode() if is_lazy(x) else np.ascontiguousarray(x).data)
     path = entry(cache_root, "teacher-outputs", f"{key.hexdigest()[:32]}.npy")
-    logits = load_array(path, lambda a: a.shape[:1] == (len(x),))
-    if logits is not None:
-        return logits, True
-    images = x[:, :, ::-1] if view == "hflip" else x
-    logits = predict_logits(teacher, np.ascontiguousarray(images), device).astype(np.float32)
-    save_array(path, logits)
+    logits = load_array(path, lambda a: a.shape[:1] == (len(x),)) if group.is_main else None
+    if group.broadcast(logits is not None):
+        return group.broadcast(logits), True
+    part = group.shard_range(len(x))
+    flip = (lambda a: a[:, :, ::-1]) if view == "hflip" else (lambda a: a)  # noqa: E731
+    if is_lazy(x):
+        rows = [b + part.start for b in chunks(part.stop - part.start, 512)]
+        logits = np.concatenate([predict_logits(teacher, np.ascontiguousarray(flip(b)), device)
+                                 for b in stream(x, rows)] or [np.zeros((0, 0), np.float32)])
+    else:
+        logits = predict_logits(teacher, np.ascontiguousarray(flip(x[part])), device)
+    logits = group.gather_rows(logits.astype(np.float32), len(x))
+    if group.is_main:
+        save_array(path, logits)
     return logits, False
 
 

@@ -47,6 +47,17 @@ class Recipe:
     early_stop_patience: int = 0
     min_steps: int = 0
     amp: bool = False
+    lr_scaling: str = "fixed"
+    lr_base_batch: int = 64
+
+    @property
+    def peak_lr(self) -> float:
+        """The rate the optimiser peaks at: ``lr``, or with ``lr_scaling = "linear"`` ``lr x
+        batch_size / lr_base_batch`` (the linear scaling rule of Goyal et al. 2017). ``batch_size``
+        is the global batch, whatever the number of processes, so neither depends on it."""
+        if self.lr_scaling == "linear":
+            return self.lr * self.batch_size / self.lr_base_batch
+        return self.lr
 
     @classmethod
     def from_config(cls, cfg) -> Recipe:
@@ -76,19 +87,19 @@ def make_optimizer(modules: list[nn.Module], recipe: Recipe, total_steps: int):
     named = [(n, p) for m in modules for n, p in m.named_parameters() if p.requires_grad]
     groups = param_groups(named, recipe.weight_decay)
     if recipe.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
+        opt = torch.optim.SGD(groups, lr=recipe.peak_lr, momentum=recipe.momentum,
                               nesterov=recipe.nesterov and recipe.momentum > 0)
     elif recipe.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=recipe.lr)
+        opt = torch.optim.AdamW(groups, lr=recipe.peak_lr)
     else:
-        opt = torch.optim.Adam(groups, lr=recipe.lr)
+        opt = torch.optim.Adam(groups, lr=recipe.peak_lr)
     total_steps = max(1, total_steps)
     warm = recipe.warmup_fraction
     if recipe.schedule == "onecycle":
         # momentum (SGD) / beta1 (Adam) cycles inversely to the rate, 0.05 either side (fast.ai's
         # one-cycle; for SGD around ``momentum``: 0.95 -> 0.85 at the peak -> 0.95 for 0.9)
         m = recipe.momentum if recipe.optimizer == "sgd" else 0.9
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total_steps,
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.peak_lr, total_steps=total_steps,
                                                     pct_start=min(max(warm, 1e-3), 0.999),
                                                     base_momentum=max(0.0, m - 0.05),
                                                     max_momentum=min(0.999, m + 0.05))

@@ -64,13 +64,13 @@ def test_augmenter_perturbs_a_fraction_with_training_perturbations(digits):
     cfg = DistillConfig(augment=["pixel_dropout"], augment_prob=0.5, seed=3)
     idx = np.arange(64)
     x = digits.train.x[idx]
-    xa, ia, t, rows = make_augmenter(cfg, digits.train)(x, idx, None)
+    xa, ia, t, rows, _src = make_augmenter(cfg, digits.train)(x, idx, None)
     changed = (xa != x).reshape(64, -1).any(1)
     assert 10 < changed.sum() < 54 and t is None and np.array_equal(ia, idx)
     assert not (changed & ~rows).any()  # every changed image is reported as perturbed
     # dropout only ever zeroes pixels
     assert ((xa == x) | (xa == 0)).all()
-    again, _, _, _ = make_augmenter(cfg, digits.train)(x, idx, None)
+    again = make_augmenter(cfg, digits.train)(x, idx, None)[0]
     assert np.array_equal(xa, again)  # seeded
 
 
@@ -81,8 +81,8 @@ def test_append_mode_keeps_the_clean_batch_and_adds_perturbed_copies(digits):
     idx = np.arange(64)
     x = digits.train.x[idx]
     targets = torch.randn(64, 10)
-    replaced, _, t_rep, _ = make_augmenter(cfg, digits.train)(x, idx, targets)
-    xa, ia, ta, rows = make_augmenter(cfg, digits.train, mode="append")(x, idx, targets)
+    replaced, _, t_rep, _, _ = make_augmenter(cfg, digits.train)(x, idx, targets)
+    xa, ia, ta, rows, src = make_augmenter(cfg, digits.train, mode="append")(x, idx, targets)
     changed = (replaced != x).reshape(64, -1).any(1)
     k = len(xa) - 64
     assert 10 < k < 54 and len(ia) == len(ta) == len(xa) == len(rows)
@@ -92,6 +92,7 @@ def test_append_mode_keeps_the_clean_batch_and_adds_perturbed_copies(digits):
     perturbed = np.flatnonzero(changed)
     assert k >= len(perturbed) and np.isin(perturbed, ia[64:]).all()
     assert np.array_equal(xa[64:], replaced[ia[64:]])
+    assert np.array_equal(src, np.concatenate([idx, ia[64:]]))  # each row's source in the clean batch
     assert torch.equal(ta[64:], targets[torch.from_numpy(ia[64:])]) and torch.equal(t_rep, targets)
 
 
@@ -111,8 +112,9 @@ def test_perturbed_target_is_the_teacher_on_exactly_the_image_the_student_sees(d
     idx = np.arange(64)
     for mode in ("replace", "append"):
         augment = make_augmenter(cfg, digits.train, mode=mode)
-        xb, ia, _, tb = prepare_batch(idx, x, t, t_flip, digits.train, "cpu", augment, crop_flip=True,
-                                      aug_gen=torch.Generator().manual_seed(0), retarget=Brightness())
+        xb, ia, _, tb = prepare_batch(idx, digits.train.x[idx], x[idx], t, t_flip, "cpu", augment,
+                                      crop_flip=True, aug_gen=torch.Generator().manual_seed(0),
+                                      retarget=Brightness())
         fresh = tb[:, 0] >= 0
         assert len(xb) == len(ia) == len(tb) and 10 < int(fresh.sum()) < len(xb) - 10
         assert torch.allclose(tb[fresh], Brightness()(xb[fresh]))
