@@ -25,6 +25,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -119,6 +120,23 @@ class Group:
     def record(self) -> dict:
         return {"world_size": self.world, "backend": self.backend or "none", "rank": self.rank,
                 "host": self.host}
+
+
+def share_files(group: Group, files: dict | None, scratch: Path) -> dict[str, Path]:
+    """Rank 0's ``{id: path}`` on every process: rank 0 passes its files and gets them back; the
+    others pass None and get copies written into ``scratch`` (machines need not share a disk)."""
+    if not group.distributed:
+        return dict(files or {})
+    payload = group.broadcast(None if not group.is_main else
+                              {k: (Path(p).name, Path(p).read_bytes()) for k, p in files.items()})
+    if group.is_main:
+        return dict(files)
+    out = {}
+    for k, (name, data) in payload.items():
+        (scratch / k).mkdir(parents=True, exist_ok=True)
+        out[k] = scratch / k / name
+        out[k].write_bytes(data)
+    return out
 
 
 SINGLE = Group()

@@ -54,7 +54,9 @@ from .models import (
 )
 from .device_profiles import deploy_profile
 from .preflight import MEMORY_MEASURED, MODEL_IDS, build_policy, build_runtimes, check_compression, preflight  # noqa: F401
+from .distributed import current, share_files
 from .runtimes import RUNTIMES
+from .training import Recipe
 
 
 
@@ -166,8 +168,9 @@ def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Data
     cache = cache_root(cfg.cache.dir) if cfg.distill.cache_teacher_outputs else None
     views = ["clean", "hflip"] if cfg.distill.crop_flip else ["clean"]
     out, hits = {}, 0
-    for view in views:
-        out[view], hit = teacher_outputs(teacher, teacher_rec["sha256"], ds.train.x, device, cache, view)
+    for view in views:  # sharded over the processes under torchrun
+        out[view], hit = teacher_outputs(teacher, teacher_rec["sha256"], ds.train.x, device, cache, view,
+                                         current())
         hits += hit
     return out["clean"], out.get("hflip"), {"views": views, "from_cache": hits,
                                             "computed": len(views) - hits,
@@ -178,11 +181,15 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
           say: Callable[[str], None] = lambda s: None) -> BuildResult:
     """Run the whole pipeline; returns the report and manifest (the gate verdict included)."""
     out_dir = Path(out_dir).resolve()
-    for line in recover_interrupted(out_dir):  # leftovers of killed builds
-        say(line)
+    group = current()  # under torchrun: this process's place among them (edgekd.distributed)
+    if group.is_main:
+        for line in recover_interrupted(out_dir):  # leftovers of killed builds
+            say(line)
     check_out_dir(out_dir)
     policy = build_policy(cfg)  # a bad [gate] section fails before any training
     preflight(cfg)
+    if not group.is_main:  # trains and evaluates its share; writes nothing
+        return _follow(cfg, out_dir, progress)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     try:
         if tmp.exists():
@@ -194,6 +201,7 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
         result = _build_into(cfg, tmp, policy, progress, say)
         move_into_place(tmp, out_dir)
         result.out_dir = out_dir
+        group.broadcast(result.exit_code)  # every process exits with the gate's code
         return result
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -207,17 +215,17 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
         raise
 
 
-def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
-                say: Callable[[str], None]) -> BuildResult:
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
-
+def _stages(timings: dict[str, float]) -> Callable[[str, float], None]:
     def stage(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 3)
 
-    runtimes, skipped = build_runtimes(cfg)
-    if skipped:
-        say(skipped)
+    return stage
+
+
+def _train(cfg: BuildConfig, progress: bool, say: Callable[[str], None], timings: dict) -> tuple:
+    """Data, teacher and distilled student (every process of a torchrun build runs this):
+    ``(ds, device, teacher, teacher_rec, student, dist)``."""
+    stage = _stages(timings)
     t0 = time.perf_counter()
     ds = load_dataset(cfg.data)
     stage("data", t0)
@@ -240,13 +248,76 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     student, dist = distill_stage(cfg, ds, teacher, teacher_rec, device, progress)
     training, t_params, s_params = dist["training"], dist["teacher_params"], dist["student_params"]
     timings["teacher_outputs"] = dist["teacher_outputs_s"]
-    save_student(cfg, ds, student, dist, out / artifacts.get(artifacts.STUDENT_TORCH).file)
     stage("distill", t0)
     say(f"student: {cfg.student.arch}, {s_params} params ({t_params / s_params:.1f}x fewer than the "
         f"teacher), {len(training['log'])} of {training['epochs']} epochs of {cfg.distill.loss} distillation"
         + (f" (distill.min_steps raised {cfg.distill.epochs})" if training["epochs"] > cfg.distill.epochs else "")
         + (f", kept epoch {training['kept']['kept_epoch']} ({training['kept']['why']})" if training["kept"] else "")
         + (f", augmented with {', '.join(cfg.distill.augment)}" if cfg.distill.augment else ""))
+    return ds, device, teacher, teacher_rec, student, dist
+
+
+def _follow(cfg: BuildConfig, out_dir: Path, progress: bool) -> BuildResult:
+    """A torchrun process other than rank 0: trains with the others, evaluates its share of the
+    models rank 0 made (sent to it, kept in a scratch folder), and exits with rank 0's code."""
+    import tempfile
+
+    group, timings = current(), {}
+    ds, device, teacher, _rec, student, _dist = _train(cfg, False, lambda s: None, timings)
+    in_memory = {artifacts.TEACHER: teacher, artifacts.STUDENT_TORCH: student}
+    with tempfile.TemporaryDirectory(prefix=f"edgekd-rank{group.rank}-") as scratch:
+        runners = _shared_runners(None, in_memory, device, Path(scratch))
+        _evaluate(cfg, ds, runners, in_memory, False, lambda s: None, timings)
+    return BuildResult(out_dir, {}, {}, int(group.broadcast(None)), "", timings)
+
+
+def _shared_runners(files: dict | None, in_memory: dict, device: str, scratch: Path) -> dict:
+    """Rank 0's ``{id: (runtime, path)}`` of the model files, as runners on every process (the
+    files copied into ``scratch`` elsewhere), with the in-memory torch models."""
+    group = current()
+    paths = share_files(group, None if files is None else {m: p for m, (_, p) in files.items()}, scratch)
+    kinds = group.broadcast(None if files is None else {m: rt for m, (rt, _) in files.items()})
+    runners = {a: RUNTIMES.get(artifacts.get(a).runtime)(m, _device_of(artifacts.get(a), device))
+               for a, m in in_memory.items()}
+    runners.update({m: RUNTIMES.get(kinds[m])(paths[m]) for m in sorted(kinds)})
+    return runners
+
+
+def _evaluate(cfg: BuildConfig, ds: Dataset, runners: dict, in_memory: dict, progress: bool,
+              say: Callable[[str], None], timings: dict) -> tuple:
+    """Every model on the clean and the perturbed test images, shared out among torchrun's
+    processes: ``(clean metrics, clean predictions, predictions, sweep or None, per-process
+    timings)``."""
+    stage = _stages(timings)
+    t0 = time.perf_counter()
+    clean_metrics, clean_preds = measure_clean(runners, ds.test.x, ds.test.y, cfg.measure.eval_batch_size,
+                                               progress, current())
+    predictions = {P.LABELS: ds.test.y.astype(np.int64), **{P.clean(m): p for m, p in clean_preds.items()}}
+    stage("evaluate_clean", t0)
+    sweep = None
+    if cfg.robustness.enabled:
+        from .robustness import run_sweep
+
+        t0 = time.perf_counter()
+        sweep = run_sweep(cfg, ds, runners, in_memory, clean_preds, progress, say, current())
+        sweep.meta.update(training_meta(cfg.distill))  # what the student saw: are the figures inflated?
+        predictions.update(sweep.predictions)
+        stage("evaluate_perturbed", t0)
+    ranks = current().gather({"rank": current().rank, "host": current().host, "timings_s": dict(timings)})
+    return clean_metrics, clean_preds, predictions, sweep, ranks
+
+
+def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
+                say: Callable[[str], None]) -> BuildResult:
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    stage = _stages(timings)
+    runtimes, skipped = build_runtimes(cfg)
+    if skipped:
+        say(skipped)
+    ds, device, teacher, teacher_rec, student, dist = _train(cfg, progress, say, timings)
+    training, t_params, s_params = dist["training"], dist["teacher_params"], dist["student_params"]
+    save_student(cfg, ds, student, dist, out / artifacts.get(artifacts.STUDENT_TORCH).file)
 
     # 3. export + parity on held-out (calibration) images
     t0 = time.perf_counter()
@@ -279,26 +350,14 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                                       qat_inputs=lambda: _qat_inputs(cfg, teacher, teacher_rec, ds, device, student))
     stage("quantize", t0)
 
-    # 5. measure every model and every candidate: each measurement returns its records
-    t0 = time.perf_counter()
+    # 5. measure every model and every candidate (shared out among torchrun's processes)
     in_memory = {artifacts.TEACHER: teacher, artifacts.STUDENT_TORCH: student}
     fixed = [a for a in artifacts.build_models(runtimes) if a.id != artifacts.STUDENT_INT8]
-    runners = {a.id: _runner(a, out, in_memory, device) for a in fixed}
-    runners.update({c.model_id: RUNTIMES.get("onnxruntime")(c.path) for c in cands})
-    clean_metrics, clean_preds = measure_clean(runners, ds.test.x, ds.test.y, cfg.measure.eval_batch_size,
-                                               progress)
-    predictions = {P.LABELS: ds.test.y.astype(np.int64), **{P.clean(m): p for m, p in clean_preds.items()}}
-    stage("evaluate_clean", t0)
-
-    sweep = None
-    if cfg.robustness.enabled:
-        from .robustness import run_sweep
-
-        t0 = time.perf_counter()
-        sweep = run_sweep(cfg, ds, runners, in_memory, clean_preds, progress, say)
-        sweep.meta.update(training_meta(cfg.distill))  # what the student saw: are the figures inflated?
-        predictions.update(sweep.predictions)
-        stage("evaluate_perturbed", t0)
+    files = {a.id: (a.runtime, out / a.file) for a in fixed if a.format != "torch"}
+    files.update({c.model_id: ("onnxruntime", c.path) for c in cands})
+    runners = _shared_runners(files, in_memory, device, out)
+    clean_metrics, clean_preds, predictions, sweep, ranks = _evaluate(cfg, ds, runners, in_memory, progress,
+                                                                      say, timings)
 
     t0 = time.perf_counter()
     files = {a.id: out / a.file for a in artifacts.memory_models(runtimes) if a.id != artifacts.STUDENT_INT8}
@@ -375,6 +434,11 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
                    "export": export_rec, "quantize": quant_rec, "ort_format": ort_rec,
                    "executorch": pte_rec or skipped},
         "timings_s": timings,
+        "distributed": {"world_size": current().world, "backend": current().backend or "none",
+                        "global_batch": cfg.distill.batch_size,
+                        "batch_per_process": cfg.distill.batch_size // current().world,
+                        "lr_scaling": cfg.distill.lr_scaling, "peak_lr": Recipe.from_config(cfg.distill).peak_lr,
+                        "streamed": ds.streamed, "per_rank": ranks},
         "gate": gate_rec,
     }
     write_report_files(out, report, gate_text)
@@ -455,14 +519,6 @@ def _device_of(a: artifacts.Artifact, teacher_device: str) -> str:
     return teacher_device if a.kind == "teacher" else "cpu"
 
 
-def _runner(a: artifacts.Artifact, out: Path, in_memory: dict, teacher_device: str):
-    """A runner for a build model: torch models from memory, files through their runtime."""
-    make = RUNTIMES.get(a.runtime)
-    if a.format == "torch":
-        return make(in_memory[a.id], _device_of(a, teacher_device))
-    return make(out / a.file)
-
-
 def _describe_model(a: artifacts.Artifact, in_memory: dict, teacher_rec: dict, out: Path, t_params: int,
                     s_params: int, teacher_device: str, path: Path | None = None) -> dict:
     """``models[id]``'s description; ``path``: the student's file when it is not yet ``out / a.file``
@@ -479,10 +535,17 @@ def _describe_model(a: artifacts.Artifact, in_memory: dict, teacher_rec: dict, o
 
 
 def measure_clean(runners: dict, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                  progress: bool) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+                  progress: bool, group=None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Every model on the clean test images: ``({id: {"accuracy": {"clean"}, "agreement_with_teacher":
-    {"clean"}}}, {id: predicted classes})``; agreement is with the teacher's predictions."""
-    preds = {mid: evaluate(r, images, batch_size, progress, f"evaluate {mid}") for mid, r in runners.items()}
+    {"clean"}}}, {id: predicted classes})``; agreement is with the teacher's predictions. Under
+    torchrun (``group``) each process runs every model on its share of the images."""
+    from .distributed import SINGLE
+
+    group = group or SINGLE
+    part = group.shard_range(len(images))
+    mine = {mid: evaluate(r, images[part], batch_size, progress, f"evaluate {mid}") for mid, r in runners.items()}
+    shards = group.gather(mine)
+    preds = {mid: np.concatenate([sh[mid] for sh in shards]) for mid in runners}
     metrics = {mid: {"accuracy": {"clean": accuracy(p, labels)},
                      "agreement_with_teacher": {"clean": agreement(p, preds[artifacts.TEACHER])}}
                for mid, p in preds.items()}

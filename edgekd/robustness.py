@@ -103,31 +103,39 @@ class PerturbedSets:
 
 
 def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], severities: list[int],
-                      batch_size: int, progress: bool) -> dict[str, np.ndarray]:
-    """``{"{model}/{name}/{severity}": predicted classes}`` for every model on every perturbed set."""
+                      batch_size: int, progress: bool, group=None) -> dict[str, np.ndarray]:
+    """``{"{model}/{name}/{severity}": predicted classes}`` for every model on every perturbed set;
+    under torchrun (``group``) each process generates and runs its share of the cells."""
+    from .distributed import SINGLE
+
+    group = group or SINGLE
     out: dict[str, np.ndarray] = {}
-    cells = [(n, s) for n in names for s in severities]
+    cells = group.shard([(n, s) for n in names for s in severities])
     it = sets.iter_sets(cells)
     for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
                                   leave=False):
         for mid, r in runners.items():
             out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
-    return out
+    return group.merge(out)
 
 
 def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],
-                            steps: int, seed: int, batch_size: int, progress: bool) -> dict:
-    """Craft FGSM / PGD examples on each torch ``source`` model, run every model on them.
+                            steps: int, seed: int, batch_size: int, progress: bool, group=None) -> dict:
+    """Craft FGSM / PGD examples on each torch ``source`` model, run every model on them (under
+    torchrun, each process its share of the attacks).
 
     Keys: ``"{model}/adv_from/{source}/{attack}/{eps}"``.
     """
+    from .distributed import SINGLE
+
+    group = group or SINGLE
     out: dict[str, np.ndarray] = {}
-    jobs = [(s, a, e) for s in sources for a in ATTACKS for e in epsilons]
+    jobs = group.shard([(s, a, e) for s in sources for a in ATTACKS for e in epsilons])
     for src, attack, eps in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
         adv = craft(attack, sources[src], clean.x, clean.y, eps, steps, seed, batch_size)
         for mid, r in runners.items():
             out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
-    return out
+    return group.merge(out)
 
 
 def corruption_metrics(preds: dict, labels: np.ndarray, model_ids: list[str], names: list[str],
@@ -189,9 +197,10 @@ class SweepResult:
 
 
 def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str, np.ndarray],
-              progress: bool, say) -> SweepResult:
+              progress: bool, say, group=None) -> SweepResult:
     """The build's perturbed-input stage: every model on every perturbed set and adversarial
-    examples; ``clean_preds[id]`` are the models' predictions on the whole clean test split."""
+    examples; ``clean_preds[id]`` are the models' predictions on the whole clean test split. Under
+    torchrun (``group``) the cells and attacks are shared out and the predictions gathered."""
     rc = cfg.robustness
     names = perturb.resolve(rc.perturbations)
     sevs = sorted(set(rc.severities))
@@ -201,7 +210,9 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
         predictions[P.SWEEP_INDEX] = index
     sets = PerturbedSets(test, rc.seed, perturbed_dir(cfg))
     bs = cfg.measure.eval_batch_size
-    predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress))
+    predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress, group))
+    if group is not None:
+        sets.hits, sets.misses = (int(v) for v in group.all_sum([sets.hits, sets.misses]))
     corr = [n for n in names if perturb.PERTURBATIONS.get(n).family != "missing"]
     missing = [n for n in names if n not in corr]
     on_subset = dict(predictions)  # clean predictions on the same images, for flip rates
@@ -228,7 +239,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
                       "generated": sets.misses}}
     if rc.adversarial:
         adv = adversarial_predictions(runners, torch_models, test, rc.epsilons, rc.pgd_steps,
-                                      rc.seed, bs, progress)
+                                      rc.seed, bs, progress, group)
         predictions.update(adv)
         for mid, m in models.items():
             # white-box where the model is differentiable (torch), transfer from the torch student

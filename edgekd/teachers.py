@@ -187,19 +187,20 @@ VIEWS = ("clean", "hflip")
 
 
 def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x, device: str,
-                    cache_root: Path | None, view: str = "clean") -> tuple[np.ndarray, bool]:
+                    cache_root: Path | None, view: str = "clean", group=None) -> tuple[np.ndarray, bool]:
     """The teacher's logits on ``x`` (``view = "hflip"``: on the mirrored images), from the disk
     cache (``cache_root``/teacher-outputs, :mod:`edgekd.cache`) when an entry for (teacher, images,
     view) exists; returns (logits, cache_hit). ``x`` is an array or a streamed ``LazyImages``
     (keyed by what its images are, decoded by its workers). Under torchrun each process computes
-    a contiguous shard; rank 0 reads and writes the cache, every process gets the whole array."""
+    a contiguous shard (``group``, a ``distributed.Group``; default: this process alone); rank 0
+    reads and writes the cache, every process gets the whole array."""
     from .cache import entry, load_array, save_array
-    from .distributed import current
+    from .distributed import SINGLE
     from .streaming import chunks, is_lazy, stream
 
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}")
-    group = current()
+    group = group or SINGLE
     key = hashlib.sha256(f"{teacher_sha256}|{view}|{x.shape}".encode())
     key.update(x.fingerprint().encode() if is_lazy(x) else np.ascontiguousarray(x).data)
     path = entry(cache_root, "teacher-outputs", f"{key.hexdigest()[:32]}.npy")

@@ -17,7 +17,11 @@ evaluation of every model -> the INT8 candidate to deploy -> report -> gate.
 With no arguments it runs on the embedded default (scikit-learn's digits). Options live in
 one TOML file (-c); every key, its default and meaning: `edgekd config` or edgekd.example.toml
 (docs: README.md, "Configuration"). Exit codes: 0 built and gate passed, 1 gate failed
-(artifacts still written), 2 usage or input error, 3 internal error."""
+(artifacts still written), 2 usage or input error, 3 internal error.
+
+Several processes (docs/scale.md): torchrun --nproc_per_node=N -m edgekd build ... trains with
+DistributedDataParallel (gloo on the CPU, NCCL on GPUs) and shares out the evaluation; rank 0
+writes the artifact directory, and every process exits with the same code."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,16 +36,69 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..pipeline import build
-    from ..report import format_table, summary_rows
+
+    from .. import distributed
 
     overrides = list(args.overrides) + ([f"deploy.device={args.device}"] if args.device else [])
     cfg = load_config(args.config, overrides)
+    if distributed.launched():
+        return _run_distributed(args, cfg)
     say = (lambda s: None) if args.quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     result = build(cfg, Path(args.out), progress=not args.quiet, say=say)
+    _print_result(result, t0)
+    return result.exit_code
+
+
+def _print_result(result, t0: float) -> None:
+    from ..report import format_table, summary_rows
+
     print(format_table(summary_rows(result.report)))
     if result.gate_text:
         print()
         print(result.gate_text.rstrip())
     print(f"\nartifacts: {result.out_dir.resolve()}  ({time.perf_counter() - t0:.1f} s)")
+
+
+def _run_distributed(args: argparse.Namespace, cfg) -> int:
+    """One torchrun process's build. A failure here is recorded for the others and ends this
+    process at once (a collective with a dead peer would hang its teardown); a collective that
+    fails because another process failed, or torchrun's SIGTERM after it, ends this one with that
+    process's code and sentence."""
+    import os
+
+    from .. import distributed
+    from ..distill import resolve_device
+    from ..errors import EdgekdError, Terminated
+    from ..pipeline import build
+
+    def leave(code: int, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)
+
+    group = distributed.init(resolve_device(cfg.compute.device))
+    rank = f"rank {group.rank} of {group.world}"
+    quiet = args.quiet or not group.is_main
+    say = (lambda s: None) if quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    try:
+        result = build(cfg, Path(args.out), progress=not quiet, say=say)
+    except EdgekdError as e:
+        distributed.report_failure(group, e.exit_code, str(e))
+        leave(e.exit_code, f"edgekd: error ({rank}): {e}")
+    except (Terminated, RuntimeError, ConnectionError) as e:  # a peer's failure reaches us like this
+        failure = distributed.peer_failure()
+        if failure is not None and failure["rank"] != group.rank:
+            leave(failure["code"], f"edgekd: stopped ({rank}): rank {failure['rank']} failed: {failure['message']}")
+        if isinstance(e, Terminated):
+            raise
+        distributed.report_failure(group, 3, f"internal error: {type(e).__name__}: {e}")
+        leave(3, f"edgekd: internal error ({rank}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    except Exception as e:
+        distributed.report_failure(group, 3, f"internal error: {type(e).__name__}: {e}")
+        leave(3, f"edgekd: internal error ({rank}): {type(e).__name__}: {e} (rerun with --debug in one process)")
+    if group.is_main:
+        _print_result(result, t0)
+    distributed.shutdown()
     return result.exit_code
