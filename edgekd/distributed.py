@@ -231,6 +231,36 @@ def peer_failure(wait_s: float = 5.0) -> dict | None:
         time.sleep(0.1)
 
 
+DONE_KEY = "edgekd/done"
+
+
+def leave_together(group: Group, code: int) -> None:
+    """End this process with ``code`` once every process got here. Rank 0 goes first; the others
+    wait for its word, and end with the same code when torchrun stops them early (it stops the
+    rest as soon as one process exits non-zero, e.g. with a failed gate's 1)."""
+    import signal
+    import sys
+
+    group.broadcast(None)  # a barrier: everyone's work is done
+    sys.stdout.flush()
+    sys.stderr.flush()
+    store = _store()
+    if group.is_main or store is None:
+        if store is not None:
+            store.set(DONE_KEY, "1")
+        os._exit(code)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if store.check([DONE_KEY]):
+                break
+        except Exception:  # the store went with rank 0's launcher
+            break
+        time.sleep(0.05)
+    os._exit(code)
+
+
 def epoch_batches(group: Group, n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """This process's batches of one epoch under DDP: torch's ``DistributedSampler`` (shuffled with
     ``seed`` and the epoch, padded to equal shares) cut into ``batch_size / world`` images."""

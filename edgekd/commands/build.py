@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", metavar="PROFILE", help="build for this device profile (`edgekd devices`, a "
                    ".toml path, or host = this machine): each INT8 preset it lists is built and measured, "
                    "and the fastest that passes the gate is deployed (deploy.device)")
+    p.add_argument("--nproc-per-node", type=int, metavar="N", help="run the build in N processes on this "
+                   "machine, as torchrun --standalone --nproc_per_node=N -m edgekd build would, and exit "
+                   "with their code (for several machines use torchrun itself: docs/scale.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
 
     overrides = list(args.overrides) + ([f"deploy.device={args.device}"] if args.device else [])
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # a bad config fails here, before any process starts
+    if args.nproc_per_node is not None:
+        return _launch(args)
     if distributed.launched():
         return _run_distributed(args, cfg)
     say = (lambda s: None) if args.quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
@@ -58,6 +63,39 @@ def _print_result(result, t0: float) -> None:
         print()
         print(result.gate_text.rstrip())
     print(f"\nartifacts: {result.out_dir.resolve()}  ({time.perf_counter() - t0:.1f} s)")
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``--nproc-per-node N``: torch's elastic launcher (torchrun's engine) on this machine, with a
+    standalone rendezvous; the processes' common exit code is this one's."""
+    import os
+    import uuid
+
+    os.environ.setdefault("LOGLEVEL", "CRITICAL")  # the launcher's own log lines: our ranks say what failed
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from .. import distributed
+    from ..errors import ConfigError
+
+    n = args.nproc_per_node
+    if n < 1 or distributed.launched():
+        raise ConfigError("--nproc-per-node takes a number of processes of at least 1, and not under "
+                          "torchrun (which already started the processes)" if distributed.launched() else
+                          f"--nproc-per-node = {n}: needs at least 1 process")
+    argv = ["-m", "edgekd", "build", "-o", args.out] + (["-c", args.config] if args.config else [])
+    argv += [a for o in args.overrides for a in ("--set", o)] + (["-q"] if args.quiet else [])
+    argv += ["--device", args.device] if args.device else []
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"edgekd-{uuid.uuid4().hex[:8]}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          monitor_interval=0.1)
+    try:
+        elastic_launch(launch, sys.executable)(*argv)
+    except ChildFailedError as e:
+        _, failure = e.get_first_failure()
+        return failure.exitcode if failure.exitcode in (1, 2, 3) else 3
+    return 0
 
 
 def _run_distributed(args: argparse.Namespace, cfg) -> int:
@@ -100,5 +138,5 @@ def _run_distributed(args: argparse.Namespace, cfg) -> int:
         leave(3, f"edgekd: internal error ({rank}): {type(e).__name__}: {e} (rerun with --debug in one process)")
     if group.is_main:
         _print_result(result, t0)
-    distributed.shutdown()
-    return result.exit_code
+    distributed.leave_together(group, result.exit_code)
+    return result.exit_code  # (not reached: the process ends in leave_together)
