@@ -51,12 +51,18 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
         pix = x.reshape(-1, c).astype(np.float64) / 255.0
         m, v = pix.mean(0), pix.std(0)
     else:
-        s, s2, n = np.zeros(c), np.zeros(c), 0
-        for i in range(0, len(x), 4096):
-            p = x[i:i + 4096].reshape(-1, c).astype(np.float64) / 255.0
-            s += p.sum(0)
-            s2 += (p * p).sum(0)
-            n += len(p)
-        m = s / n
-        v = np.sqrt(np.maximum(s2 / n - m * m, 0.0))
+        return batched_channel_stats((x[i:i + 4096] for i in range(0, len(x), 4096)), c)
+    return tuple(float(a) for a in m), tuple(float(max(b, 1e-3)) for b in v)
+
+
+def batched_channel_stats(batches, c: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """:func:`channel_stats` from float64 sums over uint8 NHWC ``batches`` (any iterable)."""
+    s, s2, n = np.zeros(c), np.zeros(c), 0
+    for batch in batches:
+        p = batch.reshape(-1, c).astype(np.float64) / 255.0
+        s += p.sum(0)
+        s2 += (p * p).sum(0)
+        n += len(p)
+    m = s / n
+    v = np.sqrt(np.maximum(s2 / n - m * m, 0.0))
     return tuple(float(a) for a in m), tuple(float(max(b, 1e-3)) for b in v)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgekdError, InputError
-from .pixels import channel_stats, resize_batch
+from .pixels import batched_channel_stats, channel_stats, resize_batch
 
 STATS_BATCH = 512  # rows per decoded batch of the channel statistics pass
 
@@ -200,12 +200,4 @@ def lazy_channel_stats(x: LazyImages) -> tuple[tuple[float, ...], tuple[float, .
     batches decoded by the workers (the in-memory path's arithmetic up to summation order)."""
     if x.size <= 1 << 24:
         return channel_stats(x[np.arange(len(x))])
-    s, s2, n = np.zeros(3), np.zeros(3), 0
-    for batch in stream(x, chunks(len(x), STATS_BATCH)):
-        p = batch.reshape(-1, 3).astype(np.float64) / 255.0
-        s += p.sum(0)
-        s2 += (p * p).sum(0)
-        n += len(p)
-    m = s / n
-    v = np.sqrt(np.maximum(s2 / n - m * m, 0.0))
-    return tuple(float(a) for a in m), tuple(float(max(b, 1e-3)) for b in v)
+    return batched_channel_stats(stream(x, chunks(len(x), STATS_BATCH)))

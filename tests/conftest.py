@@ -75,3 +75,17 @@ def default_build(tmp_path_factory, env):
     work = tmp_path_factory.mktemp("build")
     proc = edgekd("build", "-o", "out", "--quiet", "--set", "compute.device=cpu", cwd=work, env=env)
     return work, proc
+
+
+def write_digit_tree(root: Path, digits, per_class: int) -> Path:
+    """The digits images as an ImageFolder of 32-px PNGs (``per_class`` a class) under ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    x = np.concatenate([digits.train.x, digits.test.x])
+    y = np.concatenate([digits.train.y, digits.test.y])
+    for k in range(10):
+        (root / f"c{k}").mkdir(parents=True)
+        for i, j in enumerate(np.flatnonzero(y == k)[:per_class]):
+            Image.fromarray(x[j]).save(root / f"c{k}" / f"{i:03d}.png")
+    return root

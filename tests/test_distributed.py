@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from conftest import write_digit_tree
 from edgekd.config import load_config
 from edgekd.distributed import SINGLE, Group, epoch_batches
 from edgekd.errors import ConfigError
@@ -60,14 +60,7 @@ def _sets(values: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def digit_tree(tmp_path_factory, digits) -> Path:
-    root = tmp_path_factory.mktemp("ddp") / "digits"
-    x = np.concatenate([digits.train.x, digits.test.x])
-    y = np.concatenate([digits.train.y, digits.test.y])
-    for k in range(10):
-        (root / f"c{k}").mkdir(parents=True)
-        for i, j in enumerate(np.flatnonzero(y == k)[:60]):
-            Image.fromarray(x[j]).save(root / f"c{k}" / f"{i:03d}.png")
-    return root
+    return write_digit_tree(tmp_path_factory.mktemp("ddp") / "digits", digits, 60)
 
 
 def test_a_two_process_torchrun_build_writes_one_directory(tmp_path, digit_tree):

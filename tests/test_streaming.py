@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_digit_tree
 from edgekd.config import load_config
 from edgekd.data import load_dataset
 from edgekd.errors import InputError
@@ -21,14 +22,7 @@ from edgekd.streaming import LazyImages, is_lazy
 @pytest.fixture(scope="module")
 def digit_tree(tmp_path_factory, digits) -> Path:
     """digits as an ImageFolder of PNGs at 32 px (40 images a class)."""
-    root = tmp_path_factory.mktemp("stream") / "digits"
-    x = np.concatenate([digits.train.x, digits.test.x])
-    y = np.concatenate([digits.train.y, digits.test.y])
-    for k in range(10):
-        (root / f"c{k}").mkdir(parents=True)
-        for i, j in enumerate(np.flatnonzero(y == k)[:40]):
-            Image.fromarray(x[j]).save(root / f"c{k}" / f"{i:03d}.png")
-    return root
+    return write_digit_tree(tmp_path_factory.mktemp("stream") / "digits", digits, 40)
 
 
 def _cfg(path, *extra: str, name="imagefolder"):
