@@ -38,6 +38,23 @@ __all__ = ["LOSSES", "crop_flip_batch", "distill", "make_augmenter", "predict_lo
            "train_teacher"]
 
 
+_STEP_UNDER_TORCHRUN = ("runs its own passes per batch (a step method); in several processes only the "
+                        "loss methods train")
+
+
+def check_processes(cfg, processes: int) -> None:
+    """The one preflight rule for a build in several processes (torchrun, ``--nproc-per-node``):
+    a step method (``losses.step_method``) trains in one process only, and the global batch
+    (``distill.batch_size``) splits evenly over the processes."""
+    if processes > 1 and cfg.distill.batch_size % processes:
+        raise ConfigError(f"distill.batch_size = {cfg.distill.batch_size} (the global batch) does not split "
+                          f"evenly over {processes} processes; make it a multiple of {processes}")
+    if processes > 1 and spec_of(LOSSES.get(cfg.distill.loss)).step:
+        loss_names = sorted(n for n in LOSSES.names() if not spec_of(LOSSES.get(n)).step)
+        raise ConfigError(f"distill.loss = {cfg.distill.loss!r} {_STEP_UNDER_TORCHRUN} "
+                          f"({', '.join(loss_names)}); run it with one process")
+
+
 def resolve_device(name: str) -> str:
     """"auto" -> "cuda" when available, else "cpu"; "cuda" without a GPU is an input error."""
     if name == "auto":
@@ -330,9 +347,8 @@ def _fit(model: nn.Module, train: Split, teacher_logits: np.ndarray | None, reci
     epochs = recipe.epochs_for(len(train))
     if epochs == 0:
         return {"log": [], "kept": None, "epochs": 0}
-    if group.distributed and step is not None:
-        raise ConfigError("this distillation method runs its own passes per batch (a step method); under "
-                          "torchrun only the loss methods (hinton, ce) train in several processes")
+    if group.distributed and step is not None:  # (check_processes refused it before any process started)
+        raise ConfigError(f"this distillation method {_STEP_UNDER_TORCHRUN}")
     gen = torch.Generator().manual_seed(recipe.seed)
     lazy = is_lazy(train.x)
     x = None if lazy else torch.from_numpy(train.x).to(device)

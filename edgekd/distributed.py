@@ -117,10 +117,6 @@ class Group:
         per = -(-n // self.world)
         return slice(min(n, self.rank * per), min(n, (self.rank + 1) * per))
 
-    def record(self) -> dict:
-        return {"world_size": self.world, "backend": self.backend or "none", "rank": self.rank,
-                "host": self.host}
-
 
 def share_files(group: Group, files: dict | None, scratch: Path) -> dict[str, Path]:
     """Rank 0's ``{id: path}`` on every process: rank 0 passes its files and gets them back; the
@@ -147,12 +143,17 @@ def current() -> Group:
     return _current
 
 
+def world_size() -> int:
+    """The number of processes torchrun (or another launcher setting ``WORLD_SIZE``) started; 1 without one."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def launched() -> bool:
     """Started by torchrun (or another launcher that sets ``WORLD_SIZE`` above 1)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
-    except ValueError:
-        return False
+    return world_size() > 1
 
 
 def init(device: str, timeout_s: float = 1800.0) -> Group:

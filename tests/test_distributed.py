@@ -103,6 +103,19 @@ def test_a_rank_that_raises_ends_every_rank_with_its_code(tmp_path, sets, code, 
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["failing.py"]
 
 
+@pytest.mark.parametrize("sets, sentence", [
+    (['distill.loss="augmix_js"'], "distill.loss = 'augmix_js' runs its own passes per batch (a step method); in "
+                                 "several processes only the loss methods train ("),
+    (["distill.batch_size=63"], "distill.batch_size = 63 (the global batch) does not split evenly over 2 processes"),
+])
+def test_what_cannot_run_in_several_processes_is_refused_before_any_starts(tmp_path, sets, sentence):
+    proc = _run([sys.executable, "-m", "edgekd", "build", "-q", "-o", "out", "--nproc-per-node", "2",
+                 *_sets(sets)], tmp_path, timeout=120)
+    assert proc.returncode == 2 and sentence in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("edgekd: error:") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_each_epoch_is_shared_out_whole():
     n, batch = 103, 8
     shares = [epoch_batches(Group(rank=r, world=2), n, batch, seed=5, epoch=1) for r in (0, 1)]

@@ -38,12 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..distill import check_processes
     from ..pipeline import build
 
     from .. import distributed
 
     overrides = list(args.overrides) + ([f"deploy.device={args.device}"] if args.device else [])
     cfg = load_config(args.config, overrides)  # a bad config fails here, before any process starts
+    check_processes(cfg, args.nproc_per_node or distributed.world_size())
     if args.nproc_per_node is not None:
         return _launch(args)
     if distributed.launched():
