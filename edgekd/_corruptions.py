@@ -37,8 +37,9 @@ from ._imageops import (
     tint,
     to_unit,
 )
+from . import _frost
 from ._rng import Rng
-from .perturb_registry import perturbation
+from .perturb_registry import CIFAR_TABLE_MAX_PX, perturbation
 
 # ---------------------------------------------------------------- the 15 common corruptions: noise
 
@@ -161,7 +162,7 @@ def snow(u8, c, rng):
 
 
 def frost_texture(rng: Rng, h: int, w: int) -> np.ndarray:
-    """Synthetic frost (N, H, W, 3) in 0..255 standing in for the reference's six frost photographs:
+    """Synthetic frost (N, H, W, 3) in 0..255, the fallback when the frost photographs are missing:
     a soft plasma field for patchy coverage plus thin bright 'crystal' ridges along the mid-level set
     of a rough plasma field, tinted pale blue-white. Mean about 0.47, std about 0.16 (in 0..1)."""
     s = pow2(max(h, w))
@@ -173,10 +174,25 @@ def frost_texture(rng: Rng, h: int, w: int) -> np.ndarray:
 
 
 @perturbation("frost", "common",
-              "SYNTHETIC frost texture (plasma cover + crystal ridges), not the reference photographs")
+              "one of the reference's frost photographs, scaled for the image size, a random crop blended in")
 def frost(u8, c, rng):
-    tex = frost_texture(rng, *u8.shape[1:3])
-    tex = gray(tex) if u8.shape[-1] == 1 else tex
+    n, h, w, ch = u8.shape
+    if _frost.source() == "synthetic":  # the named fallback (perturb.frost_source, in every report)
+        tex = frost_texture(rng, h, w)
+    else:
+        photos = _frost.layers(h, w, h <= CIFAR_TABLE_MAX_PX)
+        pick = rng.integers("photo", (), 0, len(photos))
+        uy, ux = rng.uniform("y", ()), rng.uniform("x", ())
+        tex = np.empty((n, h, w, 3), np.float64)
+        for k, photo in enumerate(photos):  # one gather per photograph, not per image
+            sel = np.flatnonzero(pick == k)
+            if len(sel):
+                y0 = np.floor(uy[sel] * (photo.shape[0] - h)).astype(np.int64)  # randint(0, H - h)
+                x0 = np.floor(ux[sel] * (photo.shape[1] - w)).astype(np.int64)
+                rows = (y0[:, None] + np.arange(h))[:, :, None]
+                cols = (x0[:, None] + np.arange(w))[:, None, :]
+                tex[sel] = photo[rows, cols]
+    tex = gray(tex) if ch == 1 else tex
     return np.clip(c[0] * u8.astype(np.float64) + c[1] * tex, 0, 255).astype(np.uint8)
 
 

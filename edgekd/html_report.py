@@ -24,7 +24,7 @@ from .artifacts import REPORT_JSON, STUDENT_INT8, TEACHER, all_artifacts, plotte
 from .errors import InputError
 from .files import read_json
 from .perturb_registry import CATEGORIES
-from .report import quantization_rows, quantization_text, training_augment_text, training_text
+from .report import frost_text, quantization_rows, quantization_text, training_augment_text, training_text
 
 FAMILIES = CATEGORIES  # the 15 common corruptions by category, as in ImageNet-C
 PLOTS_HINT = "install edgekd[plots] (pip install matplotlib) for plots"
@@ -343,6 +343,11 @@ def _no_plots_note() -> str:
     return f'<p class="note" id="no-plots">Plots are not shown: {_e(PLOTS_HINT)}.</p>'
 
 
+def _frost_html(rob: dict | None) -> str:
+    text = frost_text(rob or {})
+    return f'<p class="note" id="frost-source">Frost: {_e(text.removeprefix("; frost from "))}.</p>' if text else ""
+
+
 def _training_html(rob: dict | None) -> str:
     """How the student was trained: method, perturbations (flagged if they overlap the evaluated
     corruptions, which inflates the robustness figures) and adversarial training."""
@@ -395,6 +400,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
             f'{_e(ds.get("image_shape", "?"))}; created {_e(report.get("created", "?"))} by edgekd '
             f'{_e(report.get("edgekd_version", "?"))}; teacher on {_e(report.get("teacher_device", "?"))}.</p>',
             _gate_html(gate), "<h2>Models</h2>", _model_table(models), _training_html(report.get("robustness")),
+            _frost_html(report.get("robustness")),
             _selection_html(report), _quantization_html(report),
             "<p>Retention = model mCA / teacher mCA; agreement = share of test images where the model "
             "predicts the teacher's class; latency per call at batch 1; memory = peak resident memory "

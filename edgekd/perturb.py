@@ -29,9 +29,10 @@ Pillow 13; same random draws fed in) on CIFAR-sized images: byte-identical for e
 elastic_transform (+-1 level on ~4 % of pixels) and snow / spatter (+-1 on < 0.01 %). Where the
 reference cannot be reproduced it is approximated, and each ``Perturbation.description`` says so:
 
-- frost: no frost photographs ship here; a synthetic texture (plasma-fractal cover + bright ridges,
-  pale blue, mean ~0.47, std ~0.16) is blended with the table's weights. Not comparable with
-  published CIFAR-10-C frost numbers.
+- frost: the reference's photographs (``frost/``, Apache-2.0; ``_frost.py`` scales them by the
+  reference's rules: 0.2 at 32 px, as they are at 224 px). At 32 px the texture is the reference's
+  pixel for pixel; only the crop positions come from this module's random numbers. Without the
+  photographs installed, a synthetic texture stands in and ``frost_source()`` (in every report) says so.
 - motion_blur (and snow's streaks): ImageMagick's MotionBlurImage kernel as ported by imagecorruptions
   (one-sided Gaussian line of 2*ceil(radius)+1 taps at a U(-45, 45) deg angle, edge pixels), not
   ImageMagick itself.
@@ -55,10 +56,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _corruptions  # noqa: F401  (its kernels register themselves in PERTURBATIONS)
+from . import _frost
 from ._rng import Rng, hash_text, mix64
 from .errors import ConfigError, InputError
 from .perturb_registry import (
+    CIFAR_TABLE_MAX_PX,
     COMMON,
+    FROST_SOURCES,
     PERTURBATIONS,
     Perturbation,
     family_names,
@@ -67,9 +71,9 @@ from .perturb_registry import (
 )
 
 __all__ = ["COMMON", "EXTRA", "MISSING", "PERTURBATIONS", "TABLES", "VERSION", "Perturbation", "apply",
-           "groups", "image_keys", "names", "perturbation", "resolve", "table_for"]
+           "frost_source", "FROST_SOURCES", "groups", "image_keys", "names", "perturbation", "resolve", "table_for"]
 
-VERSION = "1"  # part of robustness.py's cache key: bump when any output changes
+VERSION = "2"  # part of robustness.py's cache key: bump when any output changes
 
 if family_names("common") != COMMON:
     raise ImportError(f"perturbations of COMMON not registered: {set(COMMON) - set(PERTURBATIONS)}")
@@ -172,9 +176,16 @@ def names() -> list[str]:
     return list(groups()["all"])
 
 
+def frost_source() -> str:
+    """Which frost this install makes: "photos" (the reference's photographs) or "synthetic" (the
+    fallback texture when they are missing); ``FROST_SOURCES`` describes each."""
+    return _frost.source()
+
+
+
 def table_for(image_size: int) -> str:
     """The severity table used for images of this height: "cifar10-c" up to 64 px, else "imagenet-c"."""
-    return "cifar10-c" if image_size <= 64 else "imagenet-c"
+    return "cifar10-c" if image_size <= CIFAR_TABLE_MAX_PX else "imagenet-c"
 
 
 def _row(p: Perturbation, table: str, severity: int, h: int):

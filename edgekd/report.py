@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__
 from .config import BuildConfig
 from .data import Dataset
+from .perturb_registry import FROST_SOURCES
 
 SCHEMA_VERSION = 1
 
@@ -65,6 +66,12 @@ def build_report(cfg: BuildConfig, ds: Dataset, model_records: list[dict[str, di
         "training": training,
         "models": models,
     }
+
+
+def frost_text(robustness: dict) -> str:
+    """Which frost the sweep used, for report.md and the HTML page ("" when frost was not run)."""
+    src = robustness.get("frost_source")
+    return f"; frost from {FROST_SOURCES.get(src, src)}" if src else ""
 
 
 def _pct(v: float | None) -> str:
@@ -210,8 +217,8 @@ def markdown_sections(report: dict) -> list[str]:
                     f"{'—' if rel is None else f'{100 * rel:.1f}'} | {_f(rb.get('retention'))} | "
                     f"{_f(rb.get('mean_flip_rate'))} |")
     out = ["## Robustness", "",
-           f"Corruption table: **{report.get('corruption_table')}**; accuracies in %, mean over the "
-           "severities run. mCE and relative mCE use the teacher as reference (100 = as good as the "
+           f"Corruption table: **{report.get('corruption_table')}**{frost_text(report['robustness'])}; "
+           "accuracies in %, mean over the severities run. mCE and relative mCE use the teacher as reference (100 = as good as the "
            "teacher); retention = model mCA / teacher mCA.", "",
            (f"Student distilled with `{report['robustness']['training_method']}`, trained with "
             if report["robustness"].get("training_method") else "Student trained with ")

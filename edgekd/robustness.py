@@ -68,7 +68,8 @@ class PerturbedSets:
         self._lock = threading.Lock()
 
     def key(self, name: str, severity: int) -> str:
-        text = f"{self._clean_hash}|{name}|{severity}|{self.seed}|{CACHE_VERSION}|{perturb.VERSION}"
+        source = f"|{perturb.frost_source()}" if name == "frost" else ""  # photos or the fallback texture
+        text = f"{self._clean_hash}|{name}|{severity}|{self.seed}|{CACHE_VERSION}|{perturb.VERSION}{source}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def get(self, name: str, severity: int) -> np.ndarray:
@@ -233,6 +234,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
                            "flip_rate": {n: r["flip"][n] for n in names},
                            "mean_flip_rate": float(np.mean(flips)) if flips else None}}
     meta = {"corruption_table": perturb.table_for(ds.image_shape[0]), "perturbations": names,
+            "frost_source": perturb.frost_source() if "frost" in names else None,
             "n_images": len(test),
             "severities": sevs, "seed": rc.seed, "mca_complete": met[artifacts.TEACHER]["mca_complete"],
             "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,

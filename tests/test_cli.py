@@ -37,6 +37,8 @@ def test_default_build_succeeds_and_meets_targets(default_build):
 def test_report_schema_fields(default_build):
     report = json.loads((default_build[0] / "out" / "report.json").read_text())
     assert report["schema_version"] == 1 and report["corruption_table"] == "cifar10-c"
+    assert report["robustness"]["frost_source"] == "photos"  # the reference's photographs, named
+    assert "frost from the reference's frost photographs" in (default_build[0] / "out" / "report.md").read_text()
     names = list(perturb.COMMON) + list(perturb.EXTRA)
     for m in report["models"].values():
         assert m["kind"] in ("teacher", "student") and m["format"] in ("torch", "onnx")
