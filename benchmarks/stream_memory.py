@@ -91,6 +91,29 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _by_stage(samples: list, timings: dict, wall: float) -> dict:
+    """The main process's peak RSS in each stage's window: the stages' times laid end to end from
+    the end of the run backwards (the start-up before the first stage goes to "startup")."""
+    stages = [(k, v) for k, v in timings.items() if isinstance(v, (int, float)) and k != "total"]
+    end, windows = wall, []
+    for name, secs in reversed(stages):
+        windows.append((name, end - secs, end))
+        end -= secs
+    windows.append(("startup", 0.0, end))
+    return {name: round(max([r for t, r, _ in samples if a <= t < b] or [0]) / 1024, 1)
+            for name, a, b in reversed(windows)}
+
+
 def run(root: Path, name: str, sets: list[str], work: Path) -> dict:
     out = work / name
     subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -99,12 +122,14 @@ def run(root: Path, name: str, sets: list[str], work: Path) -> dict:
         cmd += ["--set", s]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak_pss = 0
+    peak_pss, samples = 0, []
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        peak_pss = max(peak_pss, sum(_pss_kib(p) for p in _tree(proc.pid)))
+        pss = sum(_pss_kib(p) for p in _tree(proc.pid))
+        peak_pss = max(peak_pss, pss)
+        samples.append((time.perf_counter() - t0, _rss_kib(proc.pid), pss))
         time.sleep(0.2)
     wall = time.perf_counter() - t0
     log = proc.stdout.read()
@@ -121,10 +146,13 @@ def run(root: Path, name: str, sets: list[str], work: Path) -> dict:
            "images": files, "decoded_mib": round(files * w * h * 3 / 2**20, 1),
            "streamed": (manifest.get("distributed") or {}).get("streamed"),
            "peak_rss_main_mib": round(usage.ru_maxrss / 1024, 1), "peak_pss_tree_mib": round(peak_pss / 1024, 1),
-           "clean": {m: r["accuracy"]["clean"] for m, r in report["models"].items()}}
+           "clean": {m: r["accuracy"]["clean"] for m, r in report["models"].items()},
+           "peak_rss_main_mib_by_stage": _by_stage(samples, manifest.get("timings_s", {}), wall)}
     print(f"{name}: {files} images ({rec['decoded_mib']:,.0f} MiB decoded), streamed={rec['streamed']}, "
           f"peak RSS main {rec['peak_rss_main_mib']:,.0f} MiB, peak PSS tree {rec['peak_pss_tree_mib']:,.0f} MiB, "
           + ", ".join(f"{m} {100 * v:.1f}%" for m, v in rec["clean"].items()) + f" ({wall:.0f} s)", flush=True)
+    print("  peak RSS (main) by stage, MiB: " + ", ".join(f"{k} {v:,.0f}" for k, v in
+                                                         rec["peak_rss_main_mib_by_stage"].items()), flush=True)
     return rec
 
 
