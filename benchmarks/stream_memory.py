@@ -103,11 +103,18 @@ def _rss_kib(pid: int) -> int:
 
 def _by_stage(samples: list, timings: dict, wall: float) -> dict:
     """The main process's peak RSS in each stage's window: the stages' times laid end to end from
-    the end of the run backwards (the start-up before the first stage goes to "startup")."""
-    stages = [(k, v) for k, v in timings.items() if isinstance(v, (int, float)) and k != "total"]
+    the end of the run backwards (the start-up before the first stage goes to "startup"; the
+    few writes after the last stage are counted in it). ``teacher_outputs`` is the start of ``distill``."""
+    nested = {"teacher_outputs": "distill"}
+    stages = [(k, v) for k, v in timings.items() if isinstance(v, (int, float)) and k != "total"
+              and k not in nested]
     end, windows = wall, []
     for name, secs in reversed(stages):
         windows.append((name, end - secs, end))
+        if name in nested.values():
+            inner = [(k, timings[k]) for k, parent in nested.items() if parent == name and k in timings]
+            for k, s in inner:
+                windows.append((k, end - secs, end - secs + s))
         end -= secs
     windows.append(("startup", 0.0, end))
     return {name: round(max([r for t, r, _ in samples if a <= t < b] or [0]) / 1024, 1)

@@ -326,6 +326,9 @@ class RobustnessConfig:
                              "many test images for the perturbed and adversarial sweep (clean "
                              "accuracy still uses all; predictions.npz's sweep_index says which)",
                              min=0)
+    shift_sets: dict[str, str] = opt({}, "the user's own held-out shifted data, NAME = path: ImageFolder "
+                                     "folders / archives or .npz files with the training classes, each "
+                                     "evaluated on every model, reported and gated (gate.max_shift_drop)")
 
 
 @dataclass
@@ -421,7 +424,9 @@ def from_dict(raw: dict, where: str = "config", *, warn: bool = True) -> BuildCo
         target = getattr(cfg, section)
         for key, value in check_table(body, type(target), where, section).items():
             setattr(target, key, value)
-    _cross_checks(cfg, where)
+    from .config_checks import cross_checks  # the rules across keys and sections
+
+    cross_checks(cfg, where)
     return cfg
 
 
@@ -444,58 +449,6 @@ def _apply_presets(cfg: BuildConfig, raw: dict, where: str) -> None:
         for key, value in check_table(preset.table, type(target), preset.source, section).items():
             setattr(target, key, value)
         target.preset = name
-
-
-def _cross_checks(cfg: BuildConfig, where: str) -> None:
-    from . import perturb  # the registry of perturbation names
-    from .losses import loss_spec  # the flags of each distillation method
-
-    try:
-        perturb.resolve(cfg.robustness.perturbations)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: robustness.perturbations: {e}") from None
-
-    names = perturb.resolve(cfg.distill.augment) if cfg.distill.augment else []
-    overlap = [n for n in names if n in perturb.COMMON]
-    if overlap and not cfg.distill.allow_eval_corruptions:
-        raise ConfigError(f"{where}: distill.augment names evaluated common corruptions "
-                          f"({', '.join(overlap)}), which would inflate the robustness figures; use "
-                          "the extras, noise, occlusion or dropout, or set "
-                          "distill.allow_eval_corruptions = true")
-    d = cfg.distill
-    spec = loss_spec(d.loss)
-    if spec.feature_layers and d.epochs and not d.feature_layers:
-        raise ConfigError(f"{where}: distill.loss = {d.loss!r} needs distill.feature_layers, pairs "
-                          "'student_module:teacher_module' (e.g. [\"6:6\", \"10:10\"] for the digits "
-                          "models)")
-    bad = [p for p in d.feature_layers if p.count(":") != 1 or "" in [s.strip() for s in p.split(":")]]
-    if bad:
-        raise ConfigError(f"{where}: distill.feature_layers entry {bad[0]!r} must look like "
-                          "'student_module:teacher_module'")
-    if d.select == "perturbed" and not d.augment:
-        raise ConfigError(f"{where}: distill.select = 'perturbed' scores epochs on validation images "
-                          "perturbed with distill.augment, which is empty; use 'clean' or 'last'")
-    if spec.needs_views and not d.augment:
-        raise ConfigError(f"{where}: distill.loss = {d.loss!r} makes its augmented views from "
-                          "distill.augment, which is empty")
-    t = cfg.teacher
-    if len(t.mean) != len(t.std) or len(t.mean) not in (0, 3) or any(v <= 0 for v in t.std):
-        raise ConfigError(f"{where}: teacher.mean and teacher.std must both be [] or both hold 3 "
-                          f"values (std > 0); got {t.mean} and {t.std}")
-    bad = [s for s in cfg.robustness.severities if s not in range(1, 6)]
-    if bad:
-        raise ConfigError(f"{where}: robustness.severities must lie in 1..5, got {bad}")
-    try:
-        perturb.resolve(cfg.quantize.tune_perturbations)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: quantize.tune_perturbations: {e}") from None
-    bad = [s for s in cfg.quantize.tune_severities if s not in range(1, 6)]
-    if bad or not cfg.quantize.tune_severities:
-        raise ConfigError(f"{where}: quantize.tune_severities must be severities in 1..5, got "
-                          f"{cfg.quantize.tune_severities}")
-    bad = [e for e in cfg.robustness.epsilons if not 0 < e <= 64]
-    if bad:
-        raise ConfigError(f"{where}: robustness.epsilons must lie in 1..64 (/255), got {bad}")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -557,12 +510,25 @@ _ALL_PATH_KEYS = PATH_KEYS + tuple(tuple(old.split(".")) for old, (new, _) in DE
                                    if tuple(new.split(".")) in PATH_KEYS)
 
 
+# tables of NAME = path
+PATH_TABLE_KEYS = (("robustness", "shift_sets"),)
+
+
 def _resolve_paths(raw: dict, base: Path) -> None:
-    for section, key in _ALL_PATH_KEYS:
-        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+    def resolved(value):
         if isinstance(value, str) and value and value != "none" and not Path(value).is_absolute() \
                 and ":" not in value:
-            raw[section][key] = str(base / value)
+            return str(base / value)
+        return value
+
+    for section, key in _ALL_PATH_KEYS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if value is not None:
+            raw[section][key] = resolved(value)
+    for section, key in PATH_TABLE_KEYS:
+        table = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(table, dict):
+            raw[section][key] = {name: resolved(v) for name, v in table.items()}
     for section, key in NAME_OR_PATH_KEYS:
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and (value.endswith(".toml") or "/" in value) and not Path(value).is_absolute():
@@ -594,4 +560,6 @@ def _toml(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     return repr(value)

@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ class Dataset:
     std: tuple[float, float, float]
     val: Split | None = None  # held out of training for best-epoch selection; never the test split
     streamed: bool = False  # the training split is a LazyImages (edgekd.streaming), read per batch
+    shifts: dict[str, Split] = field(default_factory=dict)  # robustness.shift_sets (edgekd.shift)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -196,6 +197,29 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
             test = _read_class_folders(tfiles, tlisted, cfg.image_size, twhere,
                                        (troot, cfg.workers) if lazy else None)
     return split_dataset(f"imagefolder:{root.name}", classes, x, y, cfg, test)
+
+
+def load_labelled(path: Path, classes: list[str], size: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images resized to ``size``, labels) of a held-out set with the training ``classes``,
+    decoded into memory: an ``.npz`` (its ``classes``, when it has them, must be ``classes``; else
+    its labels must lie below their number) or a folder / archive of class folders named as the
+    training classes (all of them, no other; of a ``train/`` + ``val/`` tree, its held-out part).
+    ``key`` names the set in errors
+    (``robustness.shift_sets.night``)."""
+    where = f"{key} = {str(path)!r}"
+    if path.suffix.lower() == ".npz":
+        x, y, names = _load_npz(path, key, size, DataConfig(stream="off"))
+        if names is not None and names != list(classes):
+            raise InputError(f"{where}: its classes ({', '.join(names[:10])}) are not the training "
+                             f"classes ({', '.join(classes[:10])})")
+        if int(y.max()) >= len(classes):
+            raise InputError(f"{where}: label {int(y.max())} is outside the {len(classes)} training classes")
+        return x, y  # type: ignore[return-value]
+    with ExitStack() as stack:
+        files = tree_files(path, key, stack)
+        prefix, test_prefix = class_root([tuple(p.split("/")) for p in files])
+        listed = _list_class_folders(files, test_prefix or prefix, where, list(classes))
+        return _read_class_folders(files, listed, size, where)  # type: ignore[return-value]
 
 
 # --- arrays ------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ profile and its budgets) is a dataclass whose fields carry their rules::
 
 The type says what a value must be: ``bool``, ``int``, ``float`` (an integer is taken; finite),
 ``str``, ``list[T]`` / ``tuple[T, ...]`` (a single value stands for a one-item list), a dataclass (a
-sub-table, checked the same way) or ``dict[str, dataclass]`` (a table of named sub-tables). The
+sub-table, checked the same way), ``dict[str, dataclass]`` (a table of named sub-tables) or
+``dict[str, T]`` for a scalar T (a table of ``NAME = value`` entries). The
 metadata of :func:`spec` adds: ``choices``; ``min`` / ``max`` (inclusive) and ``gt`` (exclusive)
 bounds, applied to each item of a list; ``off``: ``false`` means off (None); ``expect``: one phrase
 for every invalid value (``"a fraction in [0, 1]"``); ``normalize``: a function of the checked value
@@ -134,6 +135,11 @@ def _check(value: Any, hint: Any, meta: Mapping, key: str, where: str) -> Any:
         return tuple(checked) if origin is tuple else checked
     if origin is dict:
         sub = get_args(hint)[1]
+        if not dataclasses.is_dataclass(sub):  # a table of NAME = value
+            if not isinstance(value, Mapping):
+                raise _Invalid(f"{key} must be a table of NAME = {_WHAT[sub].removeprefix('a ').removeprefix('an ')} "
+                              f"entries, got {value!r}")
+            return {str(name): _scalar(v, sub, meta, f"{key}.{name}") for name, v in value.items()}
         if not isinstance(value, Mapping):
             raise _Invalid(f"{key} must be a table of [{key}.NAME] tables")
         return {str(name): sub(**check_table(body, sub, where, f"{key}.{name}")) for name, body in value.items()}

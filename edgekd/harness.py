@@ -36,6 +36,34 @@ def agreement(pred: np.ndarray, reference: np.ndarray) -> float:
     return float((pred == reference).mean())
 
 
+def measure_set(runners: dict, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                progress: bool, group=None, key: tuple[str, ...] = ("clean",)
+                ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Every model on one labelled set of images (the clean test images; a shift set with ``key =
+    ("shift", NAME)``): ``({id: {"accuracy": {key: acc}, "agreement_with_teacher": {key: agr}}},
+    {id: predicted classes})``, ``key`` a path of nested tables; agreement is with the teacher's
+    predictions. Under torchrun (``group``) each process runs every model on its share of the
+    images."""
+    from .artifacts import TEACHER
+    from .distributed import SINGLE
+
+    group = group or SINGLE
+    part = group.shard_range(len(images))
+    mine = {mid: evaluate(r, images[part], batch_size, progress, f"evaluate {mid}") for mid, r in runners.items()}
+    shards = group.gather(mine)
+    preds = {mid: np.concatenate([sh[mid] for sh in shards]) for mid in runners}
+
+    def nested(value: float) -> dict:
+        for k in reversed(key):
+            value = {k: value}
+        return value
+
+    metrics = {mid: {"accuracy": nested(accuracy(p, labels)),
+                     "agreement_with_teacher": nested(agreement(p, preds[TEACHER]))}
+               for mid, p in preds.items()}
+    return metrics, preds
+
+
 def measure_latency(runner, sample: np.ndarray, runs: int, warmup: int, threads: int) -> dict:
     """Wall-clock latency of ``runner.predict(sample)`` (batch = len(sample)) in milliseconds.
 

@@ -383,6 +383,19 @@ def _quantization_html(report: dict) -> str:
             f'<table id="candidates"><tr>{head}</tr>{body}</table>')
 
 
+def _shift_html(report: dict) -> str:
+    """The user's shift sets: accuracy, agreement and drop vs the teacher per set and model
+    (shift.shift_rows)."""
+    from .shift import shift_rows
+
+    rows = shift_rows(report)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f'<h2>Shifted data sets</h2><table id="shift-sets"><tr>{head}</tr>{body}</table>'
+
+
 def _selection_html(report: dict) -> str:
     """The recipe, the kept epoch and why, the teacher against chance (report.training_text)."""
     text = training_text(report)
@@ -401,7 +414,7 @@ def render_html(report: dict, gate: dict | None = None) -> str:
             f'{_e(report.get("edgekd_version", "?"))}; teacher on {_e(report.get("teacher_device", "?"))}.</p>',
             _gate_html(gate), "<h2>Models</h2>", _model_table(models), _training_html(report.get("robustness")),
             _frost_html(report.get("robustness")),
-            _selection_html(report), _quantization_html(report),
+            _selection_html(report), _quantization_html(report), _shift_html(report),
             "<p>Retention = model mCA / teacher mCA; agreement = share of test images where the model "
             "predicts the teacher's class; latency per call at batch 1; memory = peak resident memory "
             "of a fresh process running the artifact.</p>"]

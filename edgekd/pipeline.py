@@ -41,7 +41,8 @@ from .files import (
     sha256_file,
     unlisted_entries,
 )
-from .harness import accuracy, agreement, evaluate, measure_latency
+from .harness import measure_latency
+from .harness import measure_set as measure_clean  # noqa: F401  (its name for the clean test set)
 from .losses import training_meta
 from .models import (
     IMAGENET_MEAN,
@@ -228,6 +229,10 @@ def _train(cfg: BuildConfig, progress: bool, say: Callable[[str], None], timings
     stage = _stages(timings)
     t0 = time.perf_counter()
     ds = load_dataset(cfg.data)
+    if cfg.robustness.shift_sets:  # the user's own shifted sets, in memory; checked before training
+        from .shift import load_shift_sets
+
+        ds.shifts = load_shift_sets(cfg.robustness.shift_sets, ds.classes, ds.image_shape[0])
     stage("data", t0)
     say(f"data: {ds.name}, {len(ds.train)} train / {0 if ds.val is None else len(ds.val)} validation / "
         f"{len(ds.test)} test images of {ds.image_shape}; {len(ds.calib)} calibration images from "
@@ -285,7 +290,7 @@ def _shared_runners(files: dict | None, in_memory: dict, device: str, scratch: P
 
 def _evaluate(cfg: BuildConfig, ds: Dataset, runners: dict, in_memory: dict, progress: bool,
               say: Callable[[str], None], timings: dict) -> tuple:
-    """Every model on the clean and the perturbed test images, shared out among torchrun's
+    """Every model on the clean and the perturbed test images and on the shift sets, shared out among torchrun's
     processes: ``(clean metrics, clean predictions, predictions, sweep or None, per-process
     timings)``."""
     stage = _stages(timings)
@@ -294,6 +299,16 @@ def _evaluate(cfg: BuildConfig, ds: Dataset, runners: dict, in_memory: dict, pro
                                                progress, current())
     predictions = {P.LABELS: ds.test.y.astype(np.int64), **{P.clean(m): p for m, p in clean_preds.items()}}
     stage("evaluate_clean", t0)
+    if ds.shifts:
+        from .report import merge_records
+        from .shift import measure_shifts
+
+        t0 = time.perf_counter()
+        shift_metrics, shift_preds = measure_shifts(runners, ds.shifts, cfg.measure.eval_batch_size, progress,
+                                                    current())
+        clean_metrics = merge_records([clean_metrics, shift_metrics])
+        predictions.update(shift_preds)
+        stage("evaluate_shift", t0)
     sweep = None
     if cfg.robustness.enabled:
         from .robustness import run_sweep
@@ -532,24 +547,6 @@ def _describe_model(a: artifacts.Artifact, in_memory: dict, teacher_rec: dict, o
     else:
         rec.update(params=s_params, size_bytes=(path or out / a.file).stat().st_size)
     return rec
-
-
-def measure_clean(runners: dict, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                  progress: bool, group=None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """Every model on the clean test images: ``({id: {"accuracy": {"clean"}, "agreement_with_teacher":
-    {"clean"}}}, {id: predicted classes})``; agreement is with the teacher's predictions. Under
-    torchrun (``group``) each process runs every model on its share of the images."""
-    from .distributed import SINGLE
-
-    group = group or SINGLE
-    part = group.shard_range(len(images))
-    mine = {mid: evaluate(r, images[part], batch_size, progress, f"evaluate {mid}") for mid, r in runners.items()}
-    shards = group.gather(mine)
-    preds = {mid: np.concatenate([sh[mid] for sh in shards]) for mid in runners}
-    metrics = {mid: {"accuracy": {"clean": accuracy(p, labels)},
-                     "agreement_with_teacher": {"clean": agreement(p, preds[artifacts.TEACHER])}}
-               for mid, p in preds.items()}
-    return metrics, preds
 
 
 def measure_speed(runners: dict, files: dict[str, Path], sample: np.ndarray, mc) -> dict[str, dict]:

@@ -11,6 +11,8 @@ Keys (every value a 1-D int array of predicted classes, one per image):
   (absent when it ran on all of them);
 - ``MODEL/clean``: on the clean test images;
 - ``MODEL/NAME/SEVERITY``: on a perturbed copy of the sweep's images;
+- ``MODEL/shift/NAME``: on the user's shift set NAME (``robustness.shift_sets``), whose labels are
+  ``labels/shift/NAME``;
 - ``MODEL/adv/ATTACK/EPS``: on adversarial examples (white-box, or transferred: ``adversarial_source``
   in report.json says which); ``MODEL/adv_from/SOURCE/ATTACK/EPS``: on the examples crafted on each
   torch source.
@@ -31,6 +33,7 @@ from .files import check_regular, load_error_reason
 LABELS = "labels"
 SWEEP_INDEX = "sweep_index"
 CLEAN = "clean"
+SHIFT = "shift"
 
 
 def clean(model_id: str) -> str:
@@ -44,6 +47,24 @@ def perturbed(model_id: str, name: str, severity: int | str) -> str:
 def perturbed_set(name: str, severity: int | str) -> str:
     """The set part of a perturbed key (``NAME/SEVERITY``), as bundles name their sets."""
     return f"{name}/{severity}"
+
+
+def shift(model_id: str, name: str) -> str:
+    return f"{model_id}/{shift_set(name)}"
+
+
+def shift_set(name: str) -> str:
+    """The set part of a shift key (``shift/NAME``)."""
+    return f"{SHIFT}/{name}"
+
+
+def shift_name(set_part: str) -> str | None:
+    """NAME of a set part ``shift/NAME``; None for any other set."""
+    return set_part.split("/", 1)[1] if set_part.startswith(f"{SHIFT}/") else None
+
+
+def shift_labels(name: str) -> str:
+    return f"{LABELS}/{shift_set(name)}"
 
 
 def adversarial(model_id: str, attack: str, eps: int | str) -> str:

@@ -22,6 +22,8 @@ from . import __version__
 from .config import BuildConfig
 from .data import Dataset
 from .perturb_registry import FROST_SOURCES
+from .shift import describe as describe_shifts
+from .shift import shift_rows
 
 SCHEMA_VERSION = 1
 
@@ -64,6 +66,7 @@ def build_report(cfg: BuildConfig, ds: Dataset, model_records: list[dict[str, di
         "corruption_table": robustness_meta.get("corruption_table"),
         "robustness": robustness_meta,
         "training": training,
+        **({"shift_sets": describe_shifts(ds.shifts, cfg.robustness.shift_sets)} if ds.shifts else {}),
         "models": models,
     }
 
@@ -120,6 +123,10 @@ def render_markdown(report: dict, gate_text: str = "") -> str:
     if quantization_rows(report):
         parts += ["## INT8 candidates", "", quantization_text(report), "", markdown_table(quantization_rows(report)), ""]
     parts += markdown_sections(report)
+    if shift_rows(report):
+        parts += ["## Shifted data sets", "", "The user's own held-out sets (robustness.shift_sets): accuracy, "
+                  "agreement with the teacher's predictions and the drop against the teacher's accuracy on "
+                  "each set.", "", markdown_table(shift_rows(report)), ""]
     if gate_text:
         parts += ["## Gate", "", "```", gate_text.rstrip(), "```", ""]
     return "\n".join(parts)

@@ -325,3 +325,78 @@ def test_gate_corruption_list_matches_the_perturbation_registry():
     from edgekd import perturb
 
     assert g.COMMON_CORRUPTIONS == perturb.COMMON
+
+
+# ---------------------------------------------------------------------------- shift sets
+
+def add_shift_set(d: Path, name: str, accs: dict[str, float], n: int = 300, seed: int = 1) -> Path:
+    """Add a shift set (robustness.shift_sets) to a synthetic artifact: exactly round(acc * n) of
+    its n images right per model (nested: whatever the student gets right, the teacher does too),
+    with the report's figures computed from those predictions, as a build writes them."""
+    rng = np.random.default_rng(seed)
+    report = json.loads((d / "report.json").read_text())
+    with np.load(d / "predictions.npz") as z:
+        preds = {k: z[k] for k in z.files}
+    labels = rng.integers(0, 10, n).astype(np.int64)
+    order = rng.permutation(n)
+    preds[f"labels/shift/{name}"] = labels
+    for mid in report["models"]:
+        right = np.zeros(n, bool)
+        right[order[:int(round(accs.get(mid, accs["student"]) * n))]] = True
+        preds[f"{mid}/shift/{name}"] = np.where(right, labels, (labels + 1) % 10).astype(np.int16)
+    t = preds[f"teacher/shift/{name}"]
+    for mid, m in report["models"].items():
+        p = preds[f"{mid}/shift/{name}"]
+        acc = float((p == labels).mean())
+        m["accuracy"].setdefault("shift", {})[name] = acc
+        m["agreement_with_teacher"].setdefault("shift", {})[name] = float((p == t).mean())
+        m.setdefault("shift_drop_vs_teacher", {})[name] = float((t == labels).mean()) - acc
+    report.setdefault("shift_sets", {})[name] = {"path": f"/data/{name}", "n_images": n, "sha256": "0" * 64}
+    (d / "report.json").write_text(json.dumps(report, indent=1))
+    np.savez_compressed(d / "predictions.npz", **preds)
+    return d
+
+
+def test_each_shift_set_is_gated_against_the_teacher_image_by_image(tmp_path):
+    art = make_artifact(tmp_path / "a", student=0.95, teacher=0.96, n=400)
+    add_shift_set(art, "warm", {"teacher": 0.90, "student": 0.89}, seed=1)
+    add_shift_set(art, "night", {"teacher": 0.80, "student": 0.50}, seed=2)
+    res = g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "max_shift_drop": 0.05}))
+    by_id = {c.id: c for c in res.checks}
+    warm, night = by_id["student_int8.shift_drop.warm"], by_id["student_int8.shift_drop.night"]
+    assert warm.passed and not night.passed and res.exit_code == 1
+    assert warm.value == pytest.approx(0.01) and night.value == pytest.approx(0.30)
+    assert warm.metric == "accuracy.shift.warm" and "300 paired images" in night.detail
+    # confident mode over two sets: each p is Holm-adjusted over both
+    assert "Holm-adjusted over 2 sets" in night.detail
+    assert night.p_value <= warm.p_value <= 1
+    # the threshold is the user's; false turns the checks off; a build without sets has none
+    assert g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "max_shift_drop": 0.40})).passed
+    off = g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "max_shift_drop": False}))
+    assert not any(".shift_drop." in c.id for c in off.checks)
+    plain = make_artifact(tmp_path / "b", n=400)
+    assert not any(".shift_drop." in c.id for c in g.evaluate_gate(plain, g.load_policy({})).checks)
+
+
+def test_one_shift_set_uses_the_interval_rule_and_strict_mode_the_point(tmp_path):
+    art = add_shift_set(make_artifact(tmp_path / "a", n=400), "field", {"teacher": 0.90, "student": 0.84})
+    confident = g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "max_shift_drop": 0.05}))
+    (chk,) = [c for c in confident.checks if c.id == "student_int8.shift_drop.field"]
+    assert chk.value == pytest.approx(0.06) and chk.interval[0] < 0.05 < chk.interval[1]
+    assert chk.passed and "Holm" not in chk.detail  # 6 points on 300 images: not confidently beyond 5
+    strict = g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "max_shift_drop": 0.05, "mode": "strict"}))
+    assert not [c for c in strict.checks if c.id == "student_int8.shift_drop.field"][0].passed
+
+
+def test_shift_set_figures_that_do_not_match_the_predictions_are_refused(tmp_path):
+    art = add_shift_set(make_artifact(tmp_path / "a", n=400), "field", {"teacher": 0.9, "student": 0.8})
+    report = json.loads((art / "report.json").read_text())
+    report["models"]["student_int8"]["accuracy"]["shift"]["field"] = 0.95
+    (art / "report.json").write_text(json.dumps(report))
+    with pytest.raises(InputError, match="accuracy.shift.field is 0.95 but predictions.npz gives 0.8"):
+        g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "max_shift_drop": 0.05}))
+    report["models"]["student_int8"]["accuracy"]["shift"]["field"] = 0.8
+    report["shift_sets"]["field"]["n_images"] = 299
+    (art / "report.json").write_text(json.dumps(report))
+    with pytest.raises(InputError, match="holds 300 labels of shift set 'field' but .* says 299"):
+        g.evaluate_gate(art, g.load_policy({**ONLY_CLEAN, "max_shift_drop": 0.05}))

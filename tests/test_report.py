@@ -86,7 +86,7 @@ class _Split:
 
 def _fake_dataset(n: int = 7):
     """What build_report reads of an edgekd.data.Dataset."""
-    return SimpleNamespace(name="toy", test=_Split(n), image_shape=(8, 6, 3), classes=["a", "b", "c"],
+    return SimpleNamespace(name="toy", test=_Split(n), image_shape=(8, 6, 3), classes=["a", "b", "c"], shifts={},
                            fingerprint=lambda: "f" * 64)
 
 

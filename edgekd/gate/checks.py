@@ -9,6 +9,7 @@ estimates are recomputed from the predictions and must equal the figures in repo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,40 @@ def _robustness_checks(art: Build, model: str, policy: Policy) -> list[Check]:
     return out
 
 
+def _shift_checks(art: Build, model: str, policy: Policy) -> list[Check]:
+    """``max_shift_drop`` on each shift set of the build (report.json ``shift_sets``), paired image
+    by image like the clean check; with several sets, confident mode fails a set only when its
+    Holm-adjusted one-sided p of a drop beyond the threshold is below alpha (the interval rule for
+    one set)."""
+    sets = art.report.get("shift_sets") or {}
+    if policy.max_shift_drop is None or not sets:
+        return []
+    thr, hint = policy.max_shift_drop, "the report is incomplete; rebuild it with edgekd build"
+    out, pvals = [], []
+    for name, info in sets.items():
+        key, path = P.shift_set(name), f"accuracy.shift.{name}"
+        n = len(art.shift_labels(name, "max_shift_drop"))
+        if isinstance(info, dict) and info.get("n_images") not in (None, n):
+            raise InputError(f"{art.pred_label} holds {n} labels of shift set {name!r} but {art.label} "
+                             f"says {info['n_images']}; they come from different builds")
+        for m in (TEACHER, model):
+            art.agree(m, path, art.metric(m, path, "max_shift_drop", hint),
+                      float(art.correct(m, key, "max_shift_drop").mean()), n)
+        out.append(_paired_drop_check(art, TEACHER, model, key, policy, cid=f"{model}.shift_drop.{name}",
+                                      name=f"shift set {name}: accuracy drop vs teacher", metric=path,
+                                      threshold=thr))
+        d = art.correct(TEACHER, key, "max_shift_drop").astype(float) - art.correct(model, key, "max_shift_drop")
+        pvals.append(one_sided_pvalue(d, thr))
+    if len(out) > 1 and policy.mode == "confident":
+        alpha = (1 - policy.confidence) / 2
+        adjusted = holm_adjust(pvals)
+        out = [replace(c, passed=bool(adjusted[i] >= alpha), p_value=float(adjusted[i]),
+                       detail=c.detail + f"; one-sided p={pvals[i]:.3g} of a drop beyond {thr:g}, "
+                       f"Holm-adjusted over {len(out)} sets p={adjusted[i]:.3g} (fails below {alpha:g})")
+               for i, c in enumerate(out)]
+    return out
+
+
 def _adversarial_check(art: Build, model: str, policy: Policy) -> list[Check]:
     if policy.max_adversarial_drop is None:
         return []
@@ -294,6 +329,7 @@ def evaluate_gate(report: str | Path | Mapping, policy: Policy | None = None,
             checks += _clean_checks(art, model, policy)
             checks += _robustness_checks(art, model, policy)
             checks += _adversarial_check(art, model, policy)
+            checks += _shift_checks(art, model, policy)
         if model in policy.budgets:
             checks += build_budget_checks(art, model, policy.budgets[model])
         if old is not None and model in policy.models:

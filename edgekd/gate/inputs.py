@@ -76,7 +76,13 @@ class Build:
                                  "the report and predictions.npz must come from the same build")
             pred = np.asarray(self.preds[name]).ravel()
             labels = self.labels
-            if key != "clean" and self.sweep_index is not None and pred.shape == self.sweep_index.shape:
+            shift = P.shift_name(key)
+            if shift is not None:  # a shift set has labels of its own
+                labels = self.shift_labels(shift, needed_by)
+                if pred.shape != labels.shape:
+                    raise InputError(f"{self.pred_label}: {name!r} has {pred.size} predictions for the "
+                                     f"{labels.size} labels of shift set {shift!r}")
+            elif key != "clean" and self.sweep_index is not None and pred.shape == self.sweep_index.shape:
                 labels = self.labels[self.sweep_index]
             elif pred.shape != self.labels.shape:
                 raise InputError(f"{self.pred_label}: {name!r} has {pred.size} predictions for "
@@ -84,11 +90,20 @@ class Build:
             self._correct[name] = pred.astype(np.int64) == labels
         return self._correct[name]
 
-    def agree(self, model: str, what: str, reported: Any, computed: float) -> None:
-        """Point estimates from the predictions must equal the report's figures."""
+    def shift_labels(self, name: str, needed_by: str) -> np.ndarray:
+        """The labels of shift set ``name`` (``labels/shift/NAME`` of predictions.npz)."""
+        key = P.shift_labels(name)
+        if self.preds is None or key not in self.preds:
+            raise InputError(f"{self.pred_label} has no array {key!r}, which {needed_by} needs; the report "
+                             "and predictions.npz must come from the same build")
+        return np.asarray(self.preds[key]).astype(np.int64).ravel()
+
+    def agree(self, model: str, what: str, reported: Any, computed: float, n: int | None = None) -> None:
+        """Point estimates from the predictions (of ``n`` images; default: the test set's) must
+        equal the report's figures."""
         if not is_number(reported):
             raise InputError(f"{self.label}: model {model} {what} is {reported!r}, not a number")
-        if abs(reported - computed) > 0.5 / self.n + 1e-6:
+        if abs(reported - computed) > 0.5 / (n or self.n) + 1e-6:
             raise InputError(f"{self.label}: model {model} {what} is {reported:.6g} but "
                              f"{Path(self.pred_label).name} gives {computed:.6g}; the report and "
                              "predictions.npz do not come from the same build")

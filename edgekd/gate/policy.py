@@ -65,6 +65,9 @@ class Policy:
     max_adversarial_drop: float | None = _fraction(0.30, "teacher - student accuracy under that attack")
     min_agreement: float | None = _fraction(0.90, "fraction of clean test images where student and "
                                             "teacher predict the same class")
+    max_shift_drop: float | None = _fraction(0.05, "teacher - student accuracy on each of the build's "
+                                             "robustness.shift_sets (Holm-corrected over the sets in "
+                                             "confident mode); a build without shift sets has none to check")
     per_corruption: bool = spec(False, "also gate each of the 15 common corruptions against "
                                 "max_corruption_drop (Holm-corrected in confident mode)")
     baseline_max_clean_drop: float | None = _fraction(0.01, "with --baseline: old - new clean accuracy "
