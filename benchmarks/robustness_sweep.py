@@ -9,9 +9,12 @@
 2. warm sweep: the same with every set already in the cache (what every later build pays);
 3. pure inference: the same 475,000 (at 5000 images) onnxruntime calls on arrays already in memory.
 
-Steps 2 and 3 alternate `--repeats` times; medians and spread are reported with their ratio. The
-INT8 student is `digits_student` (24k parameters) with random weights, exported and quantised as
-the build does: timing does not depend on the weights, and nothing trained on the data is made.
+Steps 2 and 3 alternate `--repeats` times; medians and spread are reported with their ratio. Each
+student of `--students` (default: `digits_student`, 24k parameters, the default build's student,
+and `resnet8`, the CIFAR recipe's student with its CIFAR stem) is measured in turn in the same run,
+each cold sweep on its own empty cache. The INT8 students have random weights, exported and
+quantised as the build does: timing does not depend on the weights, and nothing trained on the
+data is made.
 Images: the CIFAR-10 validation split of SHARED/data (see perturb_throughput.py).
 """
 
@@ -42,6 +45,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--shared", type=Path, default=Path(os.environ.get("EDGEKD_SHARED", ROOT.parent / "shared")))
+    ap.add_argument("--students", nargs="+", default=["digits_student", "resnet8"],
+                    help="student architectures, measured one after the other in this run")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -62,43 +67,47 @@ def main() -> int:
     names = list(perturb.COMMON) + list(perturb.EXTRA)
     sevs = [1, 2, 3, 4, 5]
     tmp = Path(tempfile.mkdtemp(prefix="edgekd-sweep-"))
-    torch.manual_seed(0)
-    model = Preprocessed(build_model("digits_student", 10), (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)).eval()
-    export_onnx(model, x[:8], tmp / "s.onnx", 17)
-    quantize_model(tmp / "s.onnx", tmp / "s.int8.onnx", x[:200], QuantizeConfig())
-    runner = OrtRunner(tmp / "s.int8.onnx", threads=args.threads)
-
-    t0 = time.perf_counter()
-    sets = PerturbedSets(split, seed=0, cache_dir=tmp / "cache")
-    sweep_predictions({"int8": runner}, sets, names, sevs, args.batch, progress=False)
-    cold_s = time.perf_counter() - t0
-
-    arrays = [sets.get(n, s) for n in names for s in sevs]  # in memory for the pure-inference pass
-    n_inf = sum(len(a) for a in arrays)
-    eval_s, pure_s = [], []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        sweep_predictions({"int8": runner}, PerturbedSets(split, 0, tmp / "cache"), names, sevs,
-                          args.batch, progress=False)
-        eval_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for a in arrays:
-            for i in range(0, len(a), args.batch):
-                runner.predict(a[i:i + args.batch])
-        pure_s.append(time.perf_counter() - t0)
-
     med = lambda v: float(np.median(v))  # noqa: E731
-    res = {
-        "images": len(x), "cells": len(names) * len(sevs), "inferences": n_inf, "batch": args.batch,
-        "threads": args.threads, "cold_sweep_s": cold_s,
-        "warm_sweep_s": eval_s, "pure_inference_s": pure_s,
-        "warm_sweep_median_s": med(eval_s), "pure_median_s": med(pure_s),
-        "ratio_warm_over_pure": med(eval_s) / med(pure_s),
-        "ratio_cold_over_pure": cold_s / med(pure_s),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
-    }
+    res = {"images": len(x), "cells": len(names) * len(sevs), "batch": args.batch,
+           "threads": args.threads, "students": {},
+           "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+           "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+                        "numpy": np.__version__, "python": platform.python_version()}}
+    for arch in args.students:
+        torch.manual_seed(0)
+        net = build_model(arch, 10, stem="cifar") if arch == "resnet8" else build_model(arch, 10)
+        model = Preprocessed(net, (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)).eval()
+        export_onnx(model, x[:8], tmp / f"{arch}.onnx", 17)
+        quantize_model(tmp / f"{arch}.onnx", tmp / f"{arch}.int8.onnx", x[:200], QuantizeConfig())
+        runner = OrtRunner(tmp / f"{arch}.int8.onnx", threads=args.threads)
+        cache = tmp / f"cache-{arch}"
+
+        t0 = time.perf_counter()
+        sets = PerturbedSets(split, seed=0, cache_dir=cache)
+        sweep_predictions({"int8": runner}, sets, names, sevs, args.batch, progress=False)
+        cold_s = time.perf_counter() - t0
+
+        arrays = [sets.get(n, s) for n in names for s in sevs]  # in memory for the pure-inference pass
+        eval_s, pure_s = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            sweep_predictions({"int8": runner}, PerturbedSets(split, 0, cache), names, sevs,
+                              args.batch, progress=False)
+            eval_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for a in arrays:
+                for i in range(0, len(a), args.batch):
+                    runner.predict(a[i:i + args.batch])
+            pure_s.append(time.perf_counter() - t0)
+        res["students"][arch] = {
+            "inferences": sum(len(a) for a in arrays), "cold_sweep_s": cold_s,
+            "warm_sweep_s": eval_s, "pure_inference_s": pure_s,
+            "warm_sweep_median_s": med(eval_s), "pure_median_s": med(pure_s),
+            "ratio_warm_over_pure": med(eval_s) / med(pure_s),
+            "ratio_cold_over_pure": cold_s / med(pure_s)}
+        print(f"{arch}: cold {cold_s:.1f} s, warm median {med(eval_s):.1f} s, pure median "
+              f"{med(pure_s):.1f} s: cold / pure {cold_s / med(pure_s):.2f}x, warm / pure "
+              f"{med(eval_s) / med(pure_s):.2f}x", flush=True)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
