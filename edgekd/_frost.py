@@ -1,6 +1,11 @@
 """Frost's photographs (internal; see :mod:`edgekd.perturb`): the reference's frost1.png ...
-frost6.jpg, shipped verbatim in ``frost/`` (Apache-2.0, from hendrycks/robustness via the
-``imagecorruptions`` package; ``frost/NOTICE.md``), and how they are scaled for an image size.
+frost6.jpg, and how they are scaled for an image size.
+
+The photographs are Hendrycks & Dietterich's (github.com/hendrycks/robustness, Apache-2.0). edgekd
+does not carry them: it reads the copies that the ``imagecorruptions`` 1.1.2 wheel on the package
+index ships as package data (``pip install --no-deps imagecorruptions==1.1.2``: the README's setup
+command and .ci/run do it), located through the wheel's metadata and never imported, because that
+package imports OpenCV and scikit-image on import. ``SHA256`` pins the files.
 
 As the reference draws them (``make_cifar_c.py``, ``make_imagenet_c.py``, ``imagecorruptions``):
 one of the first five photographs (``np.random.randint(5)``: frost6.jpg is shipped but never drawn),
@@ -20,20 +25,39 @@ Without the photographs (a trimmed install) frost cannot be made faithfully: ``s
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
-from ._data import data_dir
-
 PHOTOS = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 DRAWN = 5  # the reference's np.random.randint(5)
+DISTRIBUTION = "imagecorruptions"  # the wheel whose package data holds them, imagecorruptions/frost/
+SHA256 = {
+    "frost1.png": "ff9f907860bd7a835d459e32f9d588062b7f61ee267343cc7222b56753a14755",
+    "frost2.png": "fe211a89b336999c207a852ce05818d4545d0b57c5beadd824b4cc9d9a9b6137",
+    "frost3.png": "2d0d50b4a9bb213f38b024ef7768731bb83cc08d2f26b5766bbc167cdfa0e504",
+    "frost4.jpg": "3f8b91ca1a9fa7167b09e773da53f5ae60d0a1fd88f02a783f6e328a72887f6e",
+    "frost5.jpg": "5fc6a19df4a429ba68abdcc8f8a4278d4c9f81c9ccafd2c92ab0c8cf8992ebd2",
+    "frost6.jpg": "1f92b2f48408748085b68dd81d816ef239f42cef3029c25d041fcb6760fb4f25",
+}
+
+
+def photo_dir() -> Path | None:
+    """The installed ``imagecorruptions/frost`` folder, or None (not installed)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        folder = Path(distribution(DISTRIBUTION).locate_file(f"{DISTRIBUTION}/frost"))
+    except PackageNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
 
 
 @functools.lru_cache(maxsize=1)
 def source() -> str:
     """"photos" when the drawn photographs are installed, else "synthetic"."""
-    folder = data_dir("frost")
-    return "photos" if all((folder / p).is_file() for p in PHOTOS[:DRAWN]) else "synthetic"
+    folder = photo_dir()
+    return "photos" if folder and all((folder / p).is_file() for p in PHOTOS[:DRAWN]) else "synthetic"
 
 
 def linear_resize(img: np.ndarray, f: float) -> np.ndarray:
@@ -72,7 +96,7 @@ def layers(h: int, w: int, cifar: bool) -> tuple[np.ndarray, ...]:
     """The drawn photographs as RGB uint8, each scaled for (h, w) images and larger than them."""
     from PIL import Image
 
-    folder = data_dir("frost")
+    folder = photo_dir()
     out = []
     for name in PHOTOS[:DRAWN]:
         with Image.open(folder / name) as im:  # RGBA PNGs: the alpha is dropped, as cv2.imread does

@@ -29,8 +29,8 @@ Pillow 13; same random draws fed in) on CIFAR-sized images: byte-identical for e
 elastic_transform (+-1 level on ~4 % of pixels) and snow / spatter (+-1 on < 0.01 %). Where the
 reference cannot be reproduced it is approximated, and each ``Perturbation.description`` says so:
 
-- frost: the reference's photographs (``frost/``, Apache-2.0; ``_frost.py`` scales them by the
-  reference's rules: 0.2 at 32 px, as they are at 224 px). At 32 px the texture is the reference's
+- frost: the reference's photographs (Apache-2.0, read from the ``imagecorruptions`` wheel;
+  ``_frost.py`` scales them by the reference's rules: 0.2 at 32 px, as they are at 224 px). At 32 px the texture is the reference's
   pixel for pixel; only the crop positions come from this module's random numbers. Without the
   photographs installed, a synthetic texture stands in and ``frost_source()`` (in every report) says so.
 - motion_blur (and snow's streaks): ImageMagick's MotionBlurImage kernel as ported by imagecorruptions

@@ -1,4 +1,4 @@
-"""Frost from the reference's photographs (edgekd/_frost.py, frost/): the magnitudes of
+"""Frost from the reference's photographs (edgekd/_frost.py, read from the imagecorruptions wheel): the magnitudes of
 Hendrycks & Dietterich's CIFAR-10-C frost per severity, and the named fallback without them."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ CIFAR = ROOT.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz"
 # levels per severity (measured for issue 21 with the reference code and its photographs)
 REFERENCE_CIFAR = (31.0, 44.8, 49.2, 44.6, 43.7)
 CIFAR_ROWS = perturb.TABLES["cifar10-c"]["frost"]
+PHOTO_DIR = _frost.photo_dir() or Path("/nonexistent")  # the test below fails, with its reason, when absent
 
 
 def reference_frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -28,7 +29,7 @@ def reference_frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> n
     INTER_LINEAR samples rows and columns 2, 7, 12, ... at 0.2: checked against OpenCV 4 on all six
     photographs), crop randint(0, H - 32), clip(c0 * x + c1 * frost), np.uint8."""
     c = CIFAR_ROWS[severity - 1]
-    photos = [np.asarray(Image.open(ROOT / "frost" / name).convert("RGB"))[2::5, 2::5]
+    photos = [np.asarray(Image.open(PHOTO_DIR / name).convert("RGB"))[2::5, 2::5]
               for name in _frost.PHOTOS[:5]]
     out = np.empty_like(x)
     for i, img in enumerate(x):
@@ -56,13 +57,15 @@ def natural_crops() -> np.ndarray:
     return np.stack(crops)
 
 
-def test_the_photographs_ship_unmodified():
+def test_the_installed_photographs_are_the_pinned_files():
     import hashlib
+    from importlib.metadata import distribution
 
-    notice = (ROOT / "frost" / "NOTICE.md").read_text()
+    assert _frost.photo_dir() is not None, "pip install --no-deps imagecorruptions==1.1.2 (README)"
     for name in _frost.PHOTOS:
-        assert hashlib.sha256((ROOT / "frost" / name).read_bytes()).hexdigest() + "  " + name in notice
-    assert "Apache License" in (ROOT / "frost" / "LICENSE").read_text() and perturb.frost_source() == "photos"
+        assert hashlib.sha256((PHOTO_DIR / name).read_bytes()).hexdigest() == _frost.SHA256[name], name
+    assert "Apache License" in distribution(_frost.DISTRIBUTION).read_text("LICENSE")
+    assert perturb.frost_source() == "photos"
 
 
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
@@ -92,7 +95,7 @@ def test_at_32_px_every_texture_is_a_crop_of_a_reference_photograph():
     """Severity 1 adds 0.2 * frost to a black image: the texture, crop for crop, of one of the five
     photographs as the reference scales them (truncated like np.uint8)."""
     y = perturb.apply("frost", np.zeros((40, 32, 32, 3), np.uint8), 1, seed=3).astype(np.int64)
-    photos = [np.floor(0.2 * np.asarray(Image.open(ROOT / "frost" / n).convert("RGB"))[2::5, 2::5]).astype(np.int64)
+    photos = [np.floor(0.2 * np.asarray(Image.open(PHOTO_DIR / n).convert("RGB"))[2::5, 2::5]).astype(np.int64)
               for n in _frost.PHOTOS[:5]]
     used = set()
     for img in y:
@@ -111,7 +114,7 @@ def test_larger_images_get_a_full_size_crop():
 
 
 def test_without_the_photographs_the_synthetic_fallback_is_named(monkeypatch, tmp_path):
-    monkeypatch.setattr(_frost, "data_dir", lambda name: tmp_path)
+    monkeypatch.setattr(_frost, "photo_dir", lambda: tmp_path)
     _frost.source.cache_clear()
     try:
         assert perturb.frost_source() == "synthetic"

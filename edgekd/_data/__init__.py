@@ -1,11 +1,9 @@
-"""Where edgekd's data folders are: the built-in device profiles, the export presets and
-frost's photographs.
+"""Where edgekd's data folders are: the built-in device profiles and the export presets.
 
     data_dir("devices")    # -> Path(".../devices"): the built-in device profiles, *.toml
     data_dir("export")     # -> Path(".../export"): export presets
-    data_dir("frost")      # -> Path(".../frost"): the reference's frost photographs (Apache-2.0)
 
-In the repository they are top-level folders (``devices/``, ``export/``, ``frost/``); that is where a checkout
+In the repository they are top-level folders (``devices/``, ``export/``); that is where a checkout
 or an editable install (``pip install -e .``) reads them. A wheel ships them inside this package
 (``edgekd/_data/devices/``: pyproject.toml maps the package ``edgekd._data.devices`` to the folder
 ``devices``), where an installed edgekd reads them. A name whose folder exists in neither place
@@ -16,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DATA_DIRS = ("devices", "export", "frost")
+DATA_DIRS = ("devices", "export")
 
 _PACKAGE = Path(__file__).resolve().parent
 _SOURCE_ROOT = _PACKAGE.parents[1]  # the repository, when edgekd runs from its source tree
