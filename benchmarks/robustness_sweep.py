@@ -75,7 +75,7 @@ def main() -> int:
                         "numpy": np.__version__, "python": platform.python_version()}}
     for arch in args.students:
         torch.manual_seed(0)
-        net = build_model(arch, 10, stem="cifar") if arch == "resnet8" else build_model(arch, 10)
+        net = build_model(arch, 10, image_size=x.shape[1])  # stem "auto": the CIFAR stem where there is one
         model = Preprocessed(net, (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)).eval()
         export_onnx(model, x[:8], tmp / f"{arch}.onnx", 17)
         quantize_model(tmp / f"{arch}.onnx", tmp / f"{arch}.int8.onnx", x[:200], QuantizeConfig())

@@ -138,9 +138,9 @@ def zoom_blur(u8, c, rng):
     step = max(1, (1 << 16) // u8[0].size)  # blocks that stay in cache across the zooms
     for s in range(0, len(u8), step):
         x = to_unit(u8[s:s + step], np.float32)
-        x64, acc = x.astype(np.float64), np.zeros_like(x)  # scipy zooms the float32 image in float64
+        acc = np.zeros_like(x)
         for z in zooms:
-            acc += clipped_zoom(x64, z, np.float32)
+            acc += clipped_zoom(x, z)
         out[s:s + step] = (x + acc) / (len(zooms) + 1)
     return out
 

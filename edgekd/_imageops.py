@@ -117,17 +117,17 @@ def _zoom_taps(n: int, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return top + i0, top + np.minimum(i0 + 1, ch - 1), w0, 1.0 - w0
 
 
-def clipped_zoom(x: np.ndarray, z: float, dtype=None) -> np.ndarray:
-    """Bilinear zoom of axes 1, 2 in float64, cast to ``dtype`` (default: x's) like scipy's output
-    array.
+def clipped_zoom(x: np.ndarray, z: float) -> np.ndarray:
+    """Bilinear zoom of axes 1, 2 in float64, cast back to x's dtype like scipy's output array.
     Separable (rows, then columns): the float64 sums differ from scipy's corner order in the last
-    bit only, which the cast to float32 removes (the zoom_blur / snow bytes are unchanged on the
-    1,000-image reference check, tests/test_perturb.py)."""
+    bit at most, which the cast to float32 removes (tests/test_perturb.py compares with
+    scipy.ndimage.zoom; the zoom_blur and snow bytes of all 5 severities were unchanged on 1,000
+    CIFAR-10 images and 100 at 64 px)."""
     r0, r1, ry0, ry1 = _zoom_taps(x.shape[1], z)
     c0, c1, cx0, cx1 = _zoom_taps(x.shape[2], z)
     if all(np.array_equal(i, np.arange(len(i))) and not wt.any() for i, wt in ((r0, ry1), (c0, cx1))):
-        return x.astype(dtype or x.dtype)  # zoom to the same size: v * 1 * 1 + 0-weighted terms == v
-    dtype, x = dtype or x.dtype, x.astype(np.float64, copy=False)
+        return x.copy()  # zoom to the same size: v * 1 * 1 + 0-weighted terms == v
+    dtype, x = x.dtype, x.astype(np.float64)
     rows = np.take(x, r0, axis=1) * ry0[:, None, None] + np.take(x, r1, axis=1) * ry1[:, None, None]
     out = np.take(rows, c0, axis=2) * cx0[:, None] + np.take(rows, c1, axis=2) * cx1[:, None]
     return out.astype(dtype)

@@ -30,8 +30,8 @@ elastic_transform (+-1 level on ~4 % of pixels) and snow / spatter (+-1 on < 0.0
 reference cannot be reproduced it is approximated, and each ``Perturbation.description`` says so:
 
 - frost: the reference's photographs (Apache-2.0, read from the ``imagecorruptions`` wheel;
-  ``_frost.py`` scales them by the reference's rules: 0.2 at 32 px, as they are at 224 px). At 32 px the texture is the reference's
-  pixel for pixel; only the crop positions come from this module's random numbers. Without the
+  ``_frost.py`` scales them by the reference's rules: 0.2 at 32 px, as they are at 224 px). At 32
+  px the texture is the reference's pixel for pixel; only the crop positions come from this module's random numbers. Without the
   photographs installed, a synthetic texture stands in and ``frost_source()`` (in every report) says so.
 - motion_blur (and snow's streaks): ImageMagick's MotionBlurImage kernel as ported by imagecorruptions
   (one-sided Gaussian line of 2*ceil(radius)+1 taps at a U(-45, 45) deg angle, edge pixels), not
@@ -143,7 +143,9 @@ TABLES: dict[str, dict[str, tuple]] = {
 }
 
 
-_CHUNK_ELEMENTS = 1 << 18  # images per internal chunk ~ this / (H * W * C): float64 blocks of 2 MiB stay in cache (1.37x faster than 1 << 22 over the sweep, benchmarks/RESULTS.md)
+# images per internal chunk ~ this / (H * W * C): float64 blocks of 2 MiB stay in cache (generation
+# 1.37x faster than with 1 << 22 over the 19 x 5 sweep: benchmarks/RESULTS.md, issue 21)
+_CHUNK_ELEMENTS = 1 << 18
 
 
 def resolve(names: list[str] | str) -> list[str]:

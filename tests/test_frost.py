@@ -1,5 +1,5 @@
-"""Frost from the reference's photographs (edgekd/_frost.py, read from the imagecorruptions wheel): the magnitudes of
-Hendrycks & Dietterich's CIFAR-10-C frost per severity, and the named fallback without them."""
+"""Frost from the reference's photographs (edgekd/_frost.py, read from the imagecorruptions wheel):
+the magnitudes of Hendrycks & Dietterich's CIFAR-10-C frost per severity, and the named fallback without them."""
 
 from __future__ import annotations
 

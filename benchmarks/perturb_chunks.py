@@ -1,0 +1,46 @@
+"""Generation time of each corruption (5 severities) at several `perturb.apply` chunk sizes (issue 21).
+
+    python benchmarks/perturb_chunks.py 15,16,17,18,20,22            # chunk = 2^k elements
+    python benchmarks/perturb_chunks.py 18 zoom_blur,snow             # some perturbations only
+
+Images: 1,000 CIFAR-10 validation images (perturb_throughput.load_validation). Each cell is the
+best of 2 passes; outputs do not depend on the chunk size (tests/test_perturb.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from perturb_throughput import load_validation  # noqa: E402
+
+from edgekd import perturb  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    chunks = [int(c) for c in argv[0].split(",")]
+    names = argv[1].split(",") if len(argv) > 1 else list(perturb.COMMON) + list(perturb.EXTRA)
+    x = load_validation(ROOT.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz", 1000)
+    seconds: dict[str, dict[int, list[float]]] = {n: {c: [] for c in chunks} for n in names}
+    for _ in range(2):
+        for n in names:
+            for c in chunks:
+                perturb._CHUNK_ELEMENTS = 1 << c
+                t0 = time.perf_counter()
+                for s in range(1, 6):
+                    perturb.apply(n, x, s, 0)
+                seconds[n][c].append(time.perf_counter() - t0)
+    print("name".ljust(18) + "".join(f"2^{c}".rjust(7) for c in chunks))
+    for n in names:
+        print(n.ljust(18) + "".join(f"{min(seconds[n][c]):7.2f}" for c in chunks))
+    print("total".ljust(18) + "".join(f"{sum(min(seconds[n][c]) for n in names):7.2f}" for c in chunks))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
