@@ -29,9 +29,11 @@ COMMON: tuple[str, ...] = tuple(n for names in CATEGORIES.values() for n in name
 FAMILIES: tuple[str, ...] = ("common", "extra", "missing")  # common: the 15 above, nothing else
 # where frost's texture comes from (perturb.frost_source): the one description of each, for the reports
 FROST_SOURCES: dict[str, str] = {
-    "photos": "the reference's frost photographs (hendrycks/robustness, Apache-2.0)",
+    "photos": "the reference's frost photographs (hendrycks/robustness, Apache-2.0, from the "
+              "imagecorruptions wheel)",
     "synthetic": "a SYNTHETIC texture (plasma cover + crystal ridges): the frost photographs are missing "
-                 "from this install, so frost is not comparable with published figures"}
+                 "from this install (pip install --no-deps imagecorruptions==1.1.2), so frost is not "
+                 "comparable with published figures"}
 CIFAR_TABLE_MAX_PX = 64  # images up to this height use CIFAR-10-C's table (perturb.table_for), larger ImageNet-C's
 
 
