@@ -1,4 +1,4 @@
-"""Generation time of each corruption (5 severities) at several `perturb.apply` chunk sizes (issue 21).
+"""Generation time of each corruption (5 severities, one `perturb.apply_severities`) at several `perturb.apply` chunk sizes (issue 21).
 
     python benchmarks/perturb_chunks.py 15,16,17,18,20,22            # chunk = 2^k elements
     python benchmarks/perturb_chunks.py 18 zoom_blur,snow             # some perturbations only
@@ -32,8 +32,7 @@ def main(argv: list[str]) -> int:
             for c in chunks:
                 perturb._CHUNK_ELEMENTS = 1 << c
                 t0 = time.perf_counter()
-                for s in range(1, 6):
-                    perturb.apply(n, x, s, 0)
+                perturb.apply_severities(n, x, [1, 2, 3, 4, 5], 0)  # as the sweep generates them
                 seconds[n][c].append(time.perf_counter() - t0)
     print("name".ljust(18) + "".join(f"2^{c}".rjust(7) for c in chunks))
     for n in names:

@@ -128,21 +128,29 @@ def glass_blur(u8, c, rng):
               "random angle); approximates ImageMagick")
 def motion_blur(u8, c, rng):
     angle = rng.uniform("angle", (), -45, 45)
-    return motion_blur_255(u8.astype(np.float64), c[0], c[1], angle).astype(np.uint8)
+    return motion_blur_255(u8.astype(np.float32), c[0], c[1], angle).astype(np.uint8)
 
 
-@perturbation("zoom_blur", "common", "mean of centre zooms (scipy order-1 zoom, central crop)")
-def zoom_blur(u8, c, rng):
-    zooms = np.arange(1, c[0], c[1])
-    out = np.empty(u8.shape, np.float32)
+@perturbation("zoom_blur", "common", "mean of centre zooms (scipy order-1 zoom, central crop)", many=True)
+def zoom_blur(u8, rows, rng):
+    """Severities share their zooms (CIFAR's are prefixes of one another): each distinct zoom is
+    computed once and added, in ascending order like the reference's loop, to every severity that has
+    it, so each severity's float32 sum is the one of its own loop."""
+    zooms = [np.arange(1, stop, step) for stop, step in rows]
+    distinct = sorted({float(z) for zs in zooms for z in zs})
+    outs = [np.empty(u8.shape, np.float32) for _ in rows]
     step = max(1, (1 << 16) // u8[0].size)  # blocks that stay in cache across the zooms
     for s in range(0, len(u8), step):
         x = to_unit(u8[s:s + step], np.float32)
-        acc = np.zeros_like(x)
-        for z in zooms:
-            acc += clipped_zoom(x, z)
-        out[s:s + step] = (x + acc) / (len(zooms) + 1)
-    return out
+        accs = [np.zeros_like(x) for _ in rows]
+        for z in distinct:
+            zoomed = clipped_zoom(x, z)
+            for acc, zs in zip(accs, zooms):
+                if z in zs:
+                    acc += zoomed
+        for out, acc, zs in zip(outs, accs, zooms):
+            out[s:s + step] = (x + acc) / (len(zs) + 1)
+    return outs
 
 
 # ---------------------------------------------------------------- weather
@@ -205,9 +213,9 @@ def fog(u8, c, rng):
     return x * max_val / (max_val + c[0])
 
 
-@perturbation("brightness", "common", "+V in HSV (scikit-image conversion)")
-def brightness(u8, c, rng):
-    return hsv_op(u8, 2, lambda v: np.clip(v + c, 0, 1))
+@perturbation("brightness", "common", "+V in HSV (scikit-image conversion)", many=True)
+def brightness(u8, rows, rng):
+    return hsv_op(u8, 2, [lambda v, c=c: np.clip(v + c, 0, 1) for c in rows])
 
 
 # ---------------------------------------------------------------- digital
@@ -301,9 +309,9 @@ def spatter(u8, c, rng):
     return x * (1 - m) + m * tint((63, 42, 20), ch)
 
 
-@perturbation("saturate", "extra", "S * scale + shift in HSV (scikit-image conversion)")
-def saturate(u8, c, rng):
-    return hsv_op(u8, 1, lambda s: np.clip(s * c[0] + c[1], 0, 1))
+@perturbation("saturate", "extra", "S * scale + shift in HSV (scikit-image conversion)", many=True)
+def saturate(u8, rows, rng):
+    return hsv_op(u8, 1, [lambda s, c=c: np.clip(s * c[0] + c[1], 0, 1) for c in rows])
 
 
 # ---------------------------------------------------------------- missing data

@@ -70,18 +70,6 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 
     return x
 
 
-def _border_index(i: np.ndarray, n: int, mode: str) -> np.ndarray:
-    if mode == "symmetric":  # scipy map_coordinates 'reflect': d c b a | a b c d
-        i = np.mod(i, 2 * n)
-        return np.where(i >= n, 2 * n - 1 - i, i)
-    if mode == "reflect101":  # cv2 BORDER_REFLECT_101: d c b | a b c d
-        if n == 1:
-            return np.zeros_like(i)
-        i = np.mod(i, 2 * n - 2)
-        return np.where(i >= n, 2 * n - 2 - i, i)
-    return np.clip(i, 0, n - 1)  # 'edge'
-
-
 def gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
     """``out[n, a, b] = x[n, iy[n, a, b], ix[n, a, b]]`` for x of shape (N, H, W, C)."""
     n, h, w, c = x.shape
@@ -91,16 +79,25 @@ def gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
 
 
 def bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, mode: str) -> np.ndarray:
-    """Sample x (N, H, W, C) at float rows ``ys`` and columns ``xs`` (N, h, w), order 1."""
+    """Sample x (N, H, W, C) at float rows ``ys`` and columns ``xs`` (N, h, w), order 1, in x's
+    dtype, with torch's ``grid_sample`` (one pass instead of four gathers): reflection about the
+    edge pixels' centres (``align_corners=True``) is cv2's BORDER_REFLECT_101 ('reflect101': d c b
+    | a b c d), about their outer edges (``align_corners=False``) scipy's 'reflect' ('symmetric':
+    d c b a | a b c d)."""
+    import torch
+    import torch.nn.functional as F
+
+    if mode not in ("reflect101", "symmetric"):
+        raise ValueError(f"bilinear: mode must be reflect101 or symmetric, got {mode!r}")
     h, w = x.shape[1:3]
-    y0, x0 = np.floor(ys), np.floor(xs)
-    wy, wx = (ys - y0)[..., None].astype(x.dtype), (xs - x0)[..., None].astype(x.dtype)
-    y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
-    ya, yb = _border_index(y0, h, mode), _border_index(y0 + 1, h, mode)
-    xa, xb = _border_index(x0, w, mode), _border_index(x0 + 1, w, mode)
-    top = gather(x, ya, xa) * (1 - wx) + gather(x, ya, xb) * wx
-    bottom = gather(x, yb, xa) * (1 - wx) + gather(x, yb, xb) * wx
-    return top * (1 - wy) + bottom * wy
+    if mode == "reflect101":  # pixel i at -1 + 2 i / (size - 1)
+        gx, gy = xs * (2.0 / max(w - 1, 1)) - 1, ys * (2.0 / max(h - 1, 1)) - 1
+    else:  # pixel i at -1 + (2 i + 1) / size
+        gx, gy = (2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1
+    grid = torch.from_numpy(np.stack([gx, gy], axis=-1).astype(x.dtype))
+    img = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=mode == "reflect101")
+    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
 
 
 def _zoom_taps(n: int, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -147,16 +144,24 @@ def motion_blur_kernel(radius: float, sigma: float, angle_deg: np.ndarray):
 
 
 def motion_blur_255(x: np.ndarray, radius: float, sigma: float, angle_deg: np.ndarray) -> np.ndarray:
-    """x (N, H, W, C) in 0..255 -> rounded 0..255 float64 (IM reads and writes bytes; 'edge' pixels)."""
+    """x (N, H, W, C) in 0..255 -> rounded 0..255 (IM reads and writes bytes; 'edge' pixels), in
+    x's float dtype. Images are sorted by angle, so for each tap the images with the same offset
+    are a run: the tap is a slice of the edge-padded batch per run, not a gather per pixel."""
     n, h, w, _ = x.shape
     k, ox, oy = motion_blur_kernel(radius, sigma, angle_deg)
-    rows, cols = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
-    out = np.zeros(x.shape)
+    m = len(k) - 1  # |offset| < width
+    order = np.argsort(np.broadcast_to(angle_deg, (n,)), kind="stable")
+    xp = np.pad(x[order], ((0, 0), (m, m), (m, m), (0, 0)), mode="edge")
+    ox, oy = ox[order], oy[order]
+    out = np.zeros(x.shape, x.dtype)
     for t in range(len(k)):
-        iy = np.broadcast_to(np.clip(rows + oy[:, t, None, None], 0, h - 1), (n, h, w))
-        ix = np.broadcast_to(np.clip(cols + ox[:, t, None, None], 0, w - 1), (n, h, w))
-        out += k[t] * gather(x, iy, ix)
-    return np.clip(np.rint(out), 0, 255)
+        cut = np.flatnonzero((np.diff(ox[:, t]) != 0) | (np.diff(oy[:, t]) != 0)) + 1
+        for a0, a1 in zip([0, *cut], [*cut, n]):
+            dy, dx = m + oy[a0, t], m + ox[a0, t]
+            out[a0:a1] += x.dtype.type(k[t]) * xp[a0:a1, dy:dy + h, dx:dx + w]
+    back = np.empty_like(out)
+    back[order] = out
+    return np.clip(np.rint(back), 0, 255)
 
 
 def pil_box_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -247,27 +252,44 @@ def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
     return np.stack([h, s, v], axis=-1)
 
 
-def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
-    """``skimage.color.hsv2rgb``."""
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+def _hsv_sectors(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``skimage.color.hsv2rgb``'s sector (0..5) of each hue and the position in it."""
     hi = np.floor(h * 6)
-    f = h * 6 - hi
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    hi = hi.astype(np.int64) % 6
-    # sector -> (r, g, b) among (v, t, p, q): (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q)
-    pick = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
-    return np.take_along_axis(np.stack([v, t, p, q], -1), pick[hi], axis=-1)
+    return hi.astype(np.int64) % 6, h * 6 - hi
 
 
-def hsv_op(u8: np.ndarray, channel: int, fn) -> np.ndarray:
-    """Apply ``fn`` to one HSV channel; 1-channel images go through RGB and back (channel 0), which
-    is what the imagecorruptions package does for grey input."""
+# sector -> which of (v, t, p, q) is r, g and b: (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q)
+_SECTOR_PICK = ((0, 3, 2, 2, 1, 0), (1, 0, 0, 3, 2, 2), (2, 2, 1, 0, 0, 3))
+
+
+def _hsv_to_rgb(hi, v, t, p, q) -> np.ndarray:
+    """The rest of ``skimage.color.hsv2rgb``: each sector's pick of v, t, p, q."""
+    vtpq = (v, t, p, q)
+    return np.stack([np.choose(hi, [vtpq[k] for k in pick]) for pick in _SECTOR_PICK], axis=-1)
+
+
+def hsv_op(u8: np.ndarray, channel: int, fns: list) -> list[np.ndarray]:
+    """Apply each of ``fns`` to one HSV channel (1 = saturation, 2 = value), one output per fn; the
+    conversion to HSV and the factors the others share are computed once. 1-channel images go
+    through RGB and back, which is what the imagecorruptions package does for grey input."""
     x = to_unit(u8, np.float64)
     rgb = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
     hsv = rgb2hsv(rgb)
-    hsv[..., channel] = fn(hsv[..., channel])
-    out = hsv2rgb(hsv)
-    return out[..., :1] if x.shape[-1] == 1 else out
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    hi, f = _hsv_sectors(h)
+    outs = []
+    if channel == 2:  # s and h kept: the factors of p, q, t are shared
+        fp, fq, ft = 1 - s, 1 - f * s, 1 - (1 - f) * s
+        for fn in fns:
+            v2 = fn(v)
+            outs.append(_hsv_to_rgb(hi, v2, v2 * ft, v2 * fp, v2 * fq))
+    elif channel == 1:
+        for fn in fns:
+            s2 = fn(s)
+            outs.append(_hsv_to_rgb(hi, v, v * (1 - (1 - f) * s2), v * (1 - s2), v * (1 - f * s2)))
+    else:
+        raise ValueError(f"hsv_op: channel must be 1 or 2, got {channel}")
+    return [o[..., :1] for o in outs] if x.shape[-1] == 1 else outs
 
 
 # ---------------------------------------------------------------- canny / distance (spatter)

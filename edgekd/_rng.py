@@ -1,8 +1,9 @@
 """Counter-based random numbers for the perturbation kernels (internal; see :mod:`edgekd.perturb`).
 
 Each image draws from its own splitmix64 stream keyed by a 64-bit key (``perturb.image_keys``: a hash
-of seed, name, severity and dataset index) and a tag per draw, so an image's numbers never depend on
-the batch it is in, and any subset of elements can be drawn alone.
+of seed, name and dataset index) and a tag per draw, so an image's numbers never depend on the batch
+it is in, and any subset of elements can be drawn alone. An ``Rng`` makes each draw once: the
+severities of one chunk of images share it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ class Rng:
     def __init__(self, keys: np.ndarray) -> None:
         self.keys = np.asarray(keys, dtype=_U)
         self.n = len(self.keys)
+        self._memo: dict[tuple, np.ndarray] = {}  # (kind, tag, shape) -> read-only draw
+
+    def _memoised(self, kind: str, tag: str, shape: tuple, make) -> np.ndarray:
+        """Each draw is made once per Rng: the severities of one chunk (perturb.apply_severities)
+        reuse it. Returned read-only, so a kernel cannot change what the next severity reads."""
+        key = (kind, tag, tuple(shape))
+        if key not in self._memo:
+            v = make()
+            v.flags.writeable = False
+            self._memo[key] = v
+        return self._memo[key]
 
     def _bits_at(self, tag: str, n: np.ndarray, j: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
@@ -48,65 +60,61 @@ class Rng:
         return ((self._bits_at(tag, n, j) >> _U(11)).astype(np.float64) + 0.5) * 2.0**-53
 
     def uniform(self, tag: str, shape: tuple, low: float = 0.0, high: float = 1.0) -> np.ndarray:
-        m = math.prod(shape)
-        u = self.uniform_at(tag, np.arange(self.n)[:, None], np.arange(m)[None, :])
-        return (low + (high - low) * u).reshape((self.n, *shape))
+        def make():
+            u = self.uniform_at(tag, np.arange(self.n)[:, None], np.arange(math.prod(shape))[None, :])
+            return u.reshape((self.n, *shape))
+        u = self._memoised("u", tag, shape, make)
+        return u.copy() if (low, high) == (0.0, 1.0) else low + (high - low) * u
 
     def normal(self, tag: str, shape: tuple, loc: float = 0.0, scale: float = 1.0) -> np.ndarray:
         """Box-Muller from two uniform streams."""
-        r = np.sqrt(-2.0 * np.log(self.uniform(tag + "/r", shape)))
-        return loc + scale * r * np.cos(2.0 * np.pi * self.uniform(tag + "/t", shape))
+        def make():
+            r = np.sqrt(-2.0 * np.log(self.uniform(tag + "/r", shape)))
+            return r * np.cos(2.0 * np.pi * self.uniform(tag + "/t", shape))
+        return loc + scale * self._memoised("n", tag, shape, make)
 
     def integers(self, tag: str, shape: tuple, low: int, high: int) -> np.ndarray:
         """Integers in [low, high) like ``np.random.randint(low, high)``."""
         return low + np.floor(self.uniform(tag, shape) * (high - low)).astype(np.int64)
 
     def poisson(self, tag: str, level: np.ndarray, lam_of_level: np.ndarray) -> np.ndarray:
-        """Exact Poisson variates with mean ``lam_of_level[level]`` for integer ``level`` (N, ...):
-        inversion below a mean of 10, Hormann's PTRS transformed rejection (1993, as numpy) above.
-        Rejected elements redraw from the next round's stream, so each element's value depends only
-        on its own (image, position) stream. Per-mean constants come from tables over the levels."""
-        lam = np.asarray(lam_of_level, np.float64)
-        lv = level.reshape(self.n, -1)
-        m = lv.shape[1]
-        out = np.zeros(lv.size)
-        flat = lv.ravel()
-        idx = np.flatnonzero(((lam > 0) & (lam < 10))[flat])
-        if idx.size:
-            lvl, u = flat[idx], self.uniform_at(tag + "/inv", idx // m, idx % m)
-            p = np.exp(-lam)  # cdf table: the same float ops as a sequential search per element
-            cdf = [p.copy()]
-            for k in range(1, 200):
-                p = p * lam / k
-                cdf.append(cdf[-1] + p)
-            cdf = np.stack(cdf, axis=1)
-            k, live = np.zeros(idx.size), np.flatnonzero(u > cdf[lvl, 0])
-            for step in range(1, 200):  # cdf may stall below u by rounding: stop at 200 >> any draw
-                if not live.size:
-                    break
-                k[live] = step
-                live = live[u[live] > cdf[lvl[live], step]]
-            out[idx] = k
-        idx = np.flatnonzero((lam >= 10)[flat])
-        if idx.size:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                slam, loglam = np.sqrt(lam), np.log(lam)
-                b = 0.931 + 2.53 * slam
-                a = -0.059 + 0.02483 * b
-                log_invalpha = np.log(1.1239 + 1.1328 / (b - 3.4))
-                vr = 0.9277 - 3.6224 / (b - 2)
-            lvl, rnd = flat[idx], 0
-            while idx.size:
-                uu = self.uniform_at(f"{tag}/u{rnd}", idx // m, idx % m) - 0.5
-                vv = self.uniform_at(f"{tag}/v{rnd}", idx // m, idx % m)
-                us = 0.5 - np.abs(uu)
-                a_, b_ = a[lvl], b[lvl]
-                k = np.floor((2 * a_ / us + b_) * uu + lam[lvl] + 0.43)
-                done = (us >= 0.07) & (vv <= vr[lvl])
-                t = np.flatnonzero(~done & (k >= 0) & ~((us < 0.013) & (vv > us)))
-                lt = lvl[t]
-                done[t] = (np.log(vv[t]) + log_invalpha[lt] - np.log(a_[t] / (us[t] * us[t]) + b_[t])
-                           <= -lam[lt] + k[t] * loglam[lt] - gammaln(k[t] + 1))
-                out[idx[done]] = k[done]
-                idx, lvl, rnd = idx[~done], lvl[~done], rnd + 1
-        return out.reshape(level.shape)
+        """Exact Poisson variates with mean ``lam_of_level[level]`` for integer ``level`` (N, ...), by
+        inversion of each mean's CDF (``poisson_table``) at one uniform per element: the uniform
+        is the same whatever the means, so the severities of shot noise share it (and a brighter
+        pixel never draws fewer counts than a darker one with the same uniform)."""
+        cdf, guide = poisson_table(np.asarray(lam_of_level, np.float64))
+        n_k, bins = cdf.shape[1], guide.shape[1]
+        u = self.uniform(tag, level.shape[1:]).ravel()
+        lv = level.ravel().astype(np.int64)
+        flat = cdf.ravel()
+        start = lv * n_k
+        k = guide[lv, (u * bins).astype(np.int64)]  # first k whose CDF reaches the bin's lower edge
+        live = np.flatnonzero(flat[start + k] < u)
+        while live.size:  # walk up to the first k with CDF >= u (a step or two; the last entry is 2)
+            k[live] += 1
+            live = live[flat[start[live] + k[live]] < u[live]]
+        return k.reshape(level.shape).astype(np.float64)
+
+
+_TABLES: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def poisson_table(lam: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per mean: the CDF over k = 0..K-1 (K past mean + 14 sd, so the tail beyond holds < 1e-40;
+    the last entry is set to 2 so a search always stops) and a guide table, the first k with CDF >=
+    b / bins. Kept for the means already seen (one table per shot-noise severity)."""
+    key = lam.tobytes()
+    if key not in _TABLES:
+        top = float(lam.max(initial=0.0))
+        k = np.arange(int(top + 14 * math.sqrt(top) + 30))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = k * np.log(lam)[:, None] - lam[:, None] - gammaln(k + 1)
+        pmf = np.where(lam[:, None] > 0, np.exp(logp), (k == 0).astype(np.float64))
+        cdf = np.cumsum(pmf, axis=1)
+        cdf[:, -1] = 2.0
+        edges = np.arange(bins) / bins
+        guide = np.stack([np.searchsorted(row, edges, side="left") for row in cdf]).astype(np.int64)
+        if len(_TABLES) > 64:
+            _TABLES.clear()
+        _TABLES[key] = (cdf, guide)
+    return _TABLES[key]

@@ -38,12 +38,15 @@ reference cannot be reproduced it is approximated, and each ``Perturbation.descr
   ImageMagick itself.
 - spatter (water, severities 1-3): cv2's Canny, distanceTransform(DIST_L2, 5), blur, equalizeHist
   and filter2D are re-implemented in numpy; the uint8 wrap-around of liquid values above 1 is kept.
-- elastic_transform: cv2.warpAffine's 1/32-pixel fixed-point bilinear weights become exact bilinear.
+- elastic_transform: cv2.warpAffine's 1/32-pixel fixed-point bilinear weights become exact bilinear
+  (torch ``grid_sample``).
 - glass_blur: the reference's "swap" on numpy views is in fact a copy (x[h, w] = x[h', w']); that is
   what is reproduced. impulse_noise: per-element salt/pepper as in scikit-image >= 0.19.
 - Random numbers differ from numpy's global RNG: each image draws from a counter-based splitmix64
-  stream keyed by (seed, name, severity, dataset index) (Box-Muller normals; exact Poisson by
-  inversion / PTRS), so an image's output never depends on the batch it is in.
+  stream keyed by (seed, name, dataset index) (Box-Muller normals; exact Poisson by inversion of
+  its CDF), so an image's output never depends on the batch it is in. The severities of one
+  perturbation share their draws (common random numbers; each severity's distribution is the
+  reference's), so ``apply_severities`` makes them once for all five.
 
 Missing data: ``occlusion`` blacks out (value 0) two non-overlapping squares totalling about 5, 10,
 20, 30, 40 % of the image; ``pixel_dropout`` zeroes all channels of 5, 10, 20, 30, 50 % of the pixels.
@@ -70,10 +73,10 @@ from .perturb_registry import (
     perturbation,
 )
 
-__all__ = ["COMMON", "EXTRA", "MISSING", "PERTURBATIONS", "TABLES", "VERSION", "Perturbation", "apply",
+__all__ = ["COMMON", "EXTRA", "MISSING", "PERTURBATIONS", "TABLES", "VERSION", "Perturbation", "apply", "apply_severities",
            "frost_source", "FROST_SOURCES", "groups", "image_keys", "names", "perturbation", "resolve", "table_for"]
 
-VERSION = "2"  # part of robustness.py's cache key: bump when any output changes
+VERSION = "3"  # part of robustness.py's cache key: bump when any output changes
 
 if family_names("common") != COMMON:
     raise ImportError(f"perturbations of COMMON not registered: {set(COMMON) - set(PERTURBATIONS)}")
@@ -205,11 +208,13 @@ def _row(p: Perturbation, table: str, severity: int, h: int):
     return row
 
 
-def image_keys(seed: int, name: str, severity: int, indices: np.ndarray) -> np.ndarray:
-    """The 64-bit key of each image's random stream: a hash of (seed, name, severity, index)."""
+def image_keys(seed: int, name: str, indices: np.ndarray) -> np.ndarray:
+    """The 64-bit key of each image's random stream: a hash of (seed, name, index). The severity is
+    not part of it: the severities of a perturbation share their random draws (common random
+    numbers), so ``apply_severities`` draws them once, and severity 5's dropped pixels include
+    severity 1's."""
     head = np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
-    for part in (hash_text(name), np.uint64(severity)):
-        head = mix64(mix64(head) ^ part)
+    head = mix64(mix64(head) ^ hash_text(name))
     return mix64(mix64(head) ^ indices.astype(np.int64).astype(np.uint64))
 
 
@@ -223,9 +228,19 @@ def apply(name: str, images: np.ndarray, severity: int, seed: int,
     >>> apply("contrast", np.full((2, 32, 32, 3), 200, np.uint8), 5, seed=0)[0, 0, 0]
     array([200, 200, 200], dtype=uint8)
     """
+    return apply_severities(name, images, [severity], seed, indices)[int(severity)]
+
+
+def apply_severities(name: str, images: np.ndarray, severities: list[int], seed: int,
+                     indices: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """``{severity: apply(name, images, severity, seed, indices)}`` for several severities at once,
+    each chunk of images read once: the severities share their random draws and, for kernels
+    registered ``many=True`` (zoom_blur's zooms, the HSV conversion), their common work. The bytes
+    are those of one ``apply`` per severity."""
     p = PERTURBATIONS.get(name)
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
-        raise ConfigError(f"severity must be an integer in 1..5, got {severity!r}")
+    for severity in severities:
+        if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
+            raise ConfigError(f"severity must be an integer in 1..5, got {severity!r}")
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
             or images.shape[-1] not in (1, 3):
         what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
@@ -234,13 +249,16 @@ def apply(name: str, images: np.ndarray, severity: int, seed: int,
     indices = np.arange(n) if indices is None else np.asarray(indices)
     if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer):
         raise InputError(f"indices must be {n} integers, one per image, got {indices.dtype} {indices.shape}")
-    row = _row(p, table_for(h), int(severity), h)
-    keys = image_keys(int(seed), name, int(severity), indices)
-    out = np.empty_like(images)
+    sevs = sorted({int(s) for s in severities})
+    rows = [_row(p, table_for(h), s, h) for s in sevs]
+    keys = image_keys(int(seed), name, indices)
+    out = {s: np.empty_like(images) for s in sevs}
     step = max(1, _CHUNK_ELEMENTS // (h * w * c))
-    for s in range(0, n, step):
-        y = p.fn(images[s:s + step], row, Rng(keys[s:s + step]))
-        if y.dtype != np.uint8:  # the reference's np.uint8(np.clip(x, 0, 1) * 255): truncation
-            y = (np.clip(y, 0, 1) * 255).astype(np.uint8)
-        out[s:s + step] = y
+    for s0 in range(0, n, step):
+        chunk, rng = images[s0:s0 + step], Rng(keys[s0:s0 + step])  # rng memoises its draws
+        ys = p.fn(chunk, rows, rng) if p.many else [p.fn(chunk, row, rng) for row in rows]
+        for sev, y in zip(sevs, ys):
+            if y.dtype != np.uint8:  # the reference's np.uint8(np.clip(x, 0, 1) * 255): truncation
+                y = (np.clip(y, 0, 1) * 255).astype(np.uint8)
+            out[sev][s0:s0 + step] = y
     return out

@@ -45,14 +45,18 @@ class Perturbation:
     description: str  # one line; says where it approximates the reference
     # severity rows 1..5, one tuple for every table or {table name: rows}; None: perturb.TABLES has them
     rows: tuple | Mapping[str, tuple] | None = None
+    # True: fn takes the rows of several severities (a list) and returns one output per row, sharing
+    # the work they have in common (perturb.apply_severities); False: fn takes one row
+    many: bool = False
 
 
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
 
 
-def perturbation(name: str, family: str, description: str, *,
-                 rows: tuple | Mapping[str, tuple] | None = None) -> Callable[[Callable], Callable]:
-    """Register the decorated kernel as perturbation ``name`` of ``family``; returns it unchanged."""
+def perturbation(name: str, family: str, description: str, *, rows: tuple | Mapping[str, tuple] | None = None,
+                 many: bool = False) -> Callable[[Callable], Callable]:
+    """Register the decorated kernel as perturbation ``name`` of ``family``; returns it unchanged.
+    ``many=True``: the kernel takes a list of severity rows and returns a list of outputs."""
     if family not in FAMILIES:
         raise ValueError(f"perturbation {name!r}: family {family!r} is not one of {', '.join(FAMILIES)}")
     if (family == "common") != (name in COMMON):
@@ -62,7 +66,7 @@ def perturbation(name: str, family: str, description: str, *,
         raise ValueError(f"perturbation {name!r}: the description must be one non-empty line")
 
     def deco(fn: Callable) -> Callable:
-        PERTURBATIONS.add(name, Perturbation(name, family, fn, description, rows))
+        PERTURBATIONS.add(name, Perturbation(name, family, fn, description, rows, many))
         return fn
 
     return deco

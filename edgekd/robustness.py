@@ -41,6 +41,8 @@ from .data import Split
 from .harness import accuracy, evaluate
 
 CACHE_VERSION = "1"  # bump when a perturbation's definition changes
+# the perturbed sets of one perturbation generated together at most (iter_sets holds workers + 1 groups)
+GROUP_BYTES = 128 << 20
 
 
 def default_cache_dir() -> Path:
@@ -72,35 +74,61 @@ class PerturbedSets:
         text = f"{self._clean_hash}|{name}|{severity}|{self.seed}|{CACHE_VERSION}|{perturb.VERSION}{source}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def get(self, name: str, severity: int) -> np.ndarray:
-        path = None if self.cache_dir is None else \
+    def _path(self, name: str, severity: int) -> Path | None:
+        return None if self.cache_dir is None else \
             self.cache_dir / f"{name}-s{severity}-{self.key(name, severity)}.npy"
-        arr = load_array(path, lambda a: a.shape == self.clean.x.shape and a.dtype == np.uint8)
+
+    def get(self, name: str, severity: int) -> np.ndarray:
+        return self.get_many(name, [severity])[severity]
+
+    def get_many(self, name: str, severities: list[int]) -> dict[int, np.ndarray]:
+        """``{severity: images}``: each from the cache, or generated (all the missing severities of
+        ``name`` in one ``perturb.apply_severities``, which shares their work) and cached."""
+        out = {s: load_array(self._path(name, s), lambda a: a.shape == self.clean.x.shape and a.dtype == np.uint8)
+               for s in severities}
+        missing = [s for s, a in out.items() if a is None]
         with self._lock:
-            self.hits += arr is not None
-            self.misses += arr is None
-        if arr is None:
-            arr = perturb.apply(name, self.clean.x, severity, self.seed, self.clean.indices)
-            save_array(path, arr)
-        return arr
+            self.hits += len(out) - len(missing)
+            self.misses += len(missing)
+        if missing:
+            made = perturb.apply_severities(name, self.clean.x, missing, self.seed, self.clean.indices)
+            for s in missing:
+                save_array(self._path(name, s), made[s])
+            out.update(made)
+        return out
+
+    def _groups(self, cells: list[tuple[str, int]]) -> list[tuple[str, list[int]]]:
+        """Consecutive cells of one perturbation, generated together, up to GROUP_BYTES of sets."""
+        per_group = max(1, GROUP_BYTES // max(1, self.clean.x.nbytes))
+        groups: list[tuple[str, list[int]]] = []
+        for name, sev in cells:
+            if groups and groups[-1][0] == name and len(groups[-1][1]) < per_group:
+                groups[-1][1].append(sev)
+            else:
+                groups.append((name, [sev]))
+        return groups
 
     def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2) -> Iterator[tuple[str, int, np.ndarray]]:
-        """Yield ``(name, severity, images)`` in order, generating up to ``workers`` cells ahead in
-        threads (numpy / scipy release the GIL: 1.7x on 2 cores), so generation overlaps with
-        whatever the caller does with each set. At most ``workers + 1`` sets are held at once."""
+        """Yield ``(name, severity, images)`` in order. The severities of one perturbation are
+        generated together (``_groups``), up to ``workers`` groups ahead in threads (numpy / scipy
+        release the GIL: 1.7x on 2 cores), so generation overlaps with whatever the caller does
+        with each set. At most ``workers + 1`` groups (each at most GROUP_BYTES, or one set) are
+        held at once."""
         with ThreadPoolExecutor(max_workers=workers) as pool:
             queue: deque = deque()
-            todo = iter(cells)
-            for cell in todo:
-                queue.append((cell, pool.submit(self.get, *cell)))
+            todo = iter(self._groups(cells))
+            for group in todo:
+                queue.append((group, pool.submit(self.get_many, *group)))
                 if len(queue) > workers:
                     break
             while queue:
-                (name, sev), fut = queue.popleft()
+                (name, sevs), fut = queue.popleft()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    queue.append((nxt, pool.submit(self.get, *nxt)))
-                yield name, sev, fut.result()
+                    queue.append((nxt, pool.submit(self.get_many, *nxt)))
+                sets = fut.result()
+                for sev in sevs:
+                    yield name, sev, sets.pop(sev)
 
 
 def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], severities: list[int],

@@ -18,7 +18,7 @@ from edgekd.errors import ConfigError
 from edgekd.export import export_onnx
 from edgekd.fields import check_table
 from edgekd.presets import builtin_presets, load_preset
-from edgekd.quantize import expand_input_constants, quantize_model
+from edgekd.quantize import quantize_model
 from edgekd.runtimes import OrtRunner
 
 QUANTIZE_PRESETS = [p for p in builtin_presets() if p.section == "quantize"]
