@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,7 @@ class PerturbedSets:
         self._clean_hash = h.hexdigest()[:24]
         self.hits = 0
         self.misses = 0
+        self.generate_cpu_s = 0.0  # CPU seconds the generating threads spent making sets
         self._lock = threading.Lock()
 
     def key(self, name: str, severity: int) -> str:
@@ -91,10 +93,13 @@ class PerturbedSets:
             self.hits += len(out) - len(missing)
             self.misses += len(missing)
         if missing:
+            t0 = time.thread_time()
             made = perturb.apply_severities(name, self.clean.x, missing, self.seed, self.clean.indices)
             for s in missing:
                 save_array(self._path(name, s), made[s])
             out.update(made)
+            with self._lock:
+                self.generate_cpu_s += time.thread_time() - t0
         return out
 
     def _groups(self, cells: list[tuple[str, int]]) -> list[tuple[str, list[int]]]:
@@ -132,26 +137,33 @@ class PerturbedSets:
 
 
 def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], severities: list[int],
-                      batch_size: int, progress: bool, group=None) -> dict[str, np.ndarray]:
+                      batch_size: int, progress: bool, group=None,
+                      seconds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """``{"{model}/{name}/{severity}": predicted classes}`` for every model on every perturbed set;
-    under torchrun (``group``) each process generates and runs its share of the cells."""
+    under torchrun (``group``) each process generates and runs its share of the cells.
+    ``seconds[model]`` (when given) gathers each model's inference wall time."""
     from .distributed import SINGLE
 
     group = group or SINGLE
     out: dict[str, np.ndarray] = {}
+    seconds = {} if seconds is None else seconds
     cells = group.shard([(n, s) for n in names for s in severities])
     it = sets.iter_sets(cells)
     for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
                                   leave=False):
         for mid, r in runners.items():
+            t0 = time.perf_counter()
             out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
+            seconds[mid] = seconds.get(mid, 0.0) + time.perf_counter() - t0
     return group.merge(out)
 
 
 def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],
-                            steps: int, seed: int, batch_size: int, progress: bool, group=None) -> dict:
+                            steps: int, seed: int, batch_size: int, progress: bool, group=None,
+                            seconds: dict[str, dict] | None = None) -> dict:
     """Craft FGSM / PGD examples on each torch ``source`` model, run every model on them (under
-    torchrun, each process its share of the attacks).
+    torchrun, each process its share of the attacks). ``seconds`` (when given) gathers the wall
+    time of crafting per source (``craft``) and of inference per model (``inference``).
 
     Keys: ``"{model}/adv_from/{source}/{attack}/{eps}"``.
     """
@@ -159,11 +171,17 @@ def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons
 
     group = group or SINGLE
     out: dict[str, np.ndarray] = {}
+    seconds = {} if seconds is None else seconds
+    craft_s, infer_s = seconds.setdefault("craft", {}), seconds.setdefault("inference", {})
     jobs = group.shard([(s, a, e) for s in sources for a in ATTACKS for e in epsilons])
     for src, attack, eps in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
+        t0 = time.perf_counter()
         adv = craft(attack, sources[src], clean.x, clean.y, eps, steps, seed, batch_size)
+        craft_s[src] = craft_s.get(src, 0.0) + time.perf_counter() - t0
         for mid, r in runners.items():
+            t0 = time.perf_counter()
             out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
+            infer_s[mid] = infer_s.get(mid, 0.0) + time.perf_counter() - t0
     return group.merge(out)
 
 
@@ -239,7 +257,11 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
         predictions[P.SWEEP_INDEX] = index
     sets = PerturbedSets(test, rc.seed, perturbed_dir(cfg))
     bs = cfg.measure.eval_batch_size
-    predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress, group))
+    t_sweep = time.perf_counter()
+    inference_s: dict[str, float] = {}
+    predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress, group, inference_s))
+    timings = {"perturbed_s": time.perf_counter() - t_sweep, "generate_cpu_s": sets.generate_cpu_s,
+               "perturbed_inference_s": inference_s}
     if group is not None:
         sets.hits, sets.misses = (int(v) for v in group.all_sum([sets.hits, sets.misses]))
     corr = [n for n in names if perturb.PERTURBATIONS.get(n).family != "missing"]
@@ -266,10 +288,14 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
             "n_images": len(test),
             "severities": sevs, "seed": rc.seed, "mca_complete": met[artifacts.TEACHER]["mca_complete"],
             "cache": {"dir": str(sets.cache_dir) if sets.cache_dir else None, "hits": sets.hits,
-                      "generated": sets.misses}}
+                      "generated": sets.misses},
+            "timings": timings}
     if rc.adversarial:
+        t_adv, adv_s = time.perf_counter(), {}
         adv = adversarial_predictions(runners, torch_models, test, rc.epsilons, rc.pgd_steps,
-                                      rc.seed, bs, progress, group)
+                                      rc.seed, bs, progress, group, adv_s)
+        timings.update({"adversarial_s": time.perf_counter() - t_adv, "adversarial_craft_s": adv_s["craft"],
+                        "adversarial_inference_s": adv_s["inference"]})
         predictions.update(adv)
         for mid, m in models.items():
             # white-box where the model is differentiable (torch), transfer from the torch student
