@@ -160,7 +160,7 @@ def zoom_blur(u8, rows, rng):
 def snow(u8, c, rng):
     x = to_unit(u8, np.float32)
     n, h, w, _ = x.shape
-    layer = rng.normal("layer", (h, w, 1), loc=c[0], scale=c[1])
+    layer = rng.normal("layer", (h, w, 1), loc=c[0], scale=c[1]).astype(np.float32)
     layer = clipped_zoom(layer, c[2])
     layer[layer < c[3]] = 0
     layer = np.floor(np.clip(layer, 0, 1) * 255)  # PIL 'L' via astype(np.uint8)
@@ -249,8 +249,8 @@ def elastic_transform(u8, c, rng):
     src_x = (d[:, None, None] * u - b[:, None, None] * v) / det[:, None, None]
     src_y = (-cc[:, None, None] * u + a[:, None, None] * v) / det[:, None, None]
     x = bilinear(x, src_y, src_x, "reflect101")
-    dx = gaussian(rng.uniform("dx", (h, w), -1, 1), sigma, "symmetric", 3.0) * alpha
-    dy = gaussian(rng.uniform("dy", (h, w), -1, 1), sigma, "symmetric", 3.0) * alpha
+    dx = gaussian(rng.uniform("dx", (h, w), -1, 1), sigma, "symmetric", 3.0, np.float32) * np.float32(alpha)
+    dy = gaussian(rng.uniform("dy", (h, w), -1, 1), sigma, "symmetric", 3.0, np.float32) * np.float32(alpha)
     return bilinear(x, yy[None] + dy.astype(np.float32), xx[None] + dx.astype(np.float32), "symmetric")
 
 
@@ -289,7 +289,7 @@ def spatter(u8, c, rng):
     loc, scale, sigma, thresh, intensity, mud = c
     x = to_unit(u8, np.float32)
     n, h, w, ch = x.shape
-    liquid = gaussian(rng.normal("liquid", (h, w), loc=loc, scale=scale), sigma)
+    liquid = gaussian(rng.normal("liquid", (h, w), loc=loc, scale=scale), sigma, dtype=np.float32)
     liquid[liquid < thresh] = 0
     if not mud:  # water: cv2 Canny -> distanceTransform -> ... -> emboss, re-implemented exactly
         liq = np.mod(np.floor(liquid * 255), 256)  # (x * 255).astype(np.uint8) wraps values > 1

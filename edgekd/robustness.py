@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from . import artifacts, perturb
 from . import predictions as P
-from .attacks import ATTACKS, craft
+from .attacks import ATTACKS, craft_epsilons
 from .cache import cache_root, default_root, folder, load_array, save_array
 from .data import Split
 from .harness import accuracy, evaluate
@@ -173,15 +173,16 @@ def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons
     out: dict[str, np.ndarray] = {}
     seconds = {} if seconds is None else seconds
     craft_s, infer_s = seconds.setdefault("craft", {}), seconds.setdefault("inference", {})
-    jobs = group.shard([(s, a, e) for s in sources for a in ATTACKS for e in epsilons])
-    for src, attack, eps in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
+    jobs = group.shard([(s, a) for s in sources for a in ATTACKS])
+    for src, attack in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        adv = craft(attack, sources[src], clean.x, clean.y, eps, steps, seed, batch_size)
+        advs = craft_epsilons(attack, sources[src], clean.x, clean.y, epsilons, steps, seed, batch_size)
         craft_s[src] = craft_s.get(src, 0.0) + time.perf_counter() - t0
-        for mid, r in runners.items():
-            t0 = time.perf_counter()
-            out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
-            infer_s[mid] = infer_s.get(mid, 0.0) + time.perf_counter() - t0
+        for eps, adv in advs.items():
+            for mid, r in runners.items():
+                t0 = time.perf_counter()
+                out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
+                infer_s[mid] = infer_s.get(mid, 0.0) + time.perf_counter() - t0
     return group.merge(out)
 
 

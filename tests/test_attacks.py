@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.attacks import ATTACKS, craft
+from edgekd.attacks import ATTACKS, craft, craft_epsilons
 from edgekd.errors import ConfigError
 
 
@@ -33,6 +33,16 @@ def test_pgd_is_stronger_than_fgsm_and_seeded(trained_pair, digits):
             acc[a] = (student(torch.from_numpy(adv)).argmax(1).numpy() == y).mean()
     assert acc["pgd"] <= acc["fgsm"]
     assert np.array_equal(craft("pgd", student, x, y, 4, seed=1), craft("pgd", student, x, y, 4, seed=1))
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_all_epsilons_at_once_are_the_same_bytes(trained_pair, digits, attack):
+    _, student = trained_pair
+    x, y = digits.test.x[:70], digits.test.y[:70]
+    together = craft_epsilons(attack, student, x, y, [1, 4, 8], steps=3, seed=2, batch_size=32)
+    assert sorted(together) == [1, 4, 8]
+    for eps, adv in together.items():
+        assert np.array_equal(adv, craft(attack, student, x, y, eps, steps=3, seed=2, batch_size=32)), eps
 
 
 def test_unknown_attack_lists_choices(trained_pair, digits):
