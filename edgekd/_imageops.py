@@ -4,8 +4,9 @@ reference's library (scipy, scikit-image, Pillow, OpenCV, ImageMagick) as its do
 
 Images are ``(N, H, W, C)`` arrays. Work is vectorised over the batch with element-wise numpy
 operations: filters are sums of shifted views, resampling is gathers with explicit boundary rules.
-No rounding-sensitive reduction goes through BLAS or a thread pool (pixelate's matmuls sum exact
-integers), so an image's bytes do not depend on the batch it is processed in.
+No rounding-sensitive reduction goes through BLAS or a thread pool (pixelate sums exact integers;
+elastic_transform's torch ``grid_sample`` works per output pixel), so an image's bytes do not
+depend on the batch it is processed in.
 """
 
 from __future__ import annotations
@@ -187,10 +188,21 @@ def pil_box_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 def pil_box_resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
     """Byte-exact ``Image.resize((w, h), Image.BOX)`` for uint8 (N, H, W, C): horizontal pass, uint8,
-    vertical pass, each ``(sum + 2^21) >> 22``. Float64 products are exact integers (< 2^53)."""
+    vertical pass, each ``(sum + 2^21) >> 22``. Each output sums a few neighbouring inputs (the
+    matrix's nonzero run), in int32: 255 * 2^22 + 2^21 < 2^31, so the sums are exact."""
     def one_pass(v, kk, axis):
-        t = np.moveaxis(np.moveaxis(v.astype(np.float64), axis, -1) @ kk.T.astype(np.float64), -1, axis)
-        return np.clip((t.astype(np.int64) + (1 << 21)) >> 22, 0, 255)
+        nz = kk != 0
+        lo = np.argmax(nz, axis=1)
+        taps = int(nz.sum(axis=1).max())
+        idx = np.minimum(lo[:, None] + np.arange(taps), kk.shape[1] - 1)
+        wts = np.take_along_axis(kk, idx, axis=1) * (np.arange(taps) < nz.sum(axis=1)[:, None])
+        shape = [1] * v.ndim
+        shape[axis] = len(kk)
+        v = v.astype(np.int32)
+        t = np.full(np.take(v, idx[:, 0], axis=axis).shape, 1 << 21, np.int32)
+        for k in range(taps):
+            t += np.take(v, idx[:, k], axis=axis) * wts[:, k].astype(np.int32).reshape(shape)
+        return np.clip(t >> 22, 0, 255)
     y = one_pass(x, pil_box_matrix(x.shape[2], w), 2)
     return one_pass(y, pil_box_matrix(x.shape[1], h), 1).astype(np.uint8)
 

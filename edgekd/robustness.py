@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,10 @@ class PerturbedSets:
 
     def get(self, name: str, severity: int) -> np.ndarray:
         return self.get_many(name, [severity])[severity]
+
+    def cached(self, name: str, severity: int) -> bool:
+        path = self._path(name, severity)
+        return path is not None and path.is_file()
 
     def get_many(self, name: str, severities: list[int]) -> dict[int, np.ndarray]:
         """``{severity: images}``: each from the cache, or generated (all the missing severities of
@@ -148,14 +153,34 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     out: dict[str, np.ndarray] = {}
     seconds = {} if seconds is None else seconds
     cells = group.shard([(n, s) for n in names for s in severities])
-    it = sets.iter_sets(cells)
-    for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
-                                  leave=False):
-        for mid, r in runners.items():
-            t0 = time.perf_counter()
-            out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
-            seconds[mid] = seconds.get(mid, 0.0) + time.perf_counter() - t0
+    cores = max(1, (os.cpu_count() or 1) // group.world)
+    workers = max(1, cores // 2)
+    generating = any(not sets.cached(n, s) for n, s in cells)
+    with _cores_split(runners, cores - workers if generating and cores > 1 else None):
+        it = sets.iter_sets(cells, workers if cores > 1 else 2)
+        for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
+                                      leave=False):
+            for mid, r in runners.items():
+                t0 = time.perf_counter()
+                out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
+                seconds[mid] = seconds.get(mid, 0.0) + time.perf_counter() - t0
     return group.merge(out)
+
+
+@contextmanager
+def _cores_split(runners: dict, threads: int | None):
+    """While sets are being generated, inference runs on ``threads`` intra-op threads and the
+    generating threads get the other cores: two parallel loops that share cores wait for their
+    preempted threads (on 2 cores, 1 + 1 was 7-19 % faster than 2 + 2 threads; benchmarks/RESULTS.md,
+    issue 21). The runners' settings come back afterwards; ``threads`` None: nothing changes."""
+    before = {mid: r.threads for mid, r in runners.items()} if threads else {}
+    try:
+        for r in runners.values() if threads else ():
+            r.set_threads(threads)
+        yield
+    finally:
+        for mid, t in before.items():
+            runners[mid].set_threads(t)
 
 
 def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],

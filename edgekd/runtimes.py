@@ -24,6 +24,7 @@ from .registry import Registry
 class Runner(Protocol):
     runtime: str
     device: str
+    threads: int  # intra-op threads as last set (0: the runtime's default)
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -45,6 +46,10 @@ class TorchRunner:
         self._torch = torch
         self.model = model.to(device).eval()
         self.device = device
+
+    @property
+    def threads(self) -> int:
+        return self._torch.get_num_threads()  # torch's setting is per process
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -120,6 +125,10 @@ class PteRunner:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(images)
+
+    @property
+    def threads(self) -> int:
+        return self.session.threads
 
     def set_threads(self, threads: int) -> None:
         self.session.set_threads(threads)
