@@ -23,6 +23,7 @@ Metric names in report.json, under each model (definitions: Hendrycks & Dietteri
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections import deque
