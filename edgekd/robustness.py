@@ -28,7 +28,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +118,14 @@ class PerturbedSets:
                 groups.append((name, [sev]))
         return groups
 
-    def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2) -> Iterator[tuple[str, int, np.ndarray]]:
+    def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2,
+                  on_group=None) -> Iterator[tuple[str, int, np.ndarray]]:
         """Yield ``(name, severity, images)`` in order. The severities of one perturbation are
         generated together (``_groups``), up to ``workers`` groups ahead in threads (numpy / scipy
         release the GIL: 1.7x on 2 cores), so generation overlaps with whatever the caller does
         with each set. At most ``workers + 1`` groups (each at most GROUP_BYTES, or one set) are
-        held at once."""
+        held at once. ``on_group(ready)`` is called as each group is taken, ``ready`` whether it
+        was already made."""
         with ThreadPoolExecutor(max_workers=workers) as pool:
             queue: deque = deque()
             todo = iter(self._groups(cells))
@@ -137,6 +138,8 @@ class PerturbedSets:
                 nxt = next(todo, None)
                 if nxt is not None:
                     queue.append((nxt, pool.submit(self.get_many, *nxt)))
+                if on_group is not None:
+                    on_group(fut.done())  # ready before it was asked for: generation is ahead
                 sets = fut.result()
                 for sev in sevs:
                     yield name, sev, sets.pop(sev)
@@ -155,33 +158,43 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     seconds = {} if seconds is None else seconds
     cells = group.shard([(n, s) for n in names for s in severities])
     cores = max(1, (os.cpu_count() or 1) // group.world)
-    workers = max(1, cores // 2)
-    generating = any(not sets.cached(n, s) for n, s in cells)
-    with _cores_split(runners, cores - workers if generating and cores > 1 else None):
-        it = sets.iter_sets(cells, workers if cores > 1 else 2)
+    workers = max(1, cores // 2) if cores > 1 else 2
+    split = _CoreSplit(runners, cores - workers if cores > 1 and any(not sets.cached(*c) for c in cells) else 0)
+    try:
+        it = sets.iter_sets(cells, workers, on_group=split.observe)
         for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
                                       leave=False):
             for mid, r in runners.items():
                 t0 = time.perf_counter()
                 out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
                 seconds[mid] = seconds.get(mid, 0.0) + time.perf_counter() - t0
+    finally:
+        split.end()
     return group.merge(out)
 
 
-@contextmanager
-def _cores_split(runners: dict, threads: int | None):
+class _CoreSplit:
     """While sets are being generated, inference runs on ``threads`` intra-op threads and the
-    generating threads get the other cores: two parallel loops that share cores wait for their
-    preempted threads (on 2 cores, 1 + 1 was 7-19 % faster than 2 + 2 threads; benchmarks/RESULTS.md,
-    issue 21). The runners' settings come back afterwards; ``threads`` None: nothing changes."""
-    before = {mid: r.threads for mid, r in runners.items()} if threads else {}
-    try:
+    generating threads get the other cores: two parallel loops sharing cores wait for their
+    preempted threads (benchmarks/RESULTS.md, issue 21). Once generation is ahead of inference (the
+    next group was ready when asked, 3 times running: the model is the slower part), the runners get
+    their own settings back; ``end`` restores them in any case. ``threads`` 0: nothing changes."""
+
+    def __init__(self, runners: dict, threads: int) -> None:
+        self.runners, self.ready = runners, 0
+        self.before = {mid: r.threads for mid, r in runners.items()} if threads else {}
         for r in runners.values() if threads else ():
             r.set_threads(threads)
-        yield
-    finally:
+
+    def observe(self, ready: bool) -> None:
+        self.ready = self.ready + 1 if ready else 0
+        if self.ready >= 3:
+            self.end()
+
+    def end(self) -> None:
+        before, self.before = self.before, {}
         for mid, t in before.items():
-            runners[mid].set_threads(t)
+            self.runners[mid].set_threads(t)
 
 
 def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],
