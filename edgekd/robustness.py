@@ -88,15 +88,16 @@ class PerturbedSets:
         path = self._path(name, severity)
         return path is not None and path.is_file()
 
-    def get_many(self, name: str, severities: list[int]) -> dict[int, np.ndarray]:
+    def get_many(self, name: str, severities: list[int], count: bool = True) -> dict[int, np.ndarray]:
         """``{severity: images}``: each from the cache, or generated (all the missing severities of
-        ``name`` in one ``perturb.apply_severities``, which shares their work) and cached."""
+        ``name`` in one ``perturb.apply_severities``, which shares their work) and cached.
+        ``count=False``: not counted in hits / misses (a set read back after ``_fill`` counted it)."""
         out = {s: load_array(self._path(name, s), lambda a: a.shape == self.clean.x.shape and a.dtype == np.uint8)
                for s in severities}
         missing = [s for s, a in out.items() if a is None]
         with self._lock:
-            self.hits += len(out) - len(missing)
-            self.misses += len(missing)
+            self.hits += (len(out) - len(missing)) * count
+            self.misses += len(missing) * count
         if missing:
             t0 = time.thread_time()
             made = perturb.apply_severities(name, self.clean.x, missing, self.seed, self.clean.indices)
@@ -106,6 +107,10 @@ class PerturbedSets:
             with self._lock:
                 self.generate_cpu_s += time.thread_time() - t0
         return out
+
+    def _fill(self, name: str, severities: list[int]) -> None:
+        """Generate into the cache; keeps nothing in memory (the caller reads the sets back)."""
+        self.get_many(name, severities)
 
     def _groups(self, cells: list[tuple[str, int]]) -> list[tuple[str, list[int]]]:
         """Consecutive cells of one perturbation, generated together, up to GROUP_BYTES of sets."""
@@ -119,16 +124,32 @@ class PerturbedSets:
         return groups
 
     def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2,
-                  on_group=None) -> Iterator[tuple[str, int, np.ndarray]]:
-        """Yield ``(name, severity, images)`` in order. The severities of one perturbation are
-        generated together (``_groups``), up to ``workers`` groups ahead in threads (numpy / scipy
-        release the GIL: 1.7x on 2 cores), so generation overlaps with whatever the caller does
-        with each set. At most ``workers + 1`` groups (each at most GROUP_BYTES, or one set) are
-        held at once. ``on_group(ready)`` is called as each group is taken, ``ready`` whether it
-        was already made."""
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+                  on_generated=None) -> Iterator[tuple[str, int, np.ndarray]]:
+        """Yield ``(name, severity, images)`` in order, while ``workers`` threads generate the
+        missing sets (numpy / scipy release the GIL), the severities of one perturbation together
+        (``_groups``), so generation overlaps with whatever the caller does with each set.
+
+        With a cache, the threads run ahead as fast as they can, each group written to the cache
+        and read back when its turn comes (memory holds one group, whatever the number of cells);
+        ``on_generated()`` is called once every set exists. Without one, at most ``workers + 1``
+        groups are made ahead and held (each at most GROUP_BYTES, or one set)."""
+        groups = self._groups(cells)
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            if self.cache_dir is not None:
+                futures = [pool.submit(self._fill, *g) for g in groups]
+                signalled = on_generated is None
+                for (name, sevs), fut in zip(groups, futures):
+                    fut.result()
+                    if not signalled and all(f.done() for f in futures):
+                        on_generated()
+                        signalled = True
+                    sets = self.get_many(name, sevs, count=False)  # from the cache (made again if it failed to write)
+                    for sev in sevs:
+                        yield name, sev, sets.pop(sev)
+                return
             queue: deque = deque()
-            todo = iter(self._groups(cells))
+            todo = iter(groups)
             for group in todo:
                 queue.append((group, pool.submit(self.get_many, *group)))
                 if len(queue) > workers:
@@ -138,11 +159,11 @@ class PerturbedSets:
                 nxt = next(todo, None)
                 if nxt is not None:
                     queue.append((nxt, pool.submit(self.get_many, *nxt)))
-                if on_group is not None:
-                    on_group(fut.done())  # ready before it was asked for: generation is ahead
                 sets = fut.result()
                 for sev in sevs:
                     yield name, sev, sets.pop(sev)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], severities: list[int],
@@ -159,9 +180,10 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     cells = group.shard([(n, s) for n in names for s in severities])
     cores = max(1, (os.cpu_count() or 1) // group.world)
     workers = max(1, cores // 2) if cores > 1 else 2
-    split = _CoreSplit(runners, cores - workers if cores > 1 and any(not sets.cached(*c) for c in cells) else 0)
+    generating = cores > 1 and sets.cache_dir is not None and any(not sets.cached(*c) for c in cells)
+    split = _CoreSplit(runners, cores - workers if generating else 0)
     try:
-        it = sets.iter_sets(cells, workers, on_group=split.observe)
+        it = sets.iter_sets(cells, workers, on_generated=split.end)
         for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
                                       leave=False):
             for mid, r in runners.items():
@@ -176,20 +198,14 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
 class _CoreSplit:
     """While sets are being generated, inference runs on ``threads`` intra-op threads and the
     generating threads get the other cores: two parallel loops sharing cores wait for their
-    preempted threads (benchmarks/RESULTS.md, issue 21). Once generation is ahead of inference (the
-    next group was ready when asked, 3 times running: the model is the slower part), the runners get
-    their own settings back; ``end`` restores them in any case. ``threads`` 0: nothing changes."""
+    preempted threads (benchmarks/RESULTS.md, issue 21). ``end`` (called once every set exists, and
+    at the end in any case) gives the runners their own settings back. ``threads`` 0: no change."""
 
     def __init__(self, runners: dict, threads: int) -> None:
-        self.runners, self.ready = runners, 0
+        self.runners = runners
         self.before = {mid: r.threads for mid, r in runners.items()} if threads else {}
         for r in runners.values() if threads else ():
             r.set_threads(threads)
-
-    def observe(self, ready: bool) -> None:
-        self.ready = self.ready + 1 if ready else 0
-        if self.ready >= 3:
-            self.end()
 
     def end(self) -> None:
         before, self.before = self.before, {}

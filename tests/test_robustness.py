@@ -30,6 +30,49 @@ def test_iter_sets_keeps_order_and_matches_get(digits):
         assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
+    small = type(digits.test)(digits.test.x[:40], digits.test.y[:40], digits.test.indices[:40])
+    cells = [("fog", 1), ("fog", 2), ("zoom_blur", 5), ("zoom_blur", 1), ("fog", 3), ("shot_noise", 2)]
+    sets, calls = PerturbedSets(small, 0, tmp_path), []
+    got = list(sets.iter_sets(cells, workers, on_generated=lambda: calls.append(1)))
+    assert [(n, s) for n, s, _ in got] == cells and calls == [1]
+    assert (sets.misses, sets.hits) == (6, 0) and len(list(tmp_path.glob("*.npy"))) == 6
+    for n, s, arr in got:
+        assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
+    again = PerturbedSets(small, 0, tmp_path)
+    assert [a.tobytes() for *_, a in again.iter_sets(cells, workers)] == [a.tobytes() for *_, a in got]
+    assert (again.misses, again.hits) == (0, 6)
+
+
+def test_sweep_splits_the_cores_only_while_generating(digits, tmp_path):
+    import os
+
+    from edgekd.robustness import sweep_predictions
+
+    class Runner:
+        runtime, device, threads = "fake", "cpu", 0
+
+        def __init__(self):
+            self.calls = []
+
+        def set_threads(self, t):
+            self.calls.append(t)
+            self.threads = t
+
+        def predict(self, x):
+            return np.zeros((len(x), 10), np.float32)
+
+    small = type(digits.test)(digits.test.x[:40], digits.test.y[:40], digits.test.indices[:40])
+    cold, warm = Runner(), Runner()
+    preds = sweep_predictions({"m": cold}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
+    assert sorted(preds) == ["m/fog/1", "m/fog/2"] and cold.threads == 0  # its own setting back
+    cores = os.cpu_count() or 1
+    assert cold.calls == ([cores - cores // 2, 0] if cores > 1 else [])
+    sweep_predictions({"m": warm}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
+    assert warm.calls == []  # every set cached: inference keeps every core
+
+
 def test_metrics_against_hand_computation():
     # 4 images, labels 0..3; one corruption "fog" at severities 1 and 2 only
     labels = np.array([0, 1, 2, 3])
