@@ -4,17 +4,18 @@
     python benchmarks/robustness_sweep.py --images 1000 --repeats 3 --json sweep.json
 
 1. cold sweep: the sweep as the build runs it for one model on an empty cache —
-   `robustness.sweep_predictions` generates each (corruption, severity) set of the 19 x 5 sweep
-   in background threads while the INT8 student is run on the previous one (onnxruntime, argmax);
+   `robustness.sweep_predictions` generates the 19 x 5 (corruption, severity) sets in background
+   threads, ahead of the INT8 student run on each in turn (onnxruntime, argmax);
 2. warm sweep: the same with every set already in the cache (what every later build pays);
 3. pure inference: the same 475,000 (at 5000 images) onnxruntime calls on arrays already in memory.
 
-Steps 2 and 3 alternate `--repeats` times; medians and spread are reported with their ratio. Each
-student of `--students` (default: `digits_student`, 24k parameters, the default build's student,
-and `resnet8`, the CIFAR recipe's student with its CIFAR stem) is measured in turn in the same run,
-each cold sweep on its own empty cache. The INT8 students have random weights, exported and
-quantised as the build does: timing does not depend on the weights, and nothing trained on the
-data is made.
+Steps 1, 2 and 3 run side by side `--repeats` times (each cold sweep on a new empty cache), so a
+change of the machine's speed reaches all three; medians, ranges and the ratio of the medians are
+reported, with each repeat's cold / pure. Each student of `--students` (default: `digits_student`,
+24k parameters, the default build's student, and `resnet8`, the CIFAR recipe's student with its
+CIFAR stem) is measured in turn in the same run. The INT8 students have random weights, exported
+and quantised as the build does: timing does not depend on the weights, and nothing trained on
+the data is made.
 Images: the CIFAR-10 validation split of SHARED/data (see perturb_throughput.py).
 """
 
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -80,39 +82,40 @@ def main() -> int:
         export_onnx(model, x[:8], tmp / f"{arch}.onnx", 17)
         quantize_model(tmp / f"{arch}.onnx", tmp / f"{arch}.int8.onnx", x[:200], QuantizeConfig())
         runner = OrtRunner(tmp / f"{arch}.int8.onnx", threads=args.threads)
-        cache = tmp / f"cache-{arch}"
-
-        t0 = time.perf_counter()
-        sets = PerturbedSets(split, seed=0, cache_dir=cache)
-        sweep_predictions({"int8": runner}, sets, names, sevs, args.batch, progress=False)
-        cold_s = time.perf_counter() - t0
-
-        arrays = [sets.get(n, s) for n in names for s in sevs]  # in memory for the pure-inference pass
-        eval_s, pure_s = [], []
-        for _ in range(args.repeats):
+        cold_s, eval_s, pure_s = [], [], []
+        for k in range(args.repeats):  # cold, warm and pure side by side in every repeat
+            cache = tmp / f"cache-{arch}-{k}"  # empty: every set is generated
+            t0 = time.perf_counter()
+            sets = PerturbedSets(split, seed=0, cache_dir=cache)
+            sweep_predictions({"int8": runner}, sets, names, sevs, args.batch, progress=False)
+            cold_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             sweep_predictions({"int8": runner}, PerturbedSets(split, 0, cache), names, sevs,
                               args.batch, progress=False)
             eval_s.append(time.perf_counter() - t0)
+            arrays = [sets.get(n, s) for n in names for s in sevs]  # in memory for the pure-inference pass
             t0 = time.perf_counter()
             for a in arrays:
                 for i in range(0, len(a), args.batch):
                     runner.predict(a[i:i + args.batch])
             pure_s.append(time.perf_counter() - t0)
+            del arrays
+            shutil.rmtree(cache, ignore_errors=True)
         res["students"][arch] = {
-            "inferences": sum(len(a) for a in arrays), "cold_sweep_s": cold_s,
+            "inferences": len(names) * len(sevs) * len(x), "cold_sweep_s": cold_s,
             "warm_sweep_s": eval_s, "pure_inference_s": pure_s,
-            "warm_sweep_median_s": med(eval_s), "pure_median_s": med(pure_s),
+            "cold_median_s": med(cold_s), "warm_sweep_median_s": med(eval_s), "pure_median_s": med(pure_s),
             "ratio_warm_over_pure": med(eval_s) / med(pure_s),
-            "ratio_cold_over_pure": cold_s / med(pure_s)}
-        print(f"{arch}: cold {cold_s:.1f} s, warm median {med(eval_s):.1f} s, pure median "
-              f"{med(pure_s):.1f} s: cold / pure {cold_s / med(pure_s):.2f}x, warm / pure "
+            "ratio_cold_over_pure": med(cold_s) / med(pure_s),
+            "ratio_cold_over_pure_each": [c / p for c, p in zip(cold_s, pure_s)]}
+        each = ", ".join(f"{c / p:.2f}" for c, p in zip(cold_s, pure_s))
+        print(f"{arch}: cold median {med(cold_s):.1f} s [{min(cold_s):.1f}, {max(cold_s):.1f}], warm median "
+              f"{med(eval_s):.1f} s, pure median {med(pure_s):.1f} s [{min(pure_s):.1f}, {max(pure_s):.1f}]: "
+              f"cold / pure {med(cold_s) / med(pure_s):.2f}x (each repeat: {each}), warm / pure "
               f"{med(eval_s) / med(pure_s):.2f}x", flush=True)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -253,19 +253,20 @@ def tint(rgb: tuple, c: int) -> np.ndarray:
     return v if c == 3 else np.array([v @ np.array([0.2989, 0.5870, 0.1140], np.float32)])
 
 
-def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
-    """``skimage.color.rgb2hsv`` (later channel wins ties for the hue branch)."""
-    v = rgb.max(-1)
-    delta = v - rgb.min(-1)
+def rgb2hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``skimage.color.rgb2hsv`` (later channel wins ties for the hue branch) as planes (h, s, v):
+    the channels are made contiguous first, so every step is a contiguous element-wise pass."""
+    r, g, b = (np.ascontiguousarray(rgb[..., k]) for k in range(3))
+    v = np.maximum(np.maximum(r, g), b)
+    delta = v - np.minimum(np.minimum(r, g), b)
     s = np.divide(delta, v, out=np.zeros_like(v), where=delta != 0)
     d = np.where(delta == 0, 1.0, delta)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     h = np.zeros_like(v)
     h = np.where(r == v, (g - b) / d, h)
     h = np.where(g == v, 2.0 + (b - r) / d, h)
     h = np.where(b == v, 4.0 + (r - g) / d, h)
     h = np.where(delta == 0, 0.0, (h / 6.0) % 1.0)
-    return np.stack([h, s, v], axis=-1)
+    return h, s, v
 
 
 def _hsv_sectors(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,8 +291,7 @@ def hsv_op(u8: np.ndarray, channel: int, fns: list) -> list[np.ndarray]:
     through RGB and back, which is what the imagecorruptions package does for grey input."""
     x = to_unit(u8, np.float64)
     rgb = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-    hsv = rgb2hsv(rgb)
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    h, s, v = rgb2hsv(rgb)
     hi, f = _hsv_sectors(h)
     outs = []
     if channel == 2:  # s and h kept: the factors of p, q, t are shared

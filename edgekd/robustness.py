@@ -179,9 +179,11 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     seconds = {} if seconds is None else seconds
     cells = group.shard([(n, s) for n in names for s in severities])
     cores = max(1, (os.cpu_count() or 1) // group.world)
-    workers = max(1, cores // 2) if cores > 1 else 2
+    # sets to make (and a cache to run ahead into): every core generates while inference keeps one
+    # thread busy, then inference gets every core back (_CoreSplit)
     generating = cores > 1 and sets.cache_dir is not None and any(not sets.cached(*c) for c in cells)
-    split = _CoreSplit(runners, cores - workers if generating else 0)
+    workers = cores if generating else 2
+    split = _CoreSplit(runners, 1 if generating else 0)
     try:
         it = sets.iter_sets(cells, workers, on_generated=split.end)
         for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
@@ -196,10 +198,10 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
 
 
 class _CoreSplit:
-    """While sets are being generated, inference runs on ``threads`` intra-op threads and the
-    generating threads get the other cores: two parallel loops sharing cores wait for their
-    preempted threads (benchmarks/RESULTS.md, issue 21). ``end`` (called once every set exists, and
-    at the end in any case) gives the runners their own settings back. ``threads`` 0: no change."""
+    """While sets are being generated, inference runs on ``threads`` intra-op threads: a parallel
+    loop whose threads share their cores with the generating threads waits for the preempted ones
+    (benchmarks/RESULTS.md, issue 21), one thread does not. ``end`` (called once every set exists,
+    and at the end in any case) gives the runners their own settings back. ``threads`` 0: no change."""
 
     def __init__(self, runners: dict, threads: int) -> None:
         self.runners = runners
