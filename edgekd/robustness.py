@@ -108,6 +108,16 @@ class PerturbedSets:
                 self.generate_cpu_s += time.thread_time() - t0
         return out
 
+    def writable(self) -> bool:
+        """Whether generated sets can go to the cache (a read-only cache is read, not filled)."""
+        if self.cache_dir is None:
+            return False
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.cache_dir, os.W_OK)
+
     def _fill(self, name: str, severities: list[int]) -> None:
         """Generate into the cache; keeps nothing in memory (the caller reads the sets back)."""
         self.get_many(name, severities)
@@ -129,14 +139,14 @@ class PerturbedSets:
         missing sets (numpy / scipy release the GIL), the severities of one perturbation together
         (``_groups``), so generation overlaps with whatever the caller does with each set.
 
-        With a cache, the threads run ahead as fast as they can, each group written to the cache
-        and read back when its turn comes (memory holds one group, whatever the number of cells);
-        ``on_generated()`` is called once every set exists. Without one, at most ``workers + 1``
-        groups are made ahead and held (each at most GROUP_BYTES, or one set)."""
+        With a cache it can write, the threads run ahead as fast as they can, each group written
+        to the cache and read back when its turn comes (memory holds one group, whatever the number
+        of cells); ``on_generated()`` is called once every set exists. Otherwise at most ``workers
+        + 1`` groups are made ahead and held (each at most GROUP_BYTES, or one set)."""
         groups = self._groups(cells)
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            if self.cache_dir is not None:
+            if self.writable():
                 futures = [pool.submit(self._fill, *g) for g in groups]
                 signalled = on_generated is None
                 for (name, sevs), fut in zip(groups, futures):
@@ -181,7 +191,7 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     cores = max(1, (os.cpu_count() or 1) // group.world)
     # sets to make (and a cache to run ahead into): every core generates while inference keeps one
     # thread busy, then inference gets every core back (_CoreSplit)
-    generating = cores > 1 and sets.cache_dir is not None and any(not sets.cached(*c) for c in cells)
+    generating = cores > 1 and any(not sets.cached(*c) for c in cells) and sets.writable()
     workers = cores if generating else 2
     split = _CoreSplit(runners, 1 if generating else 0)
     try:

@@ -45,6 +45,20 @@ def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
     assert (again.misses, again.hits) == (0, 6)
 
 
+def test_a_read_only_cache_is_read_not_filled(digits, tmp_path):
+    small = type(digits.test)(digits.test.x[:20], digits.test.y[:20], digits.test.indices[:20])
+    PerturbedSets(small, 0, tmp_path).get("fog", 1)
+    tmp_path.chmod(0o555)
+    try:
+        sets = PerturbedSets(small, 0, tmp_path)
+        if sets.writable():
+            pytest.skip("this user can write to a read-only folder (root)")
+        got = list(sets.iter_sets([("fog", 1), ("fog", 2)], workers=2))
+        assert [(n, s) for n, s, _ in got] == [("fog", 1), ("fog", 2)] and (sets.hits, sets.misses) == (1, 1)
+    finally:
+        tmp_path.chmod(0o755)
+
+
 def test_sweep_splits_the_cores_only_while_generating(digits, tmp_path):
     import os
 
