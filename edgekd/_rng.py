@@ -104,7 +104,8 @@ def poisson_table(lam: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndar
     the last entry is set to 2 so a search always stops) and a guide table, the first k with CDF >=
     b / bins. Kept for the means already seen (one table per shot-noise severity)."""
     key = lam.tobytes()
-    if key not in _TABLES:
+    table = _TABLES.get(key)  # read once: another thread may clear the dict meanwhile
+    if table is None:
         top = float(lam.max(initial=0.0))
         k = np.arange(int(top + 14 * math.sqrt(top) + 30))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -116,5 +117,5 @@ def poisson_table(lam: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndar
         guide = np.stack([np.searchsorted(row, edges, side="left") for row in cdf]).astype(np.int64)
         if len(_TABLES) > 64:
             _TABLES.clear()
-        _TABLES[key] = (cdf, guide)
-    return _TABLES[key]
+        table = _TABLES[key] = (cdf, guide)
+    return table
