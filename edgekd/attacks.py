@@ -33,9 +33,13 @@ def _fgsm_direction(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     return _grad(model, x, y).sign()
 
 
+def _fgsm_step(x: torch.Tensor, eps: float, direction: torch.Tensor) -> torch.Tensor:
+    return (x + eps * direction).clamp(0, 255)
+
+
 @ATTACK_FNS.register("fgsm")
 def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **_) -> torch.Tensor:
-    return (x + eps * _fgsm_direction(model, x, y)).clamp(0, 255)
+    return _fgsm_step(x, eps, _fgsm_direction(model, x, y))
 
 
 # x + eps * direction(x), clamped: the direction does not depend on eps, so craft_epsilons computes
@@ -55,20 +59,26 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
     return adv
 
 
+def _batches(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int):
+    """``(x, y)`` tensors on the model's device, one batch at a time (the model in eval mode)."""
+    model.eval()
+    device = next(model.parameters()).device
+    for i in range(0, len(images), batch_size):
+        yield (torch.from_numpy(images[i:i + batch_size]).to(device).float(),
+               torch.from_numpy(labels[i:i + batch_size]).to(device))
+
+
+def _as_uint8(adv: torch.Tensor) -> np.ndarray:
+    return adv.detach().round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
 def craft(attack: str, model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, eps: int,
           steps: int = 10, seed: int = 0, batch_size: int = 256) -> np.ndarray:
     """Adversarial uint8 copies of ``images`` against ``model`` (in eval mode, batched)."""
     fn = ATTACK_FNS.get(attack)
-    model.eval()
-    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed * 1000 + eps)
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i:i + batch_size]).to(device).float()
-        y = torch.from_numpy(labels[i:i + batch_size]).to(device)
-        adv = fn(model, x, y, float(eps), steps=steps, gen=gen)
-        out.append(adv.detach().round().clamp(0, 255).to(torch.uint8).cpu().numpy())
-    return np.concatenate(out)
+    return np.concatenate([_as_uint8(fn(model, x, y, float(eps), steps=steps, gen=gen))
+                           for x, y in _batches(model, images, labels, batch_size)])
 
 
 def craft_epsilons(attack: str, model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
@@ -79,14 +89,11 @@ def craft_epsilons(attack: str, model: torch.nn.Module, images: np.ndarray, labe
     direction = getattr(ATTACK_FNS.get(attack), "direction", None)
     if direction is None:
         return {e: craft(attack, model, images, labels, e, steps, seed, batch_size) for e in epsilons}
-    model.eval()
-    device = next(model.parameters()).device
     out: dict[int, list] = {e: [] for e in epsilons}
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i:i + batch_size]).to(device).float()
-        d = direction(model, x, torch.from_numpy(labels[i:i + batch_size]).to(device))
+    for x, y in _batches(model, images, labels, batch_size):
+        d = direction(model, x, y)
         for e in epsilons:
-            out[e].append((x + float(e) * d).clamp(0, 255).round().to(torch.uint8).cpu().numpy())
+            out[e].append(_as_uint8(_fgsm_step(x, float(e), d)))
     return {e: np.concatenate(v) for e, v in out.items()}
 
 
