@@ -201,10 +201,15 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
             for mid, r in runners.items():
                 t0 = time.perf_counter()
                 out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
-                seconds[mid] = seconds.get(mid, 0.0) + time.perf_counter() - t0
+                _add_since(seconds, mid, t0)
     finally:
         split.end()
     return group.merge(out)
+
+
+def _add_since(seconds: dict[str, float], key: str, t0: float) -> None:
+    """Add the wall time since ``t0`` (``time.perf_counter``) to ``seconds[key]``."""
+    seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
 
 
 class _CoreSplit:
@@ -244,12 +249,12 @@ def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons
     for src, attack in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
         t0 = time.perf_counter()
         advs = craft_epsilons(attack, sources[src], clean.x, clean.y, epsilons, steps, seed, batch_size)
-        craft_s[src] = craft_s.get(src, 0.0) + time.perf_counter() - t0
+        _add_since(craft_s, src, t0)
         for eps, adv in advs.items():
             for mid, r in runners.items():
                 t0 = time.perf_counter()
                 out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
-                infer_s[mid] = infer_s.get(mid, 0.0) + time.perf_counter() - t0
+                _add_since(infer_s, mid, t0)
     return group.merge(out)
 
 
