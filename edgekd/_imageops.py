@@ -192,10 +192,10 @@ def pil_box_resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
     matrix's nonzero run), in int32: 255 * 2^22 + 2^21 < 2^31, so the sums are exact."""
     def one_pass(v, kk, axis):
         nz = kk != 0
-        lo = np.argmax(nz, axis=1)
-        taps = int(nz.sum(axis=1).max())
+        lo, count = np.argmax(nz, axis=1), nz.sum(axis=1)
+        taps = int(count.max())
         idx = np.minimum(lo[:, None] + np.arange(taps), kk.shape[1] - 1)
-        wts = np.take_along_axis(kk, idx, axis=1) * (np.arange(taps) < nz.sum(axis=1)[:, None])
+        wts = np.take_along_axis(kk, idx, axis=1) * (np.arange(taps) < count[:, None])
         shape = [1] * v.ndim
         shape[axis] = len(kk)
         v = v.astype(np.int32)
