@@ -5,6 +5,11 @@ from edgekd import perturb
 from edgekd.robustness import PerturbedSets, corruption_metrics
 
 
+def _head(split, n: int):
+    """The first ``n`` images of a split, as a split."""
+    return type(split)(split.x[:n], split.y[:n], split.indices[:n])
+
+
 def test_cache_returns_identical_bytes_and_survives_damage(digits, tmp_path):
     sets = PerturbedSets(digits.test, seed=0, cache_dir=tmp_path)
     a = sets.get("fog", 3)
@@ -22,7 +27,7 @@ def test_cache_returns_identical_bytes_and_survives_damage(digits, tmp_path):
 
 
 def test_iter_sets_keeps_order_and_matches_get(digits):
-    small = type(digits.test)(digits.test.x[:40], digits.test.y[:40], digits.test.indices[:40])
+    small = _head(digits.test, 40)
     cells = [("gaussian_noise", 1), ("fog", 2), ("occlusion", 5), ("contrast", 3), ("snow", 4)]
     got = list(PerturbedSets(small, 0, None).iter_sets(cells, workers=2))
     assert [(n, s) for n, s, _ in got] == cells
@@ -32,7 +37,7 @@ def test_iter_sets_keeps_order_and_matches_get(digits):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
-    small = type(digits.test)(digits.test.x[:40], digits.test.y[:40], digits.test.indices[:40])
+    small = _head(digits.test, 40)
     cells = [("fog", 1), ("fog", 2), ("zoom_blur", 5), ("zoom_blur", 1), ("fog", 3), ("shot_noise", 2)]
     sets, calls = PerturbedSets(small, 0, tmp_path), []
     got = list(sets.iter_sets(cells, workers, on_generated=lambda: calls.append(1)))
@@ -46,7 +51,7 @@ def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
 
 
 def test_a_read_only_cache_is_read_not_filled(digits, tmp_path):
-    small = type(digits.test)(digits.test.x[:20], digits.test.y[:20], digits.test.indices[:20])
+    small = _head(digits.test, 20)
     PerturbedSets(small, 0, tmp_path).get("fog", 1)
     tmp_path.chmod(0o555)
     try:
@@ -77,7 +82,7 @@ def test_sweep_splits_the_cores_only_while_generating(digits, tmp_path):
         def predict(self, x):
             return np.zeros((len(x), 10), np.float32)
 
-    small = type(digits.test)(digits.test.x[:40], digits.test.y[:40], digits.test.indices[:40])
+    small = _head(digits.test, 40)
     cold, warm = Runner(), Runner()
     preds = sweep_predictions({"m": cold}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
     assert sorted(preds) == ["m/fog/1", "m/fog/2"] and cold.threads == 0  # its own setting back
