@@ -258,8 +258,12 @@ def apply_severities(name: str, images: np.ndarray, severities: list[int], seed:
     for s0 in range(0, n, step):
         chunk, rng = images[s0:s0 + step], Rng(keys[s0:s0 + step])  # rng memoises its draws
         ys = p.fn(chunk, rows, rng) if p.many else [p.fn(chunk, row, rng) for row in rows]
+        done: set[int] = set()  # in place, unless read-only or also another severity's output
         for sev, y in zip(sevs, ys):
             if y.dtype != np.uint8:  # the reference's np.uint8(np.clip(x, 0, 1) * 255): truncation
-                y = (np.clip(y, 0, 1) * 255).astype(np.uint8)
-            out[sev][s0:s0 + step] = y
+                mine = y.flags.writeable and id(y) not in done
+                done.add(id(y))
+                y = np.clip(y, 0, 1, out=y if mine else None)
+                y *= 255
+            out[sev][s0:s0 + step] = y  # a float -> uint8 assignment truncates like astype
     return out
