@@ -324,7 +324,7 @@ def canny(img: np.ndarray, low: int, high: int) -> np.ndarray:
     4-direction non-maximum suppression with tan 22.5 deg in 15-bit fixed point, 8-connected
     hysteresis). img (N, H, W) int."""
     n, h, w = img.shape
-    p = np.pad(img.astype(np.int64), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    p = np.pad(img.astype(np.int32), ((0, 0), (1, 1), (1, 1)), mode="edge")  # |terms| < 2^31
     s = lambda dy, dx: p[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # noqa: E731
     gx = s(-1, 1) + 2 * s(0, 1) + s(1, 1) - s(-1, -1) - 2 * s(0, -1) - s(1, -1)
     gy = s(1, -1) + 2 * s(1, 0) + s(1, 1) - s(-1, -1) - 2 * s(-1, 0) - s(-1, 1)
@@ -339,13 +339,21 @@ def canny(img: np.ndarray, low: int, high: int) -> np.ndarray:
     diag = np.where(same_sign, (mag > m(-1, -1)) & (mag > m(1, 1)), (mag > m(-1, 1)) & (mag > m(1, -1)))
     keep = (mag > low) & np.where(horiz, (mag > m(0, -1)) & (mag >= m(0, 1)),
                                   np.where(vert, (mag > m(-1, 0)) & (mag >= m(1, 0)), diag))
-    edges = keep & (mag > high)
-    while True:
-        e = np.pad(edges, ((0, 0), (1, 1), (1, 1)))
-        grown = keep & np.any([e[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=0)
-        if np.array_equal(grown, edges):
-            return edges
-        edges = grown
+    # hysteresis: the 8-connected components of kept pixels (within each image) with a strong one
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(keep, structure=np.pad(np.ones((1, 3, 3), bool), ((1, 1), (0, 0), (0, 0))))
+    strong = np.zeros(labels.max() + 1, bool)
+    strong[labels[keep & (mag > high)]] = True
+    strong[0] = False
+    return strong[labels]
+
+
+def _least(first: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+    """Element-wise minimum of arrays of one shape (or broadcast to the first's), into ``first``."""
+    for a in rest:
+        np.minimum(first, a, out=first)
+    return first
 
 
 def chamfer_distance(zero: np.ndarray) -> np.ndarray:
@@ -355,8 +363,8 @@ def chamfer_distance(zero: np.ndarray) -> np.ndarray:
     n, h, w = zero.shape
     hv, dg, lg = 65536, 91750, 143976  # cvRound(metric * 2^16)
     big = (2**31 - 1) >> 2  # INIT_DIST0 on the 2-pixel border
-    t = np.full((n, h + 4, w + 4), big, np.int64)
-    ramp = hv * np.arange(w)
+    t = np.full((n, h + 4, w + 4), big, np.int32)  # big + lg and the ramp (w < 24,000) fit
+    ramp = hv * np.arange(w, dtype=np.int32)
 
     def scan(v, reverse):
         v = v[:, ::-1] if reverse else v
@@ -365,15 +373,15 @@ def chamfer_distance(zero: np.ndarray) -> np.ndarray:
 
     for i in range(2, h + 2):  # forward: rows above, then left neighbour
         r1, r2 = t[:, i - 1], t[:, i - 2]
-        v = np.minimum.reduce([r2[:, 1:w + 1] + lg, r2[:, 3:w + 3] + lg, r1[:, 0:w] + lg, r1[:, 1:w + 1] + dg,
-                               r1[:, 2:w + 2] + hv, r1[:, 3:w + 3] + dg, r1[:, 4:w + 4] + lg])
-        v = np.minimum(v, t[:, i, 1:w + 1] + hv)  # left border column (INIT_DIST0)
+        v = _least(r2[:, 1:w + 1] + lg, r2[:, 3:w + 3] + lg, r1[:, 0:w] + lg, r1[:, 1:w + 1] + dg,
+                   r1[:, 2:w + 2] + hv, r1[:, 3:w + 3] + dg, r1[:, 4:w + 4] + lg,
+                   t[:, i, 1:w + 1] + hv)  # the last: left border column (INIT_DIST0)
         t[:, i, 2:w + 2] = np.where(zero[:, i - 2], 0, scan(np.where(zero[:, i - 2], 0, v), False))
     for i in range(h + 1, 1, -1):  # backward: rows below, then right neighbour
         r1, r2 = t[:, i + 1], t[:, i + 2]
-        v = np.minimum.reduce([t[:, i, 2:w + 2], r2[:, 3:w + 3] + lg, r2[:, 1:w + 1] + lg, r1[:, 4:w + 4] + lg,
-                               r1[:, 3:w + 3] + dg, r1[:, 2:w + 2] + hv, r1[:, 1:w + 1] + dg, r1[:, 0:w] + lg])
-        v = np.minimum(v, t[:, i, w + 2:w + 3] + hv)
+        v = _least(t[:, i, 2:w + 2] + 0, r2[:, 3:w + 3] + lg, r2[:, 1:w + 1] + lg, r1[:, 4:w + 4] + lg,
+                   r1[:, 3:w + 3] + dg, r1[:, 2:w + 2] + hv, r1[:, 1:w + 1] + dg, r1[:, 0:w] + lg,
+                   t[:, i, w + 2:w + 3] + hv)
         t[:, i, 2:w + 2] = scan(v, True)
     return t[:, 2:h + 2, 2:w + 2].astype(np.float32) * np.float32(1.0 / 65536)  # (float)t0 * scale
 
