@@ -25,29 +25,42 @@ def _shifted(xp: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
     return xp[tuple(idx)]
 
 
+def pad_axis(x: np.ndarray, axis: int, r: int, mode: str) -> np.ndarray:
+    """``np.pad`` of one axis by ``r`` on both sides (any numpy mode that maps to source indices:
+    'edge', 'symmetric', 'reflect', 'wrap'), as one take of whole rows or pixels: the same values,
+    without np.pad's per-call Python work. Padding axis 1 then axis 2 is np.pad of both."""
+    idx = np.pad(np.arange(x.shape[axis]), r, mode=mode)
+    if axis == x.ndim - 2 and x.ndim == 4 and x.flags.c_contiguous:  # pixels of C values as one item
+        pixels = x.view(np.dtype((np.void, x.shape[-1] * x.itemsize)))[..., 0]
+        return np.take(pixels, idx, axis=axis).view(x.dtype).reshape(*x.shape[:axis], len(idx), x.shape[-1])
+    return np.take(x, idx, axis=axis)
+
+
+def _weighted_sum(terms, dtype, weights: np.ndarray, shape) -> np.ndarray:
+    """sum of w * v over ``terms`` (weight, view) in that order into ``dtype``, each product
+    rounded (in numpy's type for weights times views) before it is added, like ``out += w * v``,
+    without a temporary array per term."""
+    out, tmp = np.zeros(shape, dtype), np.empty(shape, np.result_type(weights, dtype))
+    for wt, v in terms:
+        np.multiply(v, wt, out=tmp)
+        out += tmp
+    return out
+
+
 def correlate1d(x: np.ndarray, w: np.ndarray, axis: int, mode: str) -> np.ndarray:
     """Correlate axis 1 or 2 of ``x`` with odd-length weights; ``mode`` is a numpy pad mode
     ('edge' = scipy 'nearest', 'symmetric' = scipy 'reflect', 'reflect' = cv2 REFLECT_101)."""
     r = len(w) // 2
-    pads = [(0, 0)] * x.ndim
-    pads[axis] = (r, r)
-    xp = np.pad(x, pads, mode=mode)
-    out = np.zeros_like(x)
-    for i, wi in enumerate(w):
-        out += wi * _shifted(xp, axis, i, x.shape[axis])
-    return out
+    xp, n = pad_axis(x, axis, r, mode), x.shape[axis]
+    return _weighted_sum([(wi, _shifted(xp, axis, i, n)) for i, wi in enumerate(w)], x.dtype, w, x.shape)
 
 
 def correlate2d(x: np.ndarray, k: np.ndarray, mode: str) -> np.ndarray:
     """2-D correlation over axes 1, 2 with an odd-sized kernel (zero taps skipped)."""
     ph, pw = k.shape[0] // 2, k.shape[1] // 2
-    pads = [(0, 0), (ph, ph), (pw, pw)] + [(0, 0)] * (x.ndim - 3)
-    xp = np.pad(x, pads, mode=mode)
-    out = np.zeros_like(x)
+    xp = pad_axis(pad_axis(x, 1, ph, mode), 2, pw, mode)
     h, w = x.shape[1:3]
-    for i, j in zip(*np.nonzero(k)):
-        out += k[i, j] * xp[:, i:i + h, j:j + w]
-    return out
+    return _weighted_sum([(k[i, j], xp[:, i:i + h, j:j + w]) for i, j in zip(*np.nonzero(k))], x.dtype, k, x.shape)
 
 
 def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 4.0,
@@ -64,13 +77,14 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 
     r = int(truncate * float(sigma) + 0.5)
     w = np.exp(-0.5 / (sigma * sigma) * np.arange(-r, r + 1) ** 2)
     w = (w / w.sum()).astype(dtype)
+    tmp = np.empty_like(x)
     for axis in (1, 2):
-        pads = [(0, 0)] * x.ndim
-        pads[axis] = (r, r)
-        xp, n = np.pad(x, pads, mode=mode), x.shape[axis]
+        xp, n = pad_axis(x, axis, r, mode), x.shape[axis]
         out = _shifted(xp, axis, r, n) * w[r]
-        for j in range(r, 0, -1):
-            out += (_shifted(xp, axis, r - j, n) + _shifted(xp, axis, r + j, n)) * w[r + j]
+        for j in range(r, 0, -1):  # (left + right) * w, added: scipy's order for a symmetric kernel
+            np.add(_shifted(xp, axis, r - j, n), _shifted(xp, axis, r + j, n), out=tmp)
+            tmp *= w[r + j]
+            out += tmp
         x = out
     return x
 
@@ -78,9 +92,9 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 
 def gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
     """``out[n, a, b] = x[n, iy[n, a, b], ix[n, a, b]]`` for x of shape (N, H, W, C)."""
     n, h, w, c = x.shape
-    flat = x.reshape(n, h * w, c)
-    idx = (iy * w + ix).reshape(n, -1)
-    return flat[np.arange(n)[:, None], idx].reshape(*iy.shape, c)
+    pixels = np.ascontiguousarray(x).view(np.dtype((np.void, c * x.itemsize))).reshape(n * h * w)
+    idx = (np.arange(n).reshape((n,) + (1,) * (iy.ndim - 1)) * h + iy) * w + ix
+    return np.take(pixels, idx.ravel()).view(x.dtype).reshape(*iy.shape, c)  # a pixel per index
 
 
 def bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, mode: str) -> np.ndarray:
@@ -135,9 +149,15 @@ def clipped_zoom(x: np.ndarray, z: float, dtype=None) -> np.ndarray:
     rows = np.take(x, r0, axis=1)
     rows *= ry0[:, None, None]
     rows += np.take(x, r1, axis=1) * ry1[:, None, None]
-    out = np.take(rows, c0, axis=2)
-    out *= cx0[:, None]
-    out += np.take(rows, c1, axis=2) * cx1[:, None]
+    # columns: a take of whole pixels (one item of C floats), weights repeated per channel, so
+    # numpy's loops run over W * C contiguous values rather than C at a time
+    c = x.shape[3]
+    pixels = rows.view(np.dtype((np.void, c * 8)))[..., 0]
+    out = np.take(pixels, c0, axis=2).view(np.float64).reshape(rows.shape)
+    out *= np.repeat(cx0[:, None], c, axis=1)
+    right = np.take(pixels, c1, axis=2).view(np.float64).reshape(rows.shape)
+    right *= np.repeat(cx1[:, None], c, axis=1)
+    out += right
     return out.astype(dtype)
 
 
