@@ -41,12 +41,20 @@ def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
     cells = [("fog", 1), ("fog", 2), ("zoom_blur", 5), ("zoom_blur", 1), ("fog", 3), ("shot_noise", 2)]
     sets, calls = PerturbedSets(small, 0, tmp_path), []
     got = list(sets.iter_sets(cells, workers, on_generated=lambda: calls.append(1)))
-    assert [(n, s) for n, s, _ in got] == cells and calls == [1]
+    seq = [(n, s) for n, s, _ in got]  # each group's cells together, the groups as they were made
+    groups = [[(n, s) for s in sevs] for n, sevs in sets._groups(cells)]
+    assert len(groups) == 4 and calls == [1]
+    while seq:
+        g = next(g for g in groups if g[0] == seq[0])
+        assert seq[:len(g)] == g
+        seq, groups = seq[len(g):], [h for h in groups if h is not g]
+    assert groups == []
     assert (sets.misses, sets.hits) == (6, 0) and len(list(tmp_path.glob("*.npy"))) == 6
     for n, s, arr in got:
         assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
     again = PerturbedSets(small, 0, tmp_path)
-    assert [a.tobytes() for *_, a in again.iter_sets(cells, workers)] == [a.tobytes() for *_, a in got]
+    made = {(n, s): a.tobytes() for n, s, a in got}
+    assert {(n, s): a.tobytes() for n, s, a in again.iter_sets(cells, workers)} == made
     assert (again.misses, again.hits) == (0, 6)
 
 
@@ -112,3 +120,35 @@ def test_metrics_against_hand_computation():
     assert m["teacher"]["ce"]["fog"] == pytest.approx(1.0)
     assert s["mca"] == pytest.approx(0.375) and not s["mca_complete"]
     assert s["retention"] == pytest.approx(0.375 / 0.625)
+
+
+def test_sweep_returns_cells_in_order_and_generates_in_the_background(digits, tmp_path):
+    import os
+    import sys
+    import threading
+
+    from edgekd.robustness import _background, sweep_predictions
+
+    class Runner:
+        runtime, device, threads = "fake", "cpu", 0
+
+        def set_threads(self, t):
+            self.threads = t
+
+        def predict(self, x):  # class = the first pixel's value mod 10: differs between sets
+            return np.eye(10, dtype=np.float32)[x.reshape(len(x), -1)[:, 0] % 10]
+
+    small = _head(digits.test, 40)
+    names, sevs = ["snow", "fog", "contrast"], [2, 1]
+    preds = sweep_predictions({"a": Runner(), "b": Runner()}, PerturbedSets(small, 0, tmp_path), names, sevs, 16, False)
+    assert list(preds) == [f"{m}/{n}/{s}" for n in names for s in sevs for m in "ab"]
+    for n in names:
+        for s in sevs:
+            assert np.array_equal(preds[f"a/{n}/{s}"], perturb.apply(n, small.x, s, 0, small.indices)[:, 0, 0, 0] % 10)
+    if sys.platform.startswith("linux"):
+        nice, own = [], lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # noqa: E731
+        before = own()
+        t = threading.Thread(target=lambda: (_background(), nice.append(own())))
+        t.start()
+        t.join()
+        assert nice == [19] and own() == before  # that thread only
