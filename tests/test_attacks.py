@@ -48,3 +48,33 @@ def test_all_epsilons_at_once_are_the_same_bytes(trained_pair, digits, attack):
 def test_unknown_attack_lists_choices(trained_pair, digits):
     with pytest.raises(ConfigError, match="fgsm, pgd"):
         craft("cw", trained_pair[1], digits.test.x[:4], digits.test.y[:4], 2)
+
+
+def test_gradient_model_folds_batchnorm_into_a_copy_of_the_same_function(trained_pair, digits):
+    from edgekd.attacks import _grad, gradient_model
+
+    teacher, _ = trained_pair
+    bns = lambda m: [k for k in m.modules() if isinstance(k, torch.nn.modules.batchnorm._BatchNorm)]  # noqa: E731
+    assert bns(teacher)  # the digits teacher has BatchNorm after its convolutions
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    folded = gradient_model(teacher)
+    assert folded is not teacher and not bns(folded)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # the original untouched
+    x = torch.from_numpy(digits.test.x[:64]).float()
+    y = torch.from_numpy(digits.test.y[:64])
+    with torch.no_grad():
+        a, b = teacher(x), folded(x)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+    g1, g2 = _grad(teacher, x, y), _grad(folded, x, y)
+    assert float((g1.sign() != g2.sign()).float().mean()) < 1e-3  # FGSM's direction: the same but for ties
+
+    class Untraceable(torch.nn.Module):  # data-dependent control flow: FX cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm2d(1)
+
+        def forward(self, x):
+            return self.bn(x) if float(x.sum()) > 0 else x
+
+    m = Untraceable()
+    assert gradient_model(m) is m and not m.training
