@@ -51,7 +51,9 @@ def gaussian_noise(u8, c, rng):
 
 @perturbation("shot_noise", "common", "Poisson(x * lambda) / lambda (exact Poisson, counter-based RNG)")
 def shot_noise(u8, c, rng):
-    return rng.poisson("p", u8, np.arange(256) / 255.0 * c) / c  # Poisson(x * c) / c
+    k = rng.poisson("p", u8, np.arange(256) / 255.0 * c)  # Poisson(x * c) counts
+    # the reference's np.uint8(np.clip(k / c, 0, 1) * 255), computed once per count, then looked up
+    return (np.clip(np.arange(int(k.max(initial=0)) + 1) / c, 0, 1) * 255).astype(np.uint8)[k]
 
 
 @perturbation("impulse_noise", "common",

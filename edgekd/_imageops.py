@@ -182,7 +182,7 @@ def motion_blur_255(x: np.ndarray, radius: float, sigma: float, angle_deg: np.nd
     k, ox, oy = motion_blur_kernel(radius, sigma, angle_deg)
     m = len(k) - 1  # |offset| < width
     order = np.argsort(np.broadcast_to(angle_deg, (n,)), kind="stable")
-    xp = np.pad(x[order], ((0, 0), (m, m), (m, m), (0, 0)), mode="edge")
+    xp = pad_axis(pad_axis(x[order], 1, m, "edge"), 2, m, "edge")
     ox, oy = ox[order], oy[order]
     out = np.zeros(x.shape, x.dtype)
     for t in range(len(k)):
@@ -344,7 +344,7 @@ def canny(img: np.ndarray, low: int, high: int) -> np.ndarray:
     4-direction non-maximum suppression with tan 22.5 deg in 15-bit fixed point, 8-connected
     hysteresis). img (N, H, W) int."""
     n, h, w = img.shape
-    p = np.pad(img.astype(np.int32), ((0, 0), (1, 1), (1, 1)), mode="edge")  # |terms| < 2^31
+    p = pad_axis(pad_axis(img.astype(np.int32), 1, 1, "edge"), 2, 1, "edge")  # |terms| < 2^31
     s = lambda dy, dx: p[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # noqa: E731
     gx = s(-1, 1) + 2 * s(0, 1) + s(1, 1) - s(-1, -1) - 2 * s(0, -1) - s(1, -1)
     gy = s(1, -1) + 2 * s(1, 0) + s(1, 1) - s(-1, -1) - 2 * s(-1, 0) - s(-1, 1)

@@ -93,7 +93,7 @@ class Rng:
         while live.size:  # walk up to the first k with CDF >= u (a step or two; the last entry is 2)
             k[live] += 1
             live = live[flat[start[live] + k[live]] < u[live]]
-        return k.reshape(level.shape).astype(np.float64)
+        return k.reshape(level.shape)  # int64 counts
 
 
 _TABLES: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
