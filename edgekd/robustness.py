@@ -233,19 +233,31 @@ def _add_since(seconds: dict[str, float], key: str, t0: float) -> None:
 class _CoreSplit:
     """While sets are being generated, inference runs on ``threads`` intra-op threads: a parallel
     loop whose threads share their cores with the generating threads waits for the preempted ones
-    (benchmarks/RESULTS.md, issue 21), one thread does not. ``end`` (called once every set exists,
-    and at the end in any case) gives the runners their own settings back. ``threads`` 0: no change."""
+    (benchmarks/RESULTS.md, issue 21), one thread does not. So do torch's own loops (elastic
+    transform's ``grid_sample``: the same time on 1 thread as on 2, at half the CPU). ``end``
+    (called once every set exists, and at the end in any case) gives the runners and torch their
+    own settings back. ``threads`` 0: no change."""
 
     def __init__(self, runners: dict, threads: int) -> None:
+        import torch
+
         self.runners = runners
+        self.torch_threads = torch.get_num_threads() if threads else 0
         self.before = {mid: r.threads for mid, r in runners.items()} if threads else {}
         for r in runners.values() if threads else ():
             r.set_threads(threads)
+        if threads:
+            torch.set_num_threads(threads)
 
     def end(self) -> None:
+        import torch
+
         before, self.before = self.before, {}
         for mid, t in before.items():
             self.runners[mid].set_threads(t)
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+            self.torch_threads = 0
 
 
 def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],

@@ -90,10 +90,14 @@ def test_sweep_splits_the_cores_only_while_generating(digits, tmp_path):
         def predict(self, x):
             return np.zeros((len(x), 10), np.float32)
 
+    import torch
+
     small = _head(digits.test, 40)
     cold, warm = Runner(), Runner()
+    torch_threads = torch.get_num_threads()
     preds = sweep_predictions({"m": cold}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
     assert sorted(preds) == ["m/fog/1", "m/fog/2"] and cold.threads == 0  # its own setting back
+    assert torch.get_num_threads() == torch_threads  # and torch's
     cores = os.cpu_count() or 1
     assert cold.calls == ([1, 0] if cores > 1 else [])  # one thread while the sets are made
     sweep_predictions({"m": warm}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
