@@ -9,6 +9,9 @@
 ``eps`` is in pixel levels (eps=8 means 8/255 of the range). Examples are rounded to uint8: since x
 is integer and eps is integer, rounding keeps them within the ball, and the very same bytes can be
 fed to onnxruntime artifacts (transfer attacks: onnxruntime is not differentiable).
+
+Gradients go through ``gradient_model(model)``: a copy with BatchNorm folded into the convolutions
+(the same function, cheaper forward/backward passes), or the model itself where FX cannot trace it.
 """
 
 from __future__ import annotations
