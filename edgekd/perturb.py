@@ -54,6 +54,10 @@ Missing data: ``occlusion`` blacks out (value 0) two non-overlapping squares tot
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import platform
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -150,6 +154,24 @@ TABLES: dict[str, dict[str, tuple]] = {
 # 1.37x faster than with 1 << 22 over the 19 x 5 sweep; 1 << 19 equals 1 << 18 on one thread and is
 # 8 % faster on two, with fewer calls holding the GIL: benchmarks/RESULTS.md, issue 21)
 _CHUNK_ELEMENTS = 1 << 19
+
+
+@functools.cache
+def settle_allocator() -> bool:
+    """Start glibc's malloc where its adaptive thresholds end up anyway (arrays below 32 MiB from
+    the heap, up to 64 MiB of freed memory kept at its top: glibc's DEFAULT_MMAP_THRESHOLD_MAX and
+    twice it). Otherwise the first chunks of a process map fresh pages for every temporary array and
+    fault them in, until the thresholds have grown: the first generation in a process took 5.1 s
+    against 4.3 s for the same work the second time (benchmarks/RESULTS.md, issue 21). Called once,
+    by ``apply_severities``; True where it applied (Linux with glibc), False elsewhere."""
+    if not sys.platform.startswith("linux") or not platform.libc_ver()[0] == "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 64 << 20))
+    except (OSError, AttributeError):
+        return False
 
 
 def resolve(names: list[str] | str) -> list[str]:
@@ -250,6 +272,7 @@ def apply_severities(name: str, images: np.ndarray, severities: list[int], seed:
     indices = np.arange(n) if indices is None else np.asarray(indices)
     if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer):
         raise InputError(f"indices must be {n} integers, one per image, got {indices.dtype} {indices.shape}")
+    settle_allocator()
     sevs = sorted({int(s) for s in severities})
     rows = [_row(p, table_for(h), s, h) for s in sevs]
     keys = image_keys(int(seed), name, indices)

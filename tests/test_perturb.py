@@ -423,3 +423,12 @@ def test_rng_streams():
     z = r.normal("n", (5000,))
     assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
     assert not np.array_equal(u, r.uniform("b", (1000,)))
+
+
+def test_the_allocator_is_settled_where_glibc_is():
+    import platform
+    import sys
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    P.apply("fog", X[:2], 1, 0)  # the first apply settles it
+    assert P.settle_allocator() is glibc  # mallopt accepted both thresholds (or nothing to do)
