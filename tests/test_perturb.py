@@ -432,3 +432,14 @@ def test_the_allocator_is_settled_where_glibc_is():
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     P.apply("fog", X[:2], 1, 0)  # the first apply settles it
     assert P.settle_allocator() is glibc  # mallopt accepted both thresholds (or nothing to do)
+
+
+def test_pad_axis_is_np_pad():
+    rng = np.random.default_rng(3)
+    for x in (rng.uniform(size=(2, 5, 7, 3)), rng.integers(0, 9, (2, 5, 7)), rng.uniform(size=(2, 5, 7, 3))[:, :, ::2]):
+        for mode in ("edge", "symmetric", "reflect"):
+            for axis in (1, 2):
+                for r in (1, 3, 9):  # 9: wider than the axis (np.pad reflects again)
+                    pads = [(0, 0)] * x.ndim
+                    pads[axis] = (r, r)
+                    assert np.array_equal(ops.pad_axis(x, axis, r, mode), np.pad(x, pads, mode=mode))
