@@ -25,14 +25,21 @@ def _shifted(xp: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
     return xp[tuple(idx)]
 
 
+def take_pixels(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    """``np.take(x, idx, axis)`` along an axis before the last (channel) axis of a C-contiguous
+    array, each pixel's C values taken as one item: numpy copies a pixel per index, not C values."""
+    pixels = x.view(np.dtype((np.void, x.shape[-1] * x.itemsize)))[..., 0]
+    out = np.take(pixels, idx, axis=axis)
+    return out.view(x.dtype).reshape(*out.shape, x.shape[-1])
+
+
 def pad_axis(x: np.ndarray, axis: int, r: int, mode: str) -> np.ndarray:
     """``np.pad`` of one axis by ``r`` on both sides (any numpy mode that maps to source indices:
     'edge', 'symmetric', 'reflect', 'wrap'), as one take of whole rows or pixels: the same values,
     without np.pad's per-call Python work. Padding axis 1 then axis 2 is np.pad of both."""
     idx = np.pad(np.arange(x.shape[axis]), r, mode=mode)
-    if axis == x.ndim - 2 and x.ndim == 4 and x.flags.c_contiguous:  # pixels of C values as one item
-        pixels = x.view(np.dtype((np.void, x.shape[-1] * x.itemsize)))[..., 0]
-        return np.take(pixels, idx, axis=axis).view(x.dtype).reshape(*x.shape[:axis], len(idx), x.shape[-1])
+    if axis == x.ndim - 2 and x.ndim == 4 and x.flags.c_contiguous:
+        return take_pixels(x, idx, axis)
     return np.take(x, idx, axis=axis)
 
 
@@ -92,9 +99,8 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 
 def gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
     """``out[n, a, b] = x[n, iy[n, a, b], ix[n, a, b]]`` for x of shape (N, H, W, C)."""
     n, h, w, c = x.shape
-    pixels = np.ascontiguousarray(x).view(np.dtype((np.void, c * x.itemsize))).reshape(n * h * w)
     idx = (np.arange(n).reshape((n,) + (1,) * (iy.ndim - 1)) * h + iy) * w + ix
-    return np.take(pixels, idx.ravel()).view(x.dtype).reshape(*iy.shape, c)  # a pixel per index
+    return take_pixels(np.ascontiguousarray(x).reshape(n * h * w, c), idx.ravel(), 0).reshape(*iy.shape, c)
 
 
 def bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, mode: str) -> np.ndarray:
@@ -149,13 +155,12 @@ def clipped_zoom(x: np.ndarray, z: float, dtype=None) -> np.ndarray:
     rows = np.take(x, r0, axis=1)
     rows *= ry0[:, None, None]
     rows += np.take(x, r1, axis=1) * ry1[:, None, None]
-    # columns: a take of whole pixels (one item of C floats), weights repeated per channel, so
-    # numpy's loops run over W * C contiguous values rather than C at a time
+    # columns: takes of whole pixels, weights repeated per channel, so numpy's loops run over
+    # W * C contiguous values rather than C at a time
     c = x.shape[3]
-    pixels = rows.view(np.dtype((np.void, c * 8)))[..., 0]
-    out = np.take(pixels, c0, axis=2).view(np.float64).reshape(rows.shape)
+    out = take_pixels(rows, c0, 2)
     out *= np.repeat(cx0[:, None], c, axis=1)
-    right = np.take(pixels, c1, axis=2).view(np.float64).reshape(rows.shape)
+    right = take_pixels(rows, c1, 2)
     right *= np.repeat(cx1[:, None], c, axis=1)
     out += right
     return out.astype(dtype)
@@ -399,7 +404,7 @@ def chamfer_distance(zero: np.ndarray) -> np.ndarray:
         t[:, i, 2:w + 2] = np.where(zero[:, i - 2], 0, scan(np.where(zero[:, i - 2], 0, v), False))
     for i in range(h + 1, 1, -1):  # backward: rows below, then right neighbour
         r1, r2 = t[:, i + 1], t[:, i + 2]
-        v = _least(t[:, i, 2:w + 2] + 0, r2[:, 3:w + 3] + lg, r2[:, 1:w + 1] + lg, r1[:, 4:w + 4] + lg,
+        v = _least(t[:, i, 2:w + 2].copy(), r2[:, 3:w + 3] + lg, r2[:, 1:w + 1] + lg, r1[:, 4:w + 4] + lg,
                    r1[:, 3:w + 3] + dg, r1[:, 2:w + 2] + hv, r1[:, 1:w + 1] + dg, r1[:, 0:w] + lg,
                    t[:, i, w + 2:w + 3] + hv)
         t[:, i, 2:w + 2] = scan(v, True)
