@@ -142,9 +142,10 @@ class PerturbedSets:
         with each set.
 
         With a cache it can write, the threads run ahead as fast as they can, at the lowest
-        priority (``_background``), each group written to the cache and read back as soon as it is
-        made, so the groups come in the order they are finished (memory holds one group, whatever
-        the number of cells); ``on_generated()`` is called once every set exists. Otherwise the
+        priority (``_background``), on the groups with a set missing, each written to the cache and
+        read back as soon as it is made: the cached groups come first, then the others in the order
+        they are finished (memory holds one group, whatever the number of cells);
+        ``on_generated()`` is called once every set exists. Otherwise the
         cells come in order, at most ``workers + 1`` groups made ahead and held (each at most
         GROUP_BYTES, or one set)."""
         groups = self._groups(cells)
@@ -152,15 +153,21 @@ class PerturbedSets:
         pool = ThreadPoolExecutor(max_workers=workers, initializer=_background if ahead else None)
         try:
             if ahead:
-                futures = {pool.submit(self._fill, *g): g for g in groups}
+                cached = [all(self.cached(name, s) for s in sevs) for name, sevs in groups]
+                futures = {pool.submit(self._fill, *g): g for g, c in zip(groups, cached) if not c}
+
+                def ready():  # the cached groups at once, then the others as they are made (counted there)
+                    yield from ((g, True) for g, c in zip(groups, cached) if c)
+                    for fut in as_completed(futures):  # never waiting on one group while another is ready
+                        fut.result()
+                        yield futures[fut], False
+
                 signalled = on_generated is None
-                for fut in as_completed(futures):  # as made: never waiting on one group while another is ready
-                    fut.result()
+                for (name, sevs), count in ready():
                     if not signalled and all(f.done() for f in futures):
                         on_generated()
                         signalled = True
-                    name, sevs = futures[fut]
-                    sets = self.get_many(name, sevs, count=False)  # from the cache (made again if it failed to write)
+                    sets = self.get_many(name, sevs, count=count)  # from the cache (made again if it failed to write)
                     for sev in sevs:
                         yield name, sev, sets.pop(sev)
                 return

@@ -56,6 +56,9 @@ def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
     made = {(n, s): a.tobytes() for n, s, a in got}
     assert {(n, s): a.tobytes() for n, s, a in again.iter_sets(cells, workers)} == made
     assert (again.misses, again.hits) == (0, 6)
+    more = PerturbedSets(small, 0, tmp_path)  # cached groups first, each set read once; the new one made
+    got = list(more.iter_sets([("snow", 1)] + cells, workers))
+    assert [(n, s) for n, s, _ in got][-1] == ("snow", 1) and (more.misses, more.hits) == (1, 6)
 
 
 def test_a_read_only_cache_is_read_not_filled(digits, tmp_path):
