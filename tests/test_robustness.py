@@ -5,6 +5,21 @@ from edgekd import perturb
 from edgekd.robustness import PerturbedSets, corruption_metrics
 
 
+class _Runner:
+    """A runner that records its thread settings; class = the first pixel's value mod 10."""
+    runtime, device, threads = "fake", "cpu", 0
+
+    def __init__(self):
+        self.calls = []
+
+    def set_threads(self, t):
+        self.calls.append(t)
+        self.threads = t
+
+    def predict(self, x):  # differs between perturbed sets
+        return np.eye(10, dtype=np.float32)[x.reshape(len(x), -1)[:, 0] % 10]
+
+
 def _head(split, n: int):
     """The first ``n`` images of a split, as a split."""
     return type(split)(split.x[:n], split.y[:n], split.indices[:n])
@@ -78,25 +93,12 @@ def test_a_read_only_cache_is_read_not_filled(digits, tmp_path):
 def test_sweep_splits_the_cores_only_while_generating(digits, tmp_path):
     import os
 
-    from edgekd.robustness import sweep_predictions
-
-    class Runner:
-        runtime, device, threads = "fake", "cpu", 0
-
-        def __init__(self):
-            self.calls = []
-
-        def set_threads(self, t):
-            self.calls.append(t)
-            self.threads = t
-
-        def predict(self, x):
-            return np.zeros((len(x), 10), np.float32)
-
     import torch
 
+    from edgekd.robustness import sweep_predictions
+
     small = _head(digits.test, 40)
-    cold, warm = Runner(), Runner()
+    cold, warm = _Runner(), _Runner()
     torch_threads = torch.get_num_threads()
     preds = sweep_predictions({"m": cold}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
     assert sorted(preds) == ["m/fog/1", "m/fog/2"] and cold.threads == 0  # its own setting back
@@ -136,18 +138,9 @@ def test_sweep_returns_cells_in_order_and_generates_in_the_background(digits, tm
 
     from edgekd.robustness import _background, sweep_predictions
 
-    class Runner:
-        runtime, device, threads = "fake", "cpu", 0
-
-        def set_threads(self, t):
-            self.threads = t
-
-        def predict(self, x):  # class = the first pixel's value mod 10: differs between sets
-            return np.eye(10, dtype=np.float32)[x.reshape(len(x), -1)[:, 0] % 10]
-
     small = _head(digits.test, 40)
     names, sevs = ["snow", "fog", "contrast"], [2, 1]
-    preds = sweep_predictions({"a": Runner(), "b": Runner()}, PerturbedSets(small, 0, tmp_path), names, sevs, 16, False)
+    preds = sweep_predictions({"a": _Runner(), "b": _Runner()}, PerturbedSets(small, 0, tmp_path), names, sevs, 16, False)
     assert list(preds) == [f"{m}/{n}/{s}" for n in names for s in sevs for m in "ab"]
     for n in names:
         for s in sevs:
