@@ -16,7 +16,8 @@ Layout of a bundle::
     models/         the profile's precision, for each runtime it names: student.int8.onnx +
                     student.int8.ort (+ student.int8.pte with ExecuTorch), or the fp32 files
     eval.npz        images/SET, labels/SET, teacher/SET (the teacher's predicted class) for SET in
-                    clean and NAME/SEVERITY (perturbed on the build machine, same seed as the build)
+                    clean, NAME/SEVERITY (perturbed on the build machine, same seed as the build)
+                    and shift/NAME (the first images of each of the build's robustness.shift_sets)
     README.txt      the one command to run
 
 The evaluation set is the first ``first_images`` test images of the build (the same ones its report
@@ -159,6 +160,30 @@ def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, first
         arrays[f"labels/{key}"] = ds.test.y[idx].astype(np.int64)
         arrays[f"teacher/{key}"] = np.asarray(preds[f"teacher/{key}"][:len(idx)]).astype(np.int64)
         sets.append(key)
+    shifts = report.get("shift_sets") or {}
+    if not isinstance(shifts, dict) or not all(isinstance(i, dict) and isinstance(i.get("path"), str)
+                                               for i in shifts.values()):
+        raise InputError(f"{out_dir / artifacts.REPORT_JSON}: shift_sets is not a table of sets with a path each; "
+                         "rebuild it with edgekd build")
+    if shifts:  # the build's own shifted data, reloaded and checked like the test images
+        from .shift import fingerprint, load_shift_sets
+
+        loaded = load_shift_sets({name: info["path"] for name, info in shifts.items()}, ds.classes,
+                                 ds.image_shape[0])
+        for name, split in loaded.items():
+            key = P.shift_set(name)
+            if fingerprint(split) != shifts[name].get("sha256"):
+                raise InputError(f"shift set {name!r} loaded from {shifts[name]['path']} differs from the one "
+                                 f"{out_dir} was built with (report.json shift_sets.{name}.sha256); make the "
+                                 "build's data available at the same path")
+            if P.shift(artifacts.TEACHER, name) not in preds:
+                notes.append(f"{key}: the build's predictions.npz has no teacher predictions for it, left out")
+                continue
+            m = min(first_images, len(split))
+            arrays[f"images/{key}"] = split.x[:m]
+            arrays[f"labels/{key}"] = split.y[:m].astype(np.int64)
+            arrays[f"teacher/{key}"] = np.asarray(preds[P.shift(artifacts.TEACHER, name)][:m]).astype(np.int64)
+            sets.append(key)
     return arrays, sets, notes
 
 

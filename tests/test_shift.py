@@ -5,11 +5,14 @@ synthetic builds: test_gate.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import edgekd
 from PIL import Image
+from test_bundle import PROFILE
 
 from edgekd import predictions as P
 from edgekd.config import load_config
@@ -139,6 +142,44 @@ def test_a_build_reports_and_gates_its_shift_sets(tmp_path, env, shift_sets):
                    *[s.removeprefix("gate.") for s in NO_SWEEP_GATE], "--set", "mode=strict",
                    "--set", f"max_shift_drop={drops[worst] / 2:.6f}", cwd=tmp_path, env=env)
     assert again.returncode == 1 and f"FAIL student_int8.shift_drop.{worst}" in again.stdout, again.stdout
+    # edgekd eval on the deployed file evaluates the build's shift sets (from the manifest beside
+    # it) and reproduces the build's figures: the same images, the same model
+    ev = edgekd("eval", "out/student.int8.onnx", "--perturb", "none", "--json", "ev.json", "-q",
+                cwd=tmp_path, env=env)
+    assert ev.returncode == 0, ev.stderr
+    res = json.loads((tmp_path / "ev.json").read_text())
+    assert res["shift_sets"] == report["shift_sets"]
+    assert res["accuracy"]["shift"] == pytest.approx(models["student_int8"]["accuracy"]["shift"])
+    assert f"shift set night ({n} images): accuracy" in ev.stdout
+    # the on-device bundle carries the first images of each set, checked against the build
+    (tmp_path / "box.toml").write_text(PROFILE.format(latency="1e6"))
+    b = edgekd("bundle", "out", "--device", "box.toml", "-o", "b", "--no-zip", "--first-images", "60",
+               cwd=tmp_path, env=env)
+    assert b.returncode == 0, b.stderr
+    rec = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert [s for s in rec["eval"]["sets"] if s.startswith("shift/")] == [f"shift/{k}" for k in report["shift_sets"]]
+    with np.load(tmp_path / "b" / "eval.npz") as z:
+        assert np.array_equal(z["labels/shift/night"], preds[P.shift_labels("night")][:60])
+        assert np.array_equal(z["teacher/shift/night"], preds[P.shift("teacher", "night")][:60])
+    int8 = next(m for m in rec["models"] if m["id"] == "student_int8")
+    assert int8["build_accuracy"]["shift/night"] == pytest.approx(
+        float((preds[P.shift("student_int8", "night")][:60] == preds[P.shift_labels("night")][:60]).mean()))
+    run = subprocess.run([sys.executable, "run.py", "--out", "results.json"], cwd=tmp_path / "b",
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    dev = json.loads((tmp_path / "b" / "results.json").read_text())
+    for m in dev["models"].values():  # the device scores the shift sets like the build
+        assert m["accuracy"]["shift/night"] == pytest.approx(m["build_accuracy"]["shift/night"], abs=0.02)
+    merged = edgekd("report", "out", "--device-results", "b/results.json", cwd=tmp_path, env=env)
+    assert merged.returncode == 0, merged.stderr
+    # a set that is no longer the one the build measured is refused in one sentence
+    rep = json.loads((out / "report.json").read_text())
+    rep["shift_sets"]["warm"]["sha256"] = "0" * 64
+    (out / "report.json").write_text(json.dumps(rep))
+    bad = edgekd("bundle", "out", "--device", "box.toml", "-o", "b2", "--no-zip", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert "shift set 'warm' loaded from" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b2").exists()
 
 
 def test_a_shift_set_with_other_classes_stops_the_build_with_exit_2(tmp_path, env, digits):

@@ -9,7 +9,8 @@ from pathlib import Path
 HELP = "accuracy of a student.pt or .onnx model on clean and perturbed inputs"
 DESCRIPTION = """\
 Evaluate MODEL (an edgekd checkpoint such as student.pt, or an ONNX file taking uint8 NHWC
-images) on the test split of --data, clean and under perturbations (see `edgekd perturb list`).
+images) on the test split of --data, clean and under perturbations (see `edgekd perturb list`),
+and on each of the config's robustness.shift_sets (the build's own when no -c is given).
 Torch checkpoints also get white-box FGSM / PGD with --adversarial."""
 
 
@@ -18,6 +19,12 @@ def _ints(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _shift_only(section) -> dict:
+    """The stored [robustness] section's shift_sets alone (the rest is this command's to choose)."""
+    sets = section.get("shift_sets") if isinstance(section, dict) else None
+    return {"shift_sets": sets} if sets else {}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from ..files import check_regular, read_json
     from ..harness import accuracy, evaluate
     from ..models import load_checkpoint
+    from .. import predictions as P
     from ..robustness import PerturbedSets, perturbed_dir, sweep_predictions
     from ..runtimes import OrtRunner, TorchRunner
+    from ..shift import describe, load_shift_sets
 
     path = check_regular(args.model, "model")  # a FIFO or a device is refused before it is opened
     if path.suffix not in (".onnx", ".pt", ".pth"):
@@ -80,14 +89,18 @@ def run(args: argparse.Namespace) -> int:
         cfg = user_cfg
     else:
         # the build's own [data] section (student.pt or the manifest beside an ONNX file), so the
-        # test split is the one the model never trained on
+        # test split is the one the model never trained on, and its shift sets
         from ..config import from_dict
 
-        base = from_dict({"data": stored["data"]}, f"{path} (stored config)") if "data" in stored else None
+        kept = {k: v for k, v in (("data", stored.get("data")),
+                                  ("robustness", _shift_only(stored.get("robustness")))) if v}
+        base = from_dict(kept, f"{path} (stored config)") if kept else None
         cfg = load_config(None, overrides)
-        if base is not None and not args.data:
+        if base is not None and not args.data:  # the shift sets belong to the build's data
             cfg.data = base.data
+            cfg.robustness.shift_sets = base.robustness.shift_sets
     ds = load_dataset(cfg.data)
+    shifts = load_shift_sets(cfg.robustness.shift_sets, ds.classes, ds.image_shape[0])  # refused before any work
     names = [] if args.perturb == "none" else perturb.resolve(args.perturb.split(","))
     sevs = sorted(set(cfg.robustness.severities))
     try:
@@ -108,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     common = [table[n][s - 1] for n in perturb.COMMON if n in table for s in sevs]
     if common:
         result["accuracy"]["mca_over_run_cells"] = float(np.mean(common))
+    if shifts:
+        result["shift_sets"] = describe(shifts, cfg.robustness.shift_sets)
+        result["accuracy"][P.SHIFT] = {n: accuracy(evaluate(runner, s.x, cfg.measure.eval_batch_size), s.y)
+                                       for n, s in shifts.items()}
     if model is not None and args.adversarial:
         result["accuracy"]["adversarial"] = {
             a: {str(e): accuracy(evaluate(runner, craft(a, model, ds.test.x, ds.test.y, e,
@@ -122,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     if "mca_over_run_cells" in result["accuracy"]:
         print(f"mean accuracy over the common corruptions run: "
               f"{100 * result['accuracy']['mca_over_run_cells']:.1f}%")
+    for n, acc in result["accuracy"].get(P.SHIFT, {}).items():
+        print(f"shift set {n} ({len(shifts[n])} images): accuracy {100 * acc:.1f}%")
     for a, by_eps in result["accuracy"].get("adversarial", {}).items():
         print(f"{a}: " + ", ".join(f"eps {e}/255 {100 * v:.1f}%" for e, v in by_eps.items()))
     if args.json:
