@@ -5,6 +5,7 @@ synthetic builds: test_gate.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -151,6 +152,23 @@ def test_a_build_reports_and_gates_its_shift_sets(tmp_path, env, shift_sets):
     assert res["shift_sets"] == report["shift_sets"]
     assert res["accuracy"]["shift"] == pytest.approx(models["student_int8"]["accuracy"]["shift"])
     assert f"shift set night ({n} images): accuracy" in ev.stdout
+    # a set of the build that is not on this machine is left out, with a line saying so; a set of
+    # the user's own -c config that cannot be read is refused in one sentence (exit 2)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(out / "student.int8.onnx", moved)
+    man = json.loads((out / "manifest.json").read_text())
+    man["config"]["robustness"]["shift_sets"]["night"] = str(tmp_path / "gone")
+    (moved / "manifest.json").write_text(json.dumps(man))
+    ev = edgekd("eval", "moved/student.int8.onnx", "--perturb", "none", "--json", "ev2.json", "-q",
+                cwd=tmp_path, env=env)
+    assert ev.returncode == 0, ev.stderr
+    assert "the build's shift set night is left out" in ev.stderr
+    assert set(json.loads((tmp_path / "ev2.json").read_text())["accuracy"]["shift"]) == {"warm", "unshifted"}
+    (tmp_path / "mine.toml").write_text(f'[robustness]\nshift_sets = {{ field = "{tmp_path / "gone"}" }}\n')
+    ev = edgekd("eval", "out/student.int8.onnx", "-c", "mine.toml", "--perturb", "none", cwd=tmp_path, env=env)
+    assert ev.returncode == 2 and len(ev.stderr.strip().splitlines()) == 1, ev.stderr
+    assert "robustness.shift_sets.field = " in ev.stderr and "Traceback" not in ev.stderr
     # the on-device bundle carries the first images of each set, checked against the build
     (tmp_path / "box.toml").write_text(PROFILE.format(latency="1e6"))
     b = edgekd("bundle", "out", "--device", "box.toml", "-o", "b", "--no-zip", "--first-images", "60",
