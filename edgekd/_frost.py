@@ -18,13 +18,15 @@ scaled, then a random crop of the image's size. Scale by table (``perturb.table_
   enlarged (x 1.1 the factor that makes it fit, as ``imagecorruptions``) only where it is smaller
   than the image.
 
-Without the photographs (a trimmed install) frost cannot be made faithfully: ``source()`` says
+Without the photographs (a trimmed install), or with one that differs from the pinned bytes, frost
+cannot be made faithfully: ``source()`` says
 "synthetic" and ``_corruptions.frost`` falls back to its plasma texture, which every report names.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +57,18 @@ def photo_dir() -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def source() -> str:
-    """"photos" when the drawn photographs are installed, else "synthetic"."""
+    """"photos" when the drawn photographs are installed and are the reference's (``SHA256``; read
+    once per process, 2 MB), else "synthetic": a missing or altered photograph would make another frost
+    under the name (and the cache key) of the reference's."""
     folder = photo_dir()
-    return "photos" if folder and all((folder / p).is_file() for p in PHOTOS[:DRAWN]) else "synthetic"
+    return "photos" if folder and all(_is_pinned(folder / p) for p in PHOTOS[:DRAWN]) else "synthetic"
+
+
+def _is_pinned(path: Path) -> bool:
+    try:
+        return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == SHA256[path.name]
+    except OSError:
+        return False
 
 
 def linear_resize(img: np.ndarray, f: float) -> np.ndarray:

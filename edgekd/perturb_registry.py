@@ -31,7 +31,7 @@ FAMILIES: tuple[str, ...] = ("common", "extra", "missing")  # common: the 15 abo
 FROST_SOURCES: dict[str, str] = {
     "photos": "the reference's frost photographs (hendrycks/robustness, Apache-2.0, from the "
               "imagecorruptions wheel)",
-    "synthetic": "a SYNTHETIC texture (plasma cover + crystal ridges): the frost photographs are missing "
+    "synthetic": "a SYNTHETIC texture (plasma cover + crystal ridges): the frost photographs are missing (or altered) "
                  "from this install (pip install --no-deps imagecorruptions==1.1.2), so frost is not "
                  "comparable with published figures"}
 CIFAR_TABLE_MAX_PX = 64  # images up to this height use CIFAR-10-C's table (perturb.table_for), larger ImageNet-C's

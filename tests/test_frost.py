@@ -125,3 +125,21 @@ def test_without_the_photographs_the_synthetic_fallback_is_named(monkeypatch, tm
         monkeypatch.undo()
         _frost.source.cache_clear()
     assert perturb.frost_source() == "photos"
+
+
+def test_an_altered_photograph_is_not_taken_for_the_reference(monkeypatch, tmp_path):
+    for name in _frost.PHOTOS:  # a copy of the installed photographs, then one byte of one changed
+        (tmp_path / name).write_bytes((PHOTO_DIR / name).read_bytes())
+    monkeypatch.setattr(_frost, "photo_dir", lambda: tmp_path)
+    _frost.source.cache_clear()
+    try:
+        assert perturb.frost_source() == "photos"  # the pinned bytes, wherever they are
+        data = bytearray((tmp_path / "frost2.png").read_bytes())
+        data[-100] ^= 0xFF
+        (tmp_path / "frost2.png").write_bytes(bytes(data))
+        _frost.source.cache_clear()
+        assert perturb.frost_source() == "synthetic"
+    finally:
+        monkeypatch.undo()
+        _frost.source.cache_clear()
+    assert perturb.frost_source() == "photos"
