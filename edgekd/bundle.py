@@ -176,13 +176,14 @@ def _eval_images(out_dir: Path, manifest: dict, report: dict, preds: dict, first
                 raise InputError(f"shift set {name!r} loaded from {shifts[name]['path']} differs from the one "
                                  f"{out_dir} was built with (report.json shift_sets.{name}.sha256); make the "
                                  "build's data available at the same path")
-            if P.shift(artifacts.TEACHER, name) not in preds:
+            teacher = preds.get(P.shift(artifacts.TEACHER, name))
+            if teacher is None:
                 notes.append(f"{key}: the build's predictions.npz has no teacher predictions for it, left out")
                 continue
             m = min(first_images, len(split))
             arrays[f"images/{key}"] = split.x[:m]
             arrays[f"labels/{key}"] = split.y[:m].astype(np.int64)
-            arrays[f"teacher/{key}"] = np.asarray(preds[P.shift(artifacts.TEACHER, name)][:m]).astype(np.int64)
+            arrays[f"teacher/{key}"] = np.asarray(teacher[:m]).astype(np.int64)
             sets.append(key)
     return arrays, sets, notes
 

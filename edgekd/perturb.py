@@ -164,7 +164,7 @@ def settle_allocator() -> bool:
     fault them in, until the thresholds have grown: the first generation in a process took 5.1 s
     against 4.3 s for the same work the second time (benchmarks/RESULTS.md, issue 21). Called once,
     by ``apply_severities``; True where it applied (Linux with glibc), False elsewhere."""
-    if not sys.platform.startswith("linux") or not platform.libc_ver()[0] == "glibc":
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -246,23 +246,24 @@ class _CoreSplit:
     own settings back. ``threads`` 0: no change."""
 
     def __init__(self, runners: dict, threads: int) -> None:
+        self.runners, self.before, self.torch_threads = runners, {}, 0
+        if not threads:
+            return
         import torch
 
-        self.runners = runners
-        self.torch_threads = torch.get_num_threads() if threads else 0
-        self.before = {mid: r.threads for mid, r in runners.items()} if threads else {}
-        for r in runners.values() if threads else ():
+        self.before = {mid: r.threads for mid, r in runners.items()}
+        self.torch_threads = torch.get_num_threads()
+        for r in runners.values():
             r.set_threads(threads)
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
     def end(self) -> None:
-        import torch
-
         before, self.before = self.before, {}
         for mid, t in before.items():
             self.runners[mid].set_threads(t)
         if self.torch_threads:
+            import torch
+
             torch.set_num_threads(self.torch_threads)
             self.torch_threads = 0
 
