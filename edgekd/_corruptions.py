@@ -29,6 +29,7 @@ from ._imageops import (
     equalize_hist,
     gather,
     gaussian,
+    gaussian_matrix,
     gray,
     hsv_op,
     motion_blur_255,
@@ -273,9 +274,11 @@ def elastic_transform(u8, c, rng):
     src_x = (d[:, None, None] * u - b[:, None, None] * v) / det[:, None, None]
     src_y = (-cc[:, None, None] * u + a[:, None, None] * v) / det[:, None, None]
     x = bilinear(x, src_y, src_x, "reflect101")
-    # the reference's (gaussian(U(-1, 1), sigma, mode='reflect', truncate=3) * alpha).astype(np.float32)
-    dx = (gaussian(rng.uniform("dx", (h, w), -1, 1), sigma, "symmetric", 3.0) * alpha).astype(np.float32)
-    dy = (gaussian(rng.uniform("dy", (h, w), -1, 1), sigma, "symmetric", 3.0) * alpha).astype(np.float32)
+    # the reference's (gaussian(U(-1, 1), sigma, mode='reflect', truncate=3) * alpha).astype(np.float32),
+    # the filter as a matrix on each side of every image's field
+    gh, gw = gaussian_matrix(h, sigma, "symmetric", 3.0), gaussian_matrix(w, sigma, "symmetric", 3.0).T
+    dx = (gh @ rng.uniform("dx", (h, w), -1, 1) @ gw * alpha).astype(np.float32)
+    dy = (gh @ rng.uniform("dy", (h, w), -1, 1) @ gw * alpha).astype(np.float32)
     return bilinear(x, yy[None] + dy, xx[None] + dx, "symmetric")
 
 
@@ -351,8 +354,8 @@ def spatter(u8, c, rng):
     liquid = gaussian(rng.normal("liquid", (h, w), loc=loc, scale=scale), sigma)  # float64, as the reference
     liquid[liquid < thresh] = 0
     if not mud:  # water: cv2 Canny -> distanceTransform -> ... -> emboss, re-implemented exactly
-        liq = np.mod(np.floor(liquid * 255), 256)  # (x * 255).astype(np.uint8) wraps values > 1
-        dist = np.minimum(chamfer_distance(canny(liq.astype(np.int64), 50, 150)), np.float32(20))
+        liq = (liquid * 255).astype(np.int64) & 255  # (x * 255).astype(np.uint8) wraps values > 1 (x >= 0)
+        dist = np.minimum(chamfer_distance(canny(liq, 50, 150)), np.float32(20))
         dist = np.floor(correlate2d(dist[..., None], np.full((3, 3), 1 / 9, np.float32), "reflect"))
         dist = equalize_hist(dist[..., 0].astype(np.int64)).astype(np.float32)[..., None]
         emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)

@@ -11,9 +11,11 @@ depend on the batch it is processed in.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from ._rng import Rng
@@ -87,11 +89,24 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 
     summed in double and written as ``dtype`` after each axis (skimage's float32 path; the
     reference's float64 one to the last bit); default border 'nearest'. One compiled pass per axis
     that releases the GIL: 3-4x faster than sums of shifted views."""
-    if sigma <= 1e-15:
+    if sigma <= 1e-15 or int(truncate * float(sigma) + 0.5) == 0:  # no taps but the centre's 1.0
         return x.astype(dtype)
     sigmas = [0.0] * x.ndim
     sigmas[1] = sigmas[2] = float(sigma)
     return ndimage.gaussian_filter(x, sigmas, mode=_SCIPY_MODE[mode], truncate=truncate, output=dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def gaussian_matrix(n: int, sigma: float, mode: str = "edge", truncate: float = 4.0) -> np.ndarray:
+    """(n, n) float64 matrix G of scipy's ``gaussian_filter1d`` along an axis of length n, borders
+    folded in (its columns are the filter's responses to unit impulses): G @ v filters v. For
+    random fields (elastic_transform's displacements), where a matrix product per image is 3-6x
+    faster than the line-by-line filter and equal to it within a few units of the last bit."""
+    g = np.eye(n)
+    if sigma > 1e-15 and int(truncate * float(sigma) + 0.5) > 0:  # else no taps but the centre's 1.0
+        g = ndimage.gaussian_filter1d(g, float(sigma), axis=0, mode=_SCIPY_MODE[mode], truncate=truncate)
+    g.flags.writeable = False
+    return g
 
 
 def gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
@@ -198,42 +213,27 @@ def motion_blur_255(x: np.ndarray, radius: float, sigma: float, angle_deg: np.nd
     return np.clip(np.rint(back), 0, 255)
 
 
-def pil_box_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Pillow's BOX resampling coefficients (Resample.c precompute_coeffs + 22-bit fixed point)."""
-    scale = n_in / n_out
-    fs = max(scale, 1.0)
-    support = 0.5 * fs
-    kk = np.zeros((n_out, n_in), np.int64)
-    for o in range(n_out):
-        center = (o + 0.5) * scale
-        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
-        t = (np.arange(lo, hi) - center + 0.5) / fs
-        wts = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
-        if wts.sum():
-            wts /= wts.sum()
-        kk[o, lo:hi] = (wts * (1 << 22) + 0.5).astype(np.int64)
-    return kk
+def _pil_resize(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One PIL BOX resize of a 2-D uint8 array of pixels (rows, cols, C) to ``size`` (cols, rows)."""
+    img = Image.fromarray(planes[..., 0] if planes.shape[-1] == 1 else planes)
+    out = np.asarray(img.resize(size, Image.Resampling.BOX))
+    return out.reshape(size[1], size[0], planes.shape[-1])
 
 
 def pil_box_resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Byte-exact ``Image.resize((w, h), Image.BOX)`` for uint8 (N, H, W, C): horizontal pass, uint8,
-    vertical pass, each ``(sum + 2^21) >> 22``. Each output sums a few neighbouring inputs (the
-    matrix's nonzero run), in int32: 255 * 2^22 + 2^21 < 2^31, so the sums are exact."""
-    def one_pass(v, kk, axis):
-        nz = kk != 0
-        lo, count = np.argmax(nz, axis=1), nz.sum(axis=1)
-        taps = int(count.max())
-        idx = np.minimum(lo[:, None] + np.arange(taps), kk.shape[1] - 1)
-        wts = np.take_along_axis(kk, idx, axis=1) * (np.arange(taps) < count[:, None])
-        shape = [1] * v.ndim
-        shape[axis] = len(kk)
-        v = v.astype(np.int32)
-        t = np.full(np.take(v, idx[:, 0], axis=axis).shape, 1 << 21, np.int32)
-        for k in range(taps):
-            t += np.take(v, idx[:, k], axis=axis) * wts[:, k].astype(np.int32).reshape(shape)
-        return np.clip(t >> 22, 0, 255)
-    y = one_pass(x, pil_box_matrix(x.shape[2], w), 2)
-    return one_pass(y, pil_box_matrix(x.shape[1], h), 1).astype(np.uint8)
+    """``Image.resize((w, h), Image.BOX)`` of every uint8 image (N, H, W, C), by PIL itself in two
+    calls for the whole batch. PIL resizes horizontally, then vertically through an 8-bit image, and
+    each pass's coefficients depend only on the sizes along its axis: so the horizontal pass runs on
+    the images stacked one above another (rows never mix), the vertical pass on them side by side
+    (columns never mix), and each image gets the bytes of its own resize (3x faster than per image,
+    or than the fixed-point sums in numpy)."""
+    n, hh, ww, c = x.shape
+    if w != ww:
+        x = _pil_resize(np.ascontiguousarray(x).reshape(n * hh, ww, c), (w, n * hh)).reshape(n, hh, w, c)
+    if h != hh:
+        side = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(hh, n * w, c)
+        x = _pil_resize(side, (n * w, h)).reshape(h, n, w, c).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(x)
 
 
 def plasma_fractal(rng: Rng, tag: str, mapsize: int, decay: float) -> np.ndarray:

@@ -80,7 +80,7 @@ from .perturb_registry import (
 __all__ = ["COMMON", "EXTRA", "MISSING", "PERTURBATIONS", "TABLES", "VERSION", "Perturbation", "apply", "apply_severities",
            "frost_source", "FROST_SOURCES", "groups", "image_keys", "names", "perturbation", "resolve", "table_for"]
 
-VERSION = "3"  # part of robustness.py's cache key: bump when any output changes
+VERSION = "4"  # part of robustness.py's cache key: bump when any output changes
 
 if family_names("common") != COMMON:
     raise ImportError(f"perturbations of COMMON not registered: {set(COMMON) - set(PERTURBATIONS)}")
