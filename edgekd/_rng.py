@@ -85,15 +85,27 @@ class Rng:
         cdf, guide = poisson_table(np.asarray(lam_of_level, np.float64))
         n_k, bins = cdf.shape[1], guide.shape[1]
         u = self.uniform(tag, level.shape[1:]).ravel()
-        lv = level.ravel().astype(np.int64)
+        lv = level.ravel().astype(np.intp)
         flat = cdf.ravel()
         start = lv * n_k
-        k = guide[lv, (u * bins).astype(np.int64)]  # first k whose CDF reaches the bin's lower edge
-        live = np.flatnonzero(flat[start + k] < u)
-        while live.size:  # walk up to the first k with CDF >= u (a step or two; the last entry is 2)
+        k = guide.ravel().take(lv * bins + (u * bins).astype(np.intp))  # first k whose CDF reaches the bin's lower edge
+        live = np.flatnonzero(flat.take(start + k) < u)
+        for _ in range(4):  # walk up to the first k with CDF >= u: a step or two for nearly all
+            if not live.size:
+                break
             k[live] += 1
-            live = live[flat[start[live] + k[live]] < u[live]]
-        return k.reshape(level.shape)  # int64 counts
+            live = live[flat.take(start[live] + k[live]) < u[live]]
+        if live.size:  # the few far in a tail (u next to 1): bisect between CDF < u and the last entry, 2
+            lo, hi, ul, sl = k[live], np.full(live.size, n_k - 1), u[live], start[live]
+            while True:
+                open_ = hi - lo > 1
+                if not open_.any():
+                    break
+                mid = (lo + hi) // 2
+                below = open_ & (flat.take(sl + mid) < ul)
+                lo, hi = np.where(below, mid, lo), np.where(open_ & ~below, mid, hi)
+            k[live] = hi
+        return k.reshape(level.shape)  # counts
 
 
 _TABLES: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
