@@ -21,9 +21,12 @@ _GOLDEN = _U(0x9E3779B97F4A7C15)
 def mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser (Steele et al. 2014): a bijective 64-bit hash, element-wise."""
     with np.errstate(over="ignore"):
-        z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
-        return z ^ (z >> _U(31))
+        z = z ^ (z >> _U(30))  # a new array: the caller's is never written
+        t = np.empty_like(z)
+        for shift, mul in ((27, 0xBF58476D1CE4E5B9), (31, 0x94D049BB133111EB)):
+            z *= _U(mul)
+            z ^= np.right_shift(z, _U(shift), out=t)
+        return z
 
 
 def hash_text(text: str) -> np.uint64:
@@ -60,18 +63,28 @@ class Rng:
         return ((self._bits_at(tag, n, j) >> _U(11)).astype(np.float64) + 0.5) * 2.0**-53
 
     def uniform(self, tag: str, shape: tuple, low: float = 0.0, high: float = 1.0) -> np.ndarray:
-        def make():
-            u = self.uniform_at(tag, np.arange(self.n)[:, None], np.arange(math.prod(shape))[None, :])
-            return u.reshape((self.n, *shape))
-        u = self._memoised("u", tag, shape, make)
+        u = self._memoised("u", tag, shape, lambda: self._fresh_uniform(tag, shape))
         return u.copy() if (low, high) == (0.0, 1.0) else low + (high - low) * u
 
+    def _fresh_uniform(self, tag: str, shape: tuple) -> np.ndarray:
+        """``uniform(tag, shape)`` as a new writable array, not kept."""
+        u = self.uniform_at(tag, np.arange(self.n)[:, None], np.arange(math.prod(shape))[None, :])
+        return u.reshape((self.n, *shape))
+
     def normal(self, tag: str, shape: tuple, loc: float = 0.0, scale: float = 1.0) -> np.ndarray:
-        """Box-Muller from two uniform streams."""
+        """Box-Muller from two uniform streams: sqrt(-2 log u) cos(2 pi t), in place."""
         def make():
-            r = np.sqrt(-2.0 * np.log(self.uniform(tag + "/r", shape)))
-            return r * np.cos(2.0 * np.pi * self.uniform(tag + "/t", shape))
-        return loc + scale * self._memoised("n", tag, shape, make)
+            r = self._fresh_uniform(tag + "/r", shape)
+            np.log(r, out=r)
+            r *= -2.0
+            np.sqrt(r, out=r)
+            t = self._fresh_uniform(tag + "/t", shape)
+            t *= 2.0 * np.pi
+            r *= np.cos(t, out=t)
+            return r
+        z = self._memoised("n", tag, shape, make)
+        z = z if scale == 1.0 else scale * z
+        return z.copy() if loc == 0.0 and scale == 1.0 else (z if loc == 0.0 else loc + z)
 
     def integers(self, tag: str, shape: tuple, low: int, high: int) -> np.ndarray:
         """Integers in [low, high) like ``np.random.randint(low, high)``."""
