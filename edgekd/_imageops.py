@@ -128,11 +128,13 @@ def bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, mode: str) -> np.nda
     if mode not in ("reflect101", "symmetric"):
         raise ValueError(f"bilinear: mode must be reflect101 or symmetric, got {mode!r}")
     h, w = x.shape[1:3]
-    if mode == "reflect101":  # pixel i at -1 + 2 i / (size - 1)
-        gx, gy = xs * (2.0 / max(w - 1, 1)) - 1, ys * (2.0 / max(h - 1, 1)) - 1
-    else:  # pixel i at -1 + (2 i + 1) / size
-        gx, gy = (2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1
-    grid = torch.from_numpy(np.stack([gx, gy], axis=-1).astype(x.dtype))
+    grid = np.empty((*np.broadcast_shapes(xs.shape, ys.shape), 2), x.dtype)  # (x, y), computed in float64
+    for k, (v, size) in enumerate(((xs, w), (ys, h))):
+        if mode == "reflect101":  # pixel i at -1 + 2 i / (size - 1)
+            np.subtract(v * (2.0 / max(size - 1, 1)), 1, out=grid[..., k])
+        else:  # pixel i at -1 + (2 i + 1) / size
+            np.subtract((2 * v + 1) / size, 1, out=grid[..., k])
+    grid = torch.from_numpy(grid)
     img = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=mode == "reflect101")
     return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
