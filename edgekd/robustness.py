@@ -216,7 +216,7 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     # sets to make (and a cache to run ahead into): every core generates while inference keeps one
     # thread busy, then inference gets every core back (_CoreSplit)
     generating = cores > 1 and any(not sets.cached(*c) for c in cells) and sets.writable()
-    workers = int(os.environ.get("EDGEKD_GEN_WORKERS", cores)) if generating else 2
+    workers = cores if generating else 2
     split = _CoreSplit(runners, 1 if generating else 0)
     try:
         it = sets.iter_sets(cells, workers, on_generated=split.end)
