@@ -2,11 +2,14 @@
 filters, resampling, colour conversions and the OpenCV steps spatter needs, each matching the
 reference's library (scipy, scikit-image, Pillow, OpenCV, ImageMagick) as its docstring says.
 
-Images are ``(N, H, W, C)`` arrays. Work is vectorised over the batch with element-wise numpy
-operations: filters are sums of shifted views, resampling is gathers with explicit boundary rules.
-No rounding-sensitive reduction goes through BLAS or a thread pool (pixelate sums exact integers;
-elastic_transform's torch ``grid_sample`` works per output pixel), so an image's bytes do not
-depend on the batch it is processed in.
+Images are ``(N, H, W, C)`` arrays. Work is vectorised over the batch: where the reference's own
+library has a batched call that releases the GIL, it is used as it is (scipy.ndimage's Gaussian
+filter and float64 correlation on axes 1, 2; Pillow's BOX resize on the images stacked so that no
+row or column mixes two of them); the rest is element-wise numpy (float32 filters as sums of
+shifted views, resampling as gathers with explicit boundary rules). No rounding-sensitive
+reduction depends on the batch (elastic_transform's torch ``grid_sample`` works per output pixel,
+its displacement filter is one matrix product per image), so an image's bytes do not depend on the
+batch it is processed in.
 """
 
 from __future__ import annotations

@@ -309,14 +309,42 @@ def test_jpeg_is_pil_byte_for_byte(severity):
             assert np.array_equal(np.asarray(Image.open(buf)).reshape(img.shape), got)
 
 
+def test_jpeg_without_torchvision_is_the_same_bytes(monkeypatch):
+    # the fast path (torchvision's batched libjpeg) is the one this install takes ...
+    assert K.torchvision_jpeg_is_pil()
+    fast = P.apply_severities("jpeg_compression", X, [1, 5], 0)
+    # ... and PIL's per-image path, the fallback, gives the same bytes
+    monkeypatch.setattr(K, "torchvision_jpeg_is_pil", lambda: False)
+    slow = P.apply_severities("jpeg_compression", X, [1, 5], 0)
+    assert all(np.array_equal(fast[s], slow[s]) for s in (1, 5))
+
+
 @pytest.mark.parametrize("severity", [1, 3, 5])
 def test_pixelate_is_pil_box_byte_for_byte(severity):
     c = P.TABLES["cifar10-c"]["pixelate"][severity - 1]
     x = np.random.default_rng(severity).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    out = P.apply("pixelate", np.concatenate([x, X[:4]]), severity, 0)
-    for img, got in zip(np.concatenate([x, X[:4]]), out):
-        ref = Image.fromarray(img).resize((int(32 * c),) * 2, Image.BOX).resize((32, 32), Image.BOX)
-        assert np.array_equal(np.asarray(ref), got)
+    for batch in (np.concatenate([x, X[:4]]), X[:5, :, :24, :1]):  # colour, and grey and not square
+        out = P.apply("pixelate", batch, severity, 0)
+        h, w = batch.shape[1:3]
+        for img, got in zip(batch, out):
+            pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+            ref = pil.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
+            assert np.array_equal(np.asarray(ref).reshape(img.shape), got)
+
+
+def test_contrast_and_impulse_tables_are_the_reference_arithmetic():
+    x = X / 255.0
+    means = x.mean(axis=(1, 2), keepdims=True)
+    got = P.apply_severities("contrast", X, [1, 2, 3, 4, 5], 0)
+    for s, f in enumerate(P.TABLES["cifar10-c"]["contrast"], 1):
+        assert np.array_equal(got[s], np.uint8(np.clip((x - means) * f + means, 0, 1) * 255))
+    rng = Rng(P.image_keys(0, "impulse_noise", np.arange(len(X))))
+    flipped, salt = rng.uniform("flip", X.shape[1:]), rng.uniform("salt", X.shape[1:]) < 0.5
+    got = P.apply_severities("impulse_noise", X, [1, 5], 0)
+    for s in (1, 5):
+        c = P.TABLES["cifar10-c"]["impulse_noise"][s - 1]
+        ref = np.where(flipped < c, np.where(salt, 1.0, 0.0), x)
+        assert np.array_equal(got[s], np.uint8(np.clip(ref, 0, 1) * 255))
 
 
 @pytest.mark.parametrize("severity", [1, 5])
@@ -350,6 +378,22 @@ def test_shot_noise_is_poisson():
         chi2 = float((((observed - expected) ** 2)[keep] / expected[keep]).sum())
         assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-3, (lam, chi2)
     assert np.all(rng.poisson("zero", np.zeros((4, 8), np.int64), np.array([0.0])) == 0)
+
+
+def test_poisson_is_the_exact_inversion_of_its_cdf(monkeypatch):
+    from edgekd._rng import poisson_table
+
+    lam = np.array([0.0, 0.3, 7.0, 120.0, 500.0])
+    level = np.tile(np.arange(len(lam)), (2, 400)).reshape(2, -1)
+    u = np.random.default_rng(0).uniform(size=level.shape[1:])
+    u[:40] = 1 - np.logspace(-16, -3, 40)  # far in the tails: the bisection's share
+    u[40:60] = np.logspace(-300, -3, 20)
+    rng = Rng(P.image_keys(0, "t", np.arange(2)))
+    monkeypatch.setattr(rng, "uniform", lambda tag, shape: np.broadcast_to(u, (2, *shape)).copy())
+    k = rng.poisson("p", level, lam)
+    cdf, _ = poisson_table(lam)
+    ref = np.array([np.searchsorted(cdf[lv], uu, side="left") for lv, uu in zip(level[0], u)])
+    assert np.array_equal(k[0], ref) and np.array_equal(k[1], ref)
 
 
 def test_impulse_noise_fraction():
@@ -388,6 +432,15 @@ def test_gaussian_matches_scipy_bit_for_bit():
     for sigma, mode, smode, trunc in [(0.4, "edge", "nearest", 4.0), (1.7, "symmetric", "reflect", 3.0)]:
         ref = np.stack([ndimage.gaussian_filter(a, sigma, mode=smode, truncate=trunc) for a in x])
         assert np.array_equal(ops.gaussian(x, sigma, mode, trunc), ref)
+
+
+def test_gaussian_matrix_is_the_filter():
+    v = np.random.default_rng(4).uniform(-1, 1, (3, 19, 7))
+    for sigma, mode, smode in [(0.0, "edge", "nearest"), (0.7, "edge", "nearest"), (6.4, "symmetric", "reflect"),
+                               (2.0, "reflect", "mirror")]:
+        g = ops.gaussian_matrix(19, sigma, mode, 3.0)
+        ref = ndimage.gaussian_filter1d(v, sigma, axis=1, mode=smode, truncate=3.0) if sigma else v
+        assert np.allclose(g @ v, ref, rtol=0, atol=1e-14)
 
 
 def test_clipped_zoom_matches_scipy_zoom():
