@@ -27,7 +27,6 @@ from ._imageops import (
     correlate1d,
     correlate2d,
     equalize_hist,
-    gather,
     gaussian,
     gaussian_matrix,
     gray,
@@ -36,6 +35,7 @@ from ._imageops import (
     pil_box_resize,
     plasma_fractal,
     pow2,
+    take_pixels,
     tint,
     to_unit,
     unit_bytes,
@@ -94,23 +94,37 @@ def defocus_blur(u8, c, rng):
 
 def _glass_shuffle(x: np.ndarray, d: int, dxy: np.ndarray) -> np.ndarray:
     """The reference's 'swap' ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on numpy views is a copy
-    ``x[h, w] = x[h', w']`` (the second assignment reads the already overwritten view). Positions run
-    h = H-d .. d+1, w = W-d .. d+1 descending. With d = 1 the offsets are in {-1, 0}, every source
-    is still unvisited, so a single gather gives the same result as the sequential loop."""
+    ``x[h, w] = x[h', w']`` (the second assignment reads the already overwritten view), at positions
+    h = H-d .. d+1, w = W-d .. d+1 in descending raster order: what ``glass_shuffle_sequential``
+    does one position at a time, as a few whole-batch steps.
+
+    A position p reads its source s(p) as it is at p's turn: already overwritten when s(p) is a
+    position of the loop visited earlier (a larger raster index), so p ends with s(p)'s final
+    value; else with s(p)'s original one. Following those links (pointer jumping: each step
+    doubles the links followed) gives, for every pixel, the original pixel its final value comes
+    from, and one gather makes the image. With d = 1 (offsets -1 or 0) no link is followed."""
     n, h, w, _ = x.shape
     hs, ws = np.arange(d + 1, h - d + 1), np.arange(d + 1, w - d + 1)
-    dx, dy = dxy[..., 0], dxy[..., 1]
-    if d == 1:
-        iy = hs[None, :, None] + dy[:, hs][:, :, ws]
-        ix = ws[None, None, :] + dx[:, hs][:, :, ws]
-        x = x.copy()
-        x[:, hs[0]:hs[-1] + 1, ws[0]:ws[-1] + 1] = gather(x, iy, ix)
-        return x
-    return glass_shuffle_sequential(x, d, dxy)
+    here = (hs[:, None] * w + ws[None, :]).ravel()  # the loop's positions, raster indices
+    src_y = hs[None, :, None] + dxy[:, hs][:, :, ws, 1]
+    src_x = ws[None, None, :] + dxy[:, hs][:, :, ws, 0]
+    src = (src_y * w + src_x).reshape(n, -1)
+    inside = (src_y >= hs[0]) & (src_y <= hs[-1]) & (src_x >= ws[0]) & (src_x <= ws[-1])
+    frm = np.broadcast_to(np.arange(h * w), (n, h * w)).copy()  # pixel -> the pixel its value comes from
+    link = np.zeros((n, h * w), bool)  # ... that pixel's final value (True) or its original (False)
+    frm[:, here] = src
+    link[:, here] = inside.reshape(n, -1) & (src > here)
+    while link.any():
+        nxt, nlink = np.take_along_axis(frm, frm, 1), np.take_along_axis(link, frm, 1)
+        frm = np.where(link, nxt, frm)
+        link &= nlink
+    return take_pixels(np.ascontiguousarray(x).reshape(n * h * w, -1),
+                       (frm + np.arange(n)[:, None] * (h * w)).ravel(), 0).reshape(x.shape)
 
 
 def glass_shuffle_sequential(x: np.ndarray, d: int, dxy: np.ndarray) -> np.ndarray:
-    """The literal loop (used for max_delta > 1), each step vectorised over the batch."""
+    """The reference's literal loop, each step vectorised over the batch (what ``_glass_shuffle``
+    must equal: tests/test_perturb.py)."""
     x = x.copy()
     n, h, w, _ = x.shape
     b = np.arange(n)

@@ -112,13 +112,6 @@ def gaussian_matrix(n: int, sigma: float, mode: str = "edge", truncate: float = 
     return g
 
 
-def gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
-    """``out[n, a, b] = x[n, iy[n, a, b], ix[n, a, b]]`` for x of shape (N, H, W, C)."""
-    n, h, w, c = x.shape
-    idx = (np.arange(n).reshape((n,) + (1,) * (iy.ndim - 1)) * h + iy) * w + ix
-    return take_pixels(np.ascontiguousarray(x).reshape(n * h * w, c), idx.ravel(), 0).reshape(*iy.shape, c)
-
-
 def bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, mode: str) -> np.ndarray:
     """Sample x (N, H, W, C) at float rows ``ys`` and columns ``xs`` (N, h, w), order 1, in x's
     dtype, with torch's ``grid_sample`` (one pass instead of four gathers): reflection about the
