@@ -105,21 +105,22 @@ def _glass_shuffle(x: np.ndarray, d: int, dxy: np.ndarray) -> np.ndarray:
     from, and one gather makes the image. With d = 1 (offsets -1 or 0) no link is followed."""
     n, h, w, _ = x.shape
     hs, ws = np.arange(d + 1, h - d + 1), np.arange(d + 1, w - d + 1)
-    here = (hs[:, None] * w + ws[None, :]).ravel()  # the loop's positions, raster indices
-    src_y = hs[None, :, None] + dxy[:, hs][:, :, ws, 1]
-    src_x = ws[None, None, :] + dxy[:, hs][:, :, ws, 0]
-    src = (src_y * w + src_x).reshape(n, -1)
-    inside = (src_y >= hs[0]) & (src_y <= hs[-1]) & (src_x >= ws[0]) & (src_x <= ws[-1])
-    frm = np.broadcast_to(np.arange(h * w), (n, h * w)).copy()  # pixel -> the pixel its value comes from
-    link = np.zeros((n, h * w), bool)  # ... that pixel's final value (True) or its original (False)
-    frm[:, here] = src
-    link[:, here] = inside.reshape(n, -1) & (src > here)
-    while link.any():
-        nxt, nlink = np.take_along_axis(frm, frm, 1), np.take_along_axis(link, frm, 1)
-        frm = np.where(link, nxt, frm)
-        link &= nlink
+    loop = (slice(None), slice(hs[0], hs[-1] + 1), slice(ws[0], ws[-1] + 1))  # the loop's positions
+    src_y = hs[None, :, None] + dxy[loop + (1,)]
+    src_x = ws[None, None, :] + dxy[loop + (0,)]
+    frm = np.broadcast_to(np.arange(h * w).reshape(h, w), (n, h, w)).copy()  # pixel -> the pixel its value comes from
+    frm[loop] = src_y * w + src_x
+    if d > 1:  # (d = 1: offsets -1 or 0 never reach a position moved before)
+        link = np.zeros((n, h, w), bool)  # ... that pixel's final value (True) or its original (False)
+        link[loop] = (src_y >= hs[0]) & (src_y <= hs[-1]) & (src_x >= ws[0]) & (src_x <= ws[-1]) \
+            & (frm[loop] > np.arange(h * w).reshape(h, w)[loop[1:]])
+        frm, link = frm.reshape(n, -1), link.reshape(n, -1)
+        while link.any():
+            nxt, nlink = np.take_along_axis(frm, frm, 1), np.take_along_axis(link, frm, 1)
+            frm = np.where(link, nxt, frm)
+            link &= nlink
     return take_pixels(np.ascontiguousarray(x).reshape(n * h * w, -1),
-                       (frm + np.arange(n)[:, None] * (h * w)).ravel(), 0).reshape(x.shape)
+                       (frm.reshape(n, -1) + np.arange(n)[:, None] * (h * w)).ravel(), 0).reshape(x.shape)
 
 
 def glass_shuffle_sequential(x: np.ndarray, d: int, dxy: np.ndarray) -> np.ndarray:
