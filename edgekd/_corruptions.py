@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import sys
 
 import numpy as np
 from PIL import Image
@@ -344,7 +345,11 @@ def torchvision_jpeg_is_pil() -> bool:
 
 @perturbation("jpeg_compression", "common", "PIL JPEG encode/decode at the table's quality")
 def jpeg_compression(u8, c, rng):
-    return (_torchvision_jpeg if torchvision_jpeg_is_pil() else _pil_jpeg)(u8, c)
+    """PIL's bytes; through torchvision only where this process has already imported it: the
+    import costs about 1.5 CPU-s, more than the batched codec saves on a test split of a few
+    thousand images (0.4 CPU-s per 1,000 at 32 px, benchmarks/RESULTS.md, issue 21)."""
+    fast = "torchvision" in sys.modules and torchvision_jpeg_is_pil()
+    return (_torchvision_jpeg if fast else _pil_jpeg)(u8, c)
 
 
 # ---------------------------------------------------------------- extras (Hendrycks & Dietterich's other four)

@@ -310,13 +310,24 @@ def test_jpeg_is_pil_byte_for_byte(severity):
 
 
 def test_jpeg_without_torchvision_is_the_same_bytes(monkeypatch):
-    # the fast path (torchvision's batched libjpeg) is the one this install takes ...
-    assert K.torchvision_jpeg_is_pil()
+    import sys
+
+    import torchvision  # noqa: F401  (loaded: the batched codec is used)
+
+    assert K.torchvision_jpeg_is_pil()  # this install's torchvision gives PIL's bytes
+    calls, fast_path = [], K._torchvision_jpeg
+    spy = lambda u8, q: calls.append(q) or fast_path(u8, q)  # noqa: E731
+    monkeypatch.setattr(K, "_torchvision_jpeg", spy)
     fast = P.apply_severities("jpeg_compression", X, [1, 5], 0)
-    # ... and PIL's per-image path, the fallback, gives the same bytes
+    assert calls == [80, 40]
+    # PIL's per-image path gives the same bytes: where torchvision's differ, and where it is not loaded
     monkeypatch.setattr(K, "torchvision_jpeg_is_pil", lambda: False)
-    slow = P.apply_severities("jpeg_compression", X, [1, 5], 0)
-    assert all(np.array_equal(fast[s], slow[s]) for s in (1, 5))
+    assert all(np.array_equal(fast[s], y) for s, y in P.apply_severities("jpeg_compression", X, [1, 5], 0).items())
+    monkeypatch.undo()
+    monkeypatch.setattr(K, "_torchvision_jpeg", spy)
+    monkeypatch.delitem(sys.modules, "torchvision")
+    assert all(np.array_equal(fast[s], y) for s, y in P.apply_severities("jpeg_compression", X, [1, 5], 0).items())
+    assert calls == [80, 40]  # not called again
 
 
 @pytest.mark.parametrize("severity", [1, 3, 5])
