@@ -47,10 +47,10 @@ from .perturb_registry import CIFAR_TABLE_MAX_PX, perturbation
 
 # ---------------------------------------------------------------- the 15 common corruptions: noise
 
-@perturbation("gaussian_noise", "common", "x + N(0, sigma) per pixel and channel")
-def gaussian_noise(u8, c, rng):
+@perturbation("gaussian_noise", "common", "x + N(0, sigma) per pixel and channel", many=True)
+def gaussian_noise(u8, rows, rng):
     x = to_unit(u8, np.float64)
-    return x + rng.normal("g", x.shape[1:], scale=c)
+    return [x + rng.normal("g", x.shape[1:], scale=c) for c in rows]
 
 
 @perturbation("shot_noise", "common", "Poisson(x * lambda) / lambda (exact Poisson, counter-based RNG)")
@@ -192,17 +192,21 @@ def zoom_blur(u8, rows, rng):
 # ---------------------------------------------------------------- weather
 
 @perturbation("snow", "common",
-              "zoomed, thresholded noise streaked by the ImageMagick-style motion kernel; greyed image")
-def snow(u8, c, rng):
+              "zoomed, thresholded noise streaked by the ImageMagick-style motion kernel; greyed image",
+              many=True)
+def snow(u8, rows, rng):
     x = to_unit(u8, np.float32)
     n, h, w, _ = x.shape
-    layer = rng.normal("layer", (h, w, 1), loc=c[0], scale=c[1]).astype(np.float32)
-    layer = clipped_zoom(layer, c[2])
-    layer[layer < c[3]] = 0
-    layer = np.floor(np.clip(layer, 0, 1) * 255)  # PIL 'L' via astype(np.uint8)
-    layer = motion_blur_255(layer, c[4], c[5], rng.uniform("angle", (), -135, -45)) / 255.0
-    x = c[6] * x + (1 - c[6]) * np.maximum(x, gray(x) * 1.5 + 0.5)
-    return x + layer + layer[:, ::-1, ::-1]
+    grey = np.maximum(x, gray(x) * 1.5 + 0.5)  # the same for every severity
+    outs = []
+    for c in rows:
+        layer = rng.normal("layer", (h, w, 1), loc=c[0], scale=c[1]).astype(np.float32)
+        layer = clipped_zoom(layer, c[2])
+        layer[layer < c[3]] = 0
+        layer = np.floor(np.clip(layer, 0, 1) * 255)  # PIL 'L' via astype(np.uint8)
+        layer = motion_blur_255(layer, c[4], c[5], rng.uniform("angle", (), -135, -45)) / 255.0
+        outs.append(c[6] * x + (1 - c[6]) * grey + layer + layer[:, ::-1, ::-1])
+    return outs
 
 
 def frost_texture(rng: Rng, h: int, w: int) -> np.ndarray:
@@ -240,13 +244,17 @@ def frost(u8, c, rng):
     return np.clip(c[0] * u8.astype(np.float64) + c[1] * tex, 0, 255).astype(np.uint8)
 
 
-@perturbation("fog", "common", "diamond-square plasma fractal added, then rescaled by max / (max + strength)")
-def fog(u8, c, rng):
+@perturbation("fog", "common", "diamond-square plasma fractal added, then rescaled by max / (max + strength)",
+              many=True)
+def fog(u8, rows, rng):
     x = to_unit(u8, np.float64)
     h, w = x.shape[1:3]
     max_val = x.max(axis=(1, 2, 3), keepdims=True)
-    x = x + c[0] * plasma_fractal(rng, "plasma", pow2(max(h, w)), c[1])[:, :h, :w, None]
-    return x * max_val / (max_val + c[0])
+    outs = []
+    for strength, decay in rows:
+        y = x + strength * plasma_fractal(rng, "plasma", pow2(max(h, w)), decay)[:, :h, :w, None]
+        outs.append(y * max_val / (max_val + strength))
+    return outs
 
 
 @perturbation("brightness", "common", "+V in HSV (scikit-image conversion)", many=True)
@@ -354,10 +362,10 @@ def jpeg_compression(u8, c, rng):
 
 # ---------------------------------------------------------------- extras (Hendrycks & Dietterich's other four)
 
-@perturbation("speckle_noise", "extra", "x + x * N(0, sigma)")
-def speckle_noise(u8, c, rng):
+@perturbation("speckle_noise", "extra", "x + x * N(0, sigma)", many=True)
+def speckle_noise(u8, rows, rng):
     x = to_unit(u8, np.float64)
-    return x + x * rng.normal("s", x.shape[1:], scale=c)
+    return [x + x * rng.normal("s", x.shape[1:], scale=c) for c in rows]
 
 
 @perturbation("gaussian_blur", "extra", "Gaussian blur (scikit-image / scipy kernel, nearest borders)")
