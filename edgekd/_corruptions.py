@@ -109,12 +109,13 @@ def _glass_shuffle(x: np.ndarray, d: int, dxy: np.ndarray) -> np.ndarray:
     loop = (slice(None), slice(hs[0], hs[-1] + 1), slice(ws[0], ws[-1] + 1))  # the loop's positions
     src_y = hs[None, :, None] + dxy[loop + (1,)]
     src_x = ws[None, None, :] + dxy[loop + (0,)]
-    frm = np.broadcast_to(np.arange(h * w).reshape(h, w), (n, h, w)).copy()  # pixel -> the pixel its value comes from
+    raster = np.arange(h * w).reshape(h, w)
+    frm = np.broadcast_to(raster, (n, h, w)).copy()  # pixel -> the pixel its value comes from
     frm[loop] = src_y * w + src_x
     if d > 1:  # (d = 1: offsets -1 or 0 never reach a position moved before)
         link = np.zeros((n, h, w), bool)  # ... that pixel's final value (True) or its original (False)
         link[loop] = (src_y >= hs[0]) & (src_y <= hs[-1]) & (src_x >= ws[0]) & (src_x <= ws[-1]) \
-            & (frm[loop] > np.arange(h * w).reshape(h, w)[loop[1:]])
+            & (frm[loop] > raster[loop[1:]])
         frm, link = frm.reshape(n, -1), link.reshape(n, -1)
         while link.any():
             nxt, nlink = np.take_along_axis(frm, frm, 1), np.take_along_axis(link, frm, 1)
@@ -197,14 +198,15 @@ def zoom_blur(u8, rows, rng):
 def snow(u8, rows, rng):
     x = to_unit(u8, np.float32)
     n, h, w, _ = x.shape
-    grey = np.maximum(x, gray(x) * 1.5 + 0.5)  # the same for every severity
+    grey = np.maximum(x, gray(x) * 1.5 + 0.5)  # the same for every severity, and so is the angle
+    angle = rng.uniform("angle", (), -135, -45)
     outs = []
     for c in rows:
         layer = rng.normal("layer", (h, w, 1), loc=c[0], scale=c[1]).astype(np.float32)
         layer = clipped_zoom(layer, c[2])
         layer[layer < c[3]] = 0
         layer = np.floor(np.clip(layer, 0, 1) * 255)  # PIL 'L' via astype(np.uint8)
-        layer = motion_blur_255(layer, c[4], c[5], rng.uniform("angle", (), -135, -45)) / 255.0
+        layer = motion_blur_255(layer, c[4], c[5], angle) / 255.0
         outs.append(c[6] * x + (1 - c[6]) * grey + layer + layer[:, ::-1, ::-1])
     return outs
 

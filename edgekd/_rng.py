@@ -83,8 +83,10 @@ class Rng:
             r *= np.cos(t, out=t)
             return r
         z = self._memoised("n", tag, shape, make)
-        z = z if scale == 1.0 else scale * z
-        return z.copy() if loc == 0.0 and scale == 1.0 else (z if loc == 0.0 else loc + z)
+        out = z * scale if scale != 1.0 else z.copy()  # loc + scale * z, without the no-op passes
+        if loc != 0.0:
+            out += loc
+        return out
 
     def integers(self, tag: str, shape: tuple, low: int, high: int) -> np.ndarray:
         """Integers in [low, high) like ``np.random.randint(low, high)``."""
