@@ -328,14 +328,44 @@ def _pil_jpeg(u8: np.ndarray, quality: int) -> np.ndarray:
     return out
 
 
-def _torchvision_jpeg(u8: np.ndarray, quality: int) -> np.ndarray:
-    """torchvision's libjpeg encoder and decoder over the whole batch in one call each (2.6x faster
-    than PIL's per-image Python path at 32 px)."""
-    import torch
-    from torchvision.io import decode_jpeg, encode_jpeg
+@functools.cache
+def torchvision_jpeg_ops():
+    """torchvision's libjpeg ops ``(encode_jpeg, decode_jpeg)`` from ``torch.ops.image``, or None
+    where they cannot be had. torchvision's image library is loaded by itself, as
+    ``torchvision.extension`` finds it (``image_stable`` or ``image`` with this Python's extension
+    suffix, in the torchvision folder): 2 ms, where importing torchvision costs 1.1-1.5 CPU-s (its
+    ops import torch._dynamo) that its codec would never win back on a test split."""
+    import importlib.machinery
+    import importlib.util
 
-    chw = list(torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2))
-    return torch.stack(decode_jpeg(encode_jpeg(chw, quality=quality))).permute(0, 2, 3, 1).numpy()
+    import torch
+
+    if not hasattr(torch.ops.image, "encode_jpeg"):
+        spec = importlib.util.find_spec("torchvision")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        finder = importlib.machinery.FileFinder(
+            spec.submodule_search_locations[0],
+            (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES))
+        lib = finder.find_spec("image_stable") or finder.find_spec("image")
+        if lib is None:
+            return None
+        torch.ops.load_library(lib.origin)
+    return torch.ops.image.encode_jpeg, torch.ops.image.decode_jpeg
+
+
+def _torchvision_jpeg(u8: np.ndarray, quality: int) -> np.ndarray:
+    """torchvision's libjpeg encoder and decoder, one image at a time without PIL's Python layers
+    (3x faster at 32 px): the ops ``torchvision.io.encode_jpeg`` / ``decode_jpeg`` call (mode 0 =
+    ImageReadMode.UNCHANGED, no EXIF rotation)."""
+    import torch
+
+    encode, decode = torchvision_jpeg_ops()
+    out = np.empty_like(u8)
+    src, dst = (torch.from_numpy(a).permute(0, 3, 1, 2) for a in (np.ascontiguousarray(u8), out))
+    for i in range(len(u8)):
+        dst[i] = decode(encode(src[i].contiguous(), quality), 0, False)
+    return out
 
 
 @functools.cache
@@ -347,18 +377,19 @@ def torchvision_jpeg_is_pil() -> bool:
     probe = np.random.default_rng(0).integers(0, 256, (2, 24, 40, 3), np.uint8)
     probe[1] = np.linspace(0, 255, 24 * 40 * 3).reshape(24, 40, 3)  # smooth, like a photograph
     try:
-        return all(np.array_equal(_torchvision_jpeg(p, q), _pil_jpeg(p, q))
-                   for p in (probe, probe[..., :1].copy()) for q in (90, 20))
-    except (ImportError, RuntimeError, OSError):
+        return torchvision_jpeg_ops() is not None and \
+            all(np.array_equal(_torchvision_jpeg(p, q), _pil_jpeg(p, q))
+                for p in (probe, probe[..., :1].copy()) for q in (90, 20))
+    except (ImportError, RuntimeError, OSError, AttributeError):
         return False
 
 
 @perturbation("jpeg_compression", "common", "PIL JPEG encode/decode at the table's quality")
 def jpeg_compression(u8, c, rng):
-    """PIL's bytes; through torchvision only where this process has already imported it: the
-    import costs about 1.5 CPU-s, more than the batched codec saves on a test split of a few
-    thousand images (0.4 CPU-s per 1,000 at 32 px, benchmarks/RESULTS.md, issue 21)."""
-    fast = "torchvision" in sys.modules and torchvision_jpeg_is_pil()
+    """PIL's bytes; through torchvision's libjpeg ops where this process has imported torch (the
+    ops then load in 2 ms; importing torch for them would cost more than they save) and they
+    reproduce PIL's bytes."""
+    fast = "torch" in sys.modules and torchvision_jpeg_is_pil()
     return (_torchvision_jpeg if fast else _pil_jpeg)(u8, c)
 
 

@@ -23,13 +23,15 @@ Metric names in report.json, under each model (definitions: Hendrycks & Dietteri
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,21 +95,32 @@ class PerturbedSets:
         """``{severity: images}``: each from the cache, or generated (all the missing severities of
         ``name`` in one ``perturb.apply_severities``, which shares their work) and cached.
         ``count=False``: not counted in hits / misses (a set read back after ``_fill`` counted it)."""
+        out, hits, misses, cpu_s = self._load_or_make(name, severities)
+        if count:
+            self._count(hits, misses, cpu_s)
+        return out
+
+    def _load_or_make(self, name: str, severities: list[int]) -> tuple[dict[int, np.ndarray], int, int, float]:
+        """``get_many``'s sets, with the cache hits, the sets generated and the CPU seconds spent
+        generating them (the caller counts them: ``_count``)."""
         out = {s: load_array(self._path(name, s), lambda a: a.shape == self.clean.x.shape and a.dtype == np.uint8)
                for s in severities}
         missing = [s for s, a in out.items() if a is None]
-        with self._lock:
-            self.hits += (len(out) - len(missing)) * count
-            self.misses += len(missing) * count
+        cpu_s = 0.0
         if missing:
             t0 = time.thread_time()
             made = perturb.apply_severities(name, self.clean.x, missing, self.seed, self.clean.indices)
             for s in missing:
                 save_array(self._path(name, s), made[s])
             out.update(made)
-            with self._lock:
-                self.generate_cpu_s += time.thread_time() - t0
-        return out
+            cpu_s = time.thread_time() - t0
+        return out, len(out) - len(missing), len(missing), cpu_s
+
+    def _count(self, hits: int, misses: int, cpu_s: float) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+            self.generate_cpu_s += cpu_s
 
     def writable(self) -> bool:
         """Whether generated sets can go to the cache (a read-only cache is read, not filled)."""
@@ -119,9 +132,11 @@ class PerturbedSets:
             return False
         return os.access(self.cache_dir, os.W_OK)
 
-    def _fill(self, name: str, severities: list[int]) -> None:
-        """Generate into the cache; keeps nothing in memory (the caller reads the sets back)."""
-        self.get_many(name, severities)
+    def _fill(self, name: str, severities: list[int]) -> tuple[int, int, float]:
+        """Generate into the cache; keeps nothing in memory (the caller reads the sets back and
+        counts the returned hits, sets generated and CPU seconds: ``_count``). Runs in a
+        generating thread or process (``_generator_pool``)."""
+        return self._load_or_make(name, severities)[1:]
 
     def _groups(self, cells: list[tuple[str, int]]) -> list[tuple[str, list[int]]]:
         """Consecutive cells of one perturbation, generated together, up to GROUP_BYTES of sets."""
@@ -134,43 +149,32 @@ class PerturbedSets:
                 groups.append((name, [sev]))
         return groups
 
-    def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2,
-                  on_generated=None) -> Iterator[tuple[str, int, np.ndarray]]:
-        """Yield ``(name, severity, images)`` for every cell once, while ``workers`` threads
-        generate the missing sets (numpy / scipy release the GIL), the severities of one
-        perturbation together (``_groups``), so generation overlaps with whatever the caller does
-        with each set.
+    def iter_sets(self, cells: list[tuple[str, int]], workers: int = 2, on_generated=None,
+                  processes: bool | None = None) -> Iterator[tuple[str, int, np.ndarray]]:
+        """Yield ``(name, severity, images)`` for every cell once, while ``workers`` threads or
+        processes generate the missing sets, the severities of one perturbation together
+        (``_groups``), so generation overlaps with whatever the caller does with each set.
 
-        With a cache it can write, the threads run ahead as fast as they can, at the lowest
+        With a cache it can write, the workers run ahead as fast as they can, at the lowest
         priority (``_background``), on the groups with a set missing, each written to the cache and
         read back as soon as it is made: the cached groups come first, then the others in the order
         they are finished (memory holds one group, whatever the number of cells);
-        ``on_generated()`` is called once every set exists. Otherwise the
-        cells come in order, at most ``workers + 1`` groups made ahead and held (each at most
+        ``on_generated()`` is called once every set exists. The workers are processes forked from
+        this one where ``processes`` (default: where fork is safe to use, ``fork_generators``):
+        threads of one process spend a fifth more CPU on the same sets, waiting on the GIL
+        (benchmarks/RESULTS.md, issue 21), and a forked worker starts in milliseconds with what
+        this process has imported. A worker process that dies leaves its groups to this thread.
+
+        Without a cache to write, the cells come in order, generated by ``workers`` threads (numpy
+        and scipy release the GIL), at most ``workers + 1`` groups made ahead and held (each at most
         GROUP_BYTES, or one set)."""
         groups = self._groups(cells)
-        ahead = self.writable()
-        pool = ThreadPoolExecutor(max_workers=workers, initializer=_background if ahead else None)
+        if self.writable():
+            yield from self._iter_ahead(groups, workers, on_generated,
+                                        fork_generators() if processes is None else processes)
+            return
+        pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            if ahead:
-                cached = [all(self.cached(name, s) for s in sevs) for name, sevs in groups]
-                futures = {pool.submit(self._fill, *g): g for g, c in zip(groups, cached) if not c}
-
-                def ready():  # the cached groups at once, then the others as they are made (counted there)
-                    yield from ((g, True) for g, c in zip(groups, cached) if c)
-                    for fut in as_completed(futures):  # never waiting on one group while another is ready
-                        fut.result()
-                        yield futures[fut], False
-
-                signalled = on_generated is None
-                for (name, sevs), count in ready():
-                    if not signalled and all(f.done() for f in futures):
-                        on_generated()
-                        signalled = True
-                    sets = self.get_many(name, sevs, count=count)  # from the cache (made again if it failed to write)
-                    for sev in sevs:
-                        yield name, sev, sets.pop(sev)
-                return
             queue: deque = deque()
             todo = iter(groups)
             for group in todo:
@@ -188,11 +192,73 @@ class PerturbedSets:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _iter_ahead(self, groups: list[tuple[str, list[int]]], workers: int, on_generated,
+                    processes: bool) -> Iterator[tuple[str, int, np.ndarray]]:
+        """``iter_sets`` with a cache to write: the workers fill it, this thread reads it back."""
+        cached = [all(self.cached(name, s) for s in sevs) for name, sevs in groups]
+        todo = [g for g, c in zip(groups, cached) if not c]
+        if processes and todo:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_generator_start, initargs=(self,))
+            fill = _generator_fill
+        else:
+            pool, fill = ThreadPoolExecutor(max_workers=workers, initializer=_background), self._fill
+        try:
+            futures = {pool.submit(fill, *g): g for g in todo}
+
+            def ready():  # the cached groups at once, then the others as they are made
+                yield from ((g, True) for g, c in zip(groups, cached) if c)
+                for fut in as_completed(futures):  # never waiting on one group while another is ready
+                    try:
+                        self._count(*fut.result())
+                    except BrokenProcessPool:  # a worker died (killed, out of memory): made here
+                        yield futures[fut], True
+                        continue
+                    yield futures[fut], False
+
+            signalled = on_generated is None
+            for (name, sevs), count in ready():
+                if not signalled and all(f.done() for f in futures):
+                    on_generated()
+                    signalled = True
+                sets = self.get_many(name, sevs, count=count)  # from the cache (made again if it failed to write)
+                for sev in sevs:
+                    yield name, sev, sets.pop(sev)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fork_generators() -> bool:
+    """Whether perturbed sets are generated in forked worker processes: on Linux (fork is the
+    start method DataLoader workers use there; macOS and Windows keep threads)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+_GENERATOR: PerturbedSets | None = None  # in a generating process: the sets it fills
+
+
+def _generator_start(sets: PerturbedSets) -> None:
+    """A forked generating process: its sets (inherited, not pickled) with a lock of its own (the
+    parent's may have been held by another thread at the fork), the lowest priority, and torch
+    (when the parent had imported it) on one thread like the parent's sweep."""
+    global _GENERATOR
+    sets._lock = threading.Lock()
+    _GENERATOR = sets
+    _background()
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _generator_fill(name: str, severities: list[int]) -> tuple[int, int, float]:
+    """``PerturbedSets._fill`` in a generating process."""
+    return _GENERATOR._fill(name, severities)
+
 
 def _background() -> None:
-    """Lower the calling thread's scheduling priority (Linux: nice 19 for this thread only), so
-    threads that run ahead take only the CPU the inference thread leaves: it is never preempted,
-    keeps up with the sets, and nothing is left for it after the last one. Elsewhere: no change."""
+    """Lower the calling thread's scheduling priority (Linux: nice 19 for this thread only, or a
+    generating process's main thread), so workers that run ahead take only the CPU the inference
+    thread leaves: it is never preempted, keeps up with the sets, and nothing is left for it after
+    the last one. Elsewhere: no change."""
     if sys.platform.startswith("linux"):
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

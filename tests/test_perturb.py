@@ -309,25 +309,34 @@ def test_jpeg_is_pil_byte_for_byte(severity):
             assert np.array_equal(np.asarray(Image.open(buf)).reshape(img.shape), got)
 
 
-def test_jpeg_without_torchvision_is_the_same_bytes(monkeypatch):
+def test_jpeg_through_torchvisions_ops_is_the_same_bytes(monkeypatch):
     import sys
 
-    import torchvision  # noqa: F401  (loaded: the batched codec is used)
-
-    assert K.torchvision_jpeg_is_pil()  # this install's torchvision gives PIL's bytes
+    assert K.torchvision_jpeg_is_pil()  # this install's torchvision ops give PIL's bytes
     calls, fast_path = [], K._torchvision_jpeg
     spy = lambda u8, q: calls.append(q) or fast_path(u8, q)  # noqa: E731
     monkeypatch.setattr(K, "_torchvision_jpeg", spy)
     fast = P.apply_severities("jpeg_compression", X, [1, 5], 0)
     assert calls == [80, 40]
-    # PIL's per-image path gives the same bytes: where torchvision's differ, and where it is not loaded
+    # PIL's per-image path gives the same bytes: where torchvision's differ, and where torch is not loaded
     monkeypatch.setattr(K, "torchvision_jpeg_is_pil", lambda: False)
     assert all(np.array_equal(fast[s], y) for s, y in P.apply_severities("jpeg_compression", X, [1, 5], 0).items())
     monkeypatch.undo()
     monkeypatch.setattr(K, "_torchvision_jpeg", spy)
-    monkeypatch.delitem(sys.modules, "torchvision")
+    monkeypatch.delitem(sys.modules, "torch")
     assert all(np.array_equal(fast[s], y) for s, y in P.apply_severities("jpeg_compression", X, [1, 5], 0).items())
     assert calls == [80, 40]  # not called again
+
+
+def test_jpeg_ops_load_without_importing_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, torch; from edgekd import perturb, _corruptions as K; "
+            "perturb.apply('jpeg_compression', np.zeros((2, 16, 16, 3), np.uint8), 3, 0); "
+            "print(K.torchvision_jpeg_is_pil(), 'torchvision' in sys.modules, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "False"]
 
 
 @pytest.mark.parametrize("severity", [1, 3, 5])
