@@ -53,11 +53,12 @@ def gaussian_noise(u8, rows, rng):
     return [x + rng.normal("g", x.shape[1:], scale=c) for c in rows]
 
 
-@perturbation("shot_noise", "common", "Poisson(x * lambda) / lambda (exact Poisson, counter-based RNG)")
-def shot_noise(u8, c, rng):
-    k = rng.poisson("p", u8, np.arange(256) / 255.0 * c)  # Poisson(x * c) counts
+@perturbation("shot_noise", "common", "Poisson(x * lambda) / lambda (exact Poisson, counter-based RNG)", many=True)
+def shot_noise(u8, rows, rng):
+    ks = rng.poisson_many("p", u8, [np.arange(256) / 255.0 * c for c in rows])  # Poisson(x * c) counts
     # the reference's np.uint8(np.clip(k / c, 0, 1) * 255), computed once per count, then looked up
-    return (np.clip(np.arange(int(k.max(initial=0)) + 1) / c, 0, 1) * 255).astype(np.uint8)[k]
+    return [(np.clip(np.arange(int(k.max(initial=0)) + 1) / c, 0, 1) * 255).astype(np.uint8).take(k)
+            for k, c in zip(ks, rows)]
 
 
 @perturbation("impulse_noise", "common",

@@ -94,42 +94,67 @@ class Rng:
 
     def poisson(self, tag: str, level: np.ndarray, lam_of_level: np.ndarray) -> np.ndarray:
         """Exact Poisson variates with mean ``lam_of_level[level]`` for integer ``level`` (N, ...), by
-        inversion of each mean's CDF (``poisson_table``) at one uniform per element: the uniform
-        is the same whatever the means, so the severities of shot noise share it (and a brighter
-        pixel never draws fewer counts than a darker one with the same uniform)."""
-        cdf, guide = poisson_table(np.asarray(lam_of_level, np.float64))
-        n_k, bins = cdf.shape[1], guide.shape[1]
+        inversion of each mean's CDF at one uniform per element (``poisson_many`` with one table)."""
+        return self.poisson_many(tag, level, [lam_of_level])[0]
+
+    def poisson_many(self, tag: str, level: np.ndarray, lams: list[np.ndarray]) -> list[np.ndarray]:
+        """``poisson(tag, level, lam)`` for each of ``lams``: the uniform is the same whatever the
+        means (and a brighter pixel never draws fewer counts than a darker one with the same
+        uniform), so the severities of shot noise share it, and its cell in the tables
+        (``poisson_table``: the level's row, the uniform's bin) is found once. A cell holds the
+        count itself where the CDF takes no step inside the bin (nearly every element); elsewhere
+        the count is searched between the bin's two edges."""
         u = self.uniform(tag, level.shape[1:]).ravel()
         lv = level.ravel().astype(np.intp)
-        flat = cdf.ravel()
-        start = lv * n_k
-        k = guide.ravel().take(lv * bins + (u * bins).astype(np.intp))  # first k whose CDF reaches the bin's lower edge
-        live = np.flatnonzero(flat.take(start + k) < u)
-        for _ in range(4):  # walk up to the first k with CDF >= u: a step or two for nearly all
-            if not live.size:
+        cell = lv * _BINS + (u * _BINS).astype(np.intp)  # exact: _BINS is a power of 2
+        outs = []
+        for lam in lams:
+            cdf, guide = poisson_table(np.asarray(lam, np.float64))
+            k = guide.ravel().take(cell)
+            open_ = np.flatnonzero(k < 0)  # a CDF step inside the bin: between its edges' counts
+            if open_.size:
+                k[open_] = _search(cdf, lv[open_], u[open_], -k[open_] - 1)
+            outs.append(k.reshape(level.shape))  # counts
+        return outs
+
+
+def _search(cdf: np.ndarray, lv: np.ndarray, u: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The first count whose CDF (row ``lv``) reaches ``u``, at or above ``k`` (a count whose CDF is
+    below or at it): a step or two for nearly all, else bisection up to the last entry (2)."""
+    n_k = cdf.shape[1]
+    flat, start = cdf.ravel(), lv * n_k
+    k = k.astype(np.int64)
+    live = np.flatnonzero(flat.take(start + k) < u)
+    for _ in range(4):
+        if not live.size:
+            break
+        k[live] += 1
+        live = live[flat.take(start[live] + k[live]) < u[live]]
+    if live.size:  # the few far in a tail (u next to 1): bisect between CDF < u and the last entry, 2
+        lo, hi, ul, sl = k[live], np.full(live.size, n_k - 1), u[live], start[live]
+        while True:
+            open_ = hi - lo > 1
+            if not open_.any():
                 break
-            k[live] += 1
-            live = live[flat.take(start[live] + k[live]) < u[live]]
-        if live.size:  # the few far in a tail (u next to 1): bisect between CDF < u and the last entry, 2
-            lo, hi, ul, sl = k[live], np.full(live.size, n_k - 1), u[live], start[live]
-            while True:
-                open_ = hi - lo > 1
-                if not open_.any():
-                    break
-                mid = (lo + hi) // 2
-                below = open_ & (flat.take(sl + mid) < ul)
-                lo, hi = np.where(below, mid, lo), np.where(open_ & ~below, mid, hi)
-            k[live] = hi
-        return k.reshape(level.shape)  # counts
+            mid = (lo + hi) // 2
+            below = open_ & (flat.take(sl + mid) < ul)
+            lo, hi = np.where(below, mid, lo), np.where(open_ & ~below, mid, hi)
+        k[live] = hi
+    return k
+
+
+_BINS = 2048  # uniform bins of the Poisson tables: a CDF step falls inside few of them
 
 
 _TABLES: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def poisson_table(lam: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def poisson_table(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per mean: the CDF over k = 0..K-1 (K past mean + 14 sd, so the tail beyond holds < 1e-40;
-    the last entry is set to 2 so a search always stops) and a guide table, the first k with CDF >=
-    b / bins. Kept for the means already seen (one table per shot-noise severity)."""
+    the last entry is set to 2 so a search always stops) and a guide over ``_BINS`` bins of the
+    uniform: the count every u of bin b gives (the first k with CDF >= b / bins equals the first
+    with CDF >= (b + 1) / bins), else -1 - that first k (a step inside the bin). int32. Kept for
+    the means already seen (one table per shot-noise severity)."""
     key = lam.tobytes()
     table = _TABLES.get(key)  # read once: another thread may clear the dict meanwhile
     if table is None:
@@ -140,8 +165,9 @@ def poisson_table(lam: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndar
         pmf = np.where(lam[:, None] > 0, np.exp(logp), (k == 0).astype(np.float64))
         cdf = np.cumsum(pmf, axis=1)
         cdf[:, -1] = 2.0
-        edges = np.arange(bins) / bins
-        guide = np.stack([np.searchsorted(row, edges, side="left") for row in cdf]).astype(np.int64)
+        edges = np.arange(_BINS + 1) / _BINS
+        first = np.stack([np.searchsorted(row, edges, side="left") for row in cdf]).astype(np.int32)
+        guide = np.where(first[:, :-1] == first[:, 1:], first[:, :-1], -1 - first[:, :-1])
         if len(_TABLES) > 64:
             _TABLES.clear()
         table = _TABLES[key] = (cdf, guide)

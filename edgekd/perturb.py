@@ -151,10 +151,11 @@ TABLES: dict[str, dict[str, tuple]] = {
 }
 
 
-# images per internal chunk ~ this / (H * W * C): float64 blocks of 4 MiB stay in cache (generation
-# 1.37x faster than with 1 << 22 over the 19 x 5 sweep; 1 << 19 equals 1 << 18 on one thread and is
-# 8 % faster on two, with fewer calls holding the GIL: benchmarks/RESULTS.md, issue 21)
-_CHUNK_ELEMENTS = 1 << 19
+# images per internal chunk ~ this / (H * W * C): float64 blocks of 2 MiB, one core's L2 on the
+# Intel VM (generation 1.37x faster than with 1 << 22 over the 19 x 5 sweep; 1 << 18 against 1 << 19:
+# 4.11 against 4.26 s alone, 3 % less CPU inside the sweep, generating in processes since: no GIL
+# between chunks; benchmarks/RESULTS.md, issue 21)
+_CHUNK_ELEMENTS = 1 << 18
 
 
 @functools.cache
