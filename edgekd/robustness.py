@@ -28,6 +28,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -139,11 +140,14 @@ class PerturbedSets:
         return self._load_or_make(name, severities)[1:]
 
     def _groups(self, cells: list[tuple[str, int]]) -> list[tuple[str, list[int]]]:
-        """Consecutive cells of one perturbation, generated together, up to GROUP_BYTES of sets."""
+        """Consecutive cells of one perturbation whose severities share work (registered
+        ``many=True``), generated together, up to GROUP_BYTES of sets; any other cell alone (the
+        smaller the units of work, the sooner the first set and the shorter the last one)."""
         per_group = max(1, GROUP_BYTES // max(1, self.clean.x.nbytes))
         groups: list[tuple[str, list[int]]] = []
         for name, sev in cells:
-            if groups and groups[-1][0] == name and len(groups[-1][1]) < per_group:
+            if groups and groups[-1][0] == name and len(groups[-1][1]) < per_group \
+                    and perturb.PERTURBATIONS.get(name).many:
                 groups[-1][1].append(sev)
             else:
                 groups.append((name, [sev]))
@@ -196,7 +200,9 @@ class PerturbedSets:
                     processes: bool) -> Iterator[tuple[str, int, np.ndarray]]:
         """``iter_sets`` with a cache to write: the workers fill it, this thread reads it back."""
         cached = [all(self.cached(name, s) for s in sevs) for name, sevs in groups]
-        todo = [g for g, c in zip(groups, cached) if not c]
+        # the largest groups first, so the last units of work are short (a core left idle while
+        # another finishes a long group is time inference cannot use)
+        todo = sorted((g for g, c in zip(groups, cached) if not c), key=lambda g: -len(g[1]))
         if processes and todo:
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_generator_start, initargs=(self,))
@@ -204,7 +210,9 @@ class PerturbedSets:
         else:
             pool, fill = ThreadPoolExecutor(max_workers=workers, initializer=_background), self._fill
         try:
-            futures = {pool.submit(fill, *g): g for g in todo}
+            with warnings.catch_warnings():  # Python 3.12+ warns on any fork beside threads (ours: idle)
+                warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+                futures = {pool.submit(fill, *g): g for g in todo}
 
             def ready():  # the cached groups at once, then the others as they are made
                 yield from ((g, True) for g, c in zip(groups, cached) if c)

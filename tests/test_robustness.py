@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgekd import perturb
+from edgekd import perturb, robustness
 from edgekd.robustness import PerturbedSets, corruption_metrics
 
 
@@ -50,12 +50,15 @@ def test_iter_sets_keeps_order_and_matches_get(digits):
         assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
+@pytest.mark.parametrize("workers,processes", [(1, False), (2, False), (2, True)])
+def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers, processes):
+    if processes and not robustness.fork_generators():
+        pytest.skip("generating processes are forked on Linux only")
     small = _head(digits.test, 40)
     cells = [("fog", 1), ("fog", 2), ("zoom_blur", 5), ("zoom_blur", 1), ("fog", 3), ("shot_noise", 2)]
     sets, calls = PerturbedSets(small, 0, tmp_path), []
-    got = list(sets.iter_sets(cells, workers, on_generated=lambda: calls.append(1)))
+    got = list(sets.iter_sets(cells, workers, on_generated=lambda: calls.append(1), processes=processes))
+    assert sets.generate_cpu_s > 0  # counted in this process, wherever the sets were made
     seq = [(n, s) for n, s, _ in got]  # each group's cells together, the groups as they were made
     groups = [[(n, s) for s in sevs] for n, sevs in sets._groups(cells)]
     assert len(groups) == 4 and calls == [1]
@@ -74,6 +77,28 @@ def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers):
     more = PerturbedSets(small, 0, tmp_path)  # cached groups first, each set read once; the new one made
     got = list(more.iter_sets([("snow", 1)] + cells, workers))
     assert [(n, s) for n, s, _ in got][-1] == ("snow", 1) and (more.misses, more.hits) == (1, 6)
+
+
+def test_a_generating_process_that_dies_leaves_its_sets_to_the_sweep(digits, tmp_path, monkeypatch):
+    import os
+
+    if not robustness.fork_generators():
+        pytest.skip("generating processes are forked on Linux only")
+    small = _head(digits.test, 20)
+    real, parent = perturb.apply_severities, os.getpid()
+
+    def dies_on_fog(name, *args):  # a forked worker exits making fog; this process makes it
+        if name == "fog" and os.getpid() != parent:
+            os._exit(1)
+        return real(name, *args)
+
+    monkeypatch.setattr(perturb, "apply_severities", dies_on_fog)
+    cells = [("fog", 1), ("contrast", 2), ("fog", 2)]
+    sets = PerturbedSets(small, 0, tmp_path)
+    got = {(n, s): a for n, s, a in sets.iter_sets(cells, workers=2, processes=True)}
+    assert sorted(got) == sorted(cells) and sets.misses + sets.hits == 3 and sets.misses >= 2
+    for (n, s), arr in got.items():
+        assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
 
 
 def test_a_read_only_cache_is_read_not_filled(digits, tmp_path):
