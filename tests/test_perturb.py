@@ -474,6 +474,36 @@ def test_clipped_zoom_matches_scipy_zoom():
             assert np.array_equal(ref[trim:trim + 32, trim:trim + 32], got)
 
 
+def test_zoom_blur_is_the_reference_loop_over_scipy_zoom():
+    """The reference's zoom_blur (float32 image, scipy zoom of each centre crop, ascending zooms
+    summed into zeros) against the two matrix products per zoom (``_imageops.zoom_planes``)."""
+    import torch
+
+    def clipped(img, z):
+        h = img.shape[0]
+        ch = int(np.ceil(h / z))
+        top = (h - ch) // 2
+        out = ndimage.zoom(img[top:top + ch, top:top + ch], (z, z, 1), order=1)
+        trim = (out.shape[0] - h) // 2
+        return out[trim:trim + h, trim:trim + h]
+
+    for x in (X, X[:4, :, :, :1]):  # colour and grey
+        got = P.apply_severities("zoom_blur", x, [1, 2, 3, 4, 5], 0)
+        for sev, (stop, step) in enumerate(P.TABLES["cifar10-c"]["zoom_blur"], 1):
+            for img, mine in zip(x, got[sev]):
+                f = (img / 255.0).astype(np.float32)
+                out = np.zeros_like(f)
+                for z in np.arange(1, stop, step):
+                    out += clipped(f, z)
+                ref = np.uint8(np.clip((f + out) / (len(np.arange(1, stop, step)) + 1), 0, 1) * 255)
+                assert np.array_equal(ref, mine), sev
+    planes = torch.from_numpy(np.random.default_rng(3).uniform(size=(24, 2 * 3 * 20)))  # H 24, W 20
+    for z in (1.01, 1.13, 1.75):
+        rows = planes.reshape(24, 2, 3, 20).permute(1, 0, 3, 2).numpy()  # (N, H, W, C)
+        got = ops.zoom_planes(planes, 20, z).reshape(24, 2, 3, 20).permute(1, 0, 3, 2).numpy()
+        assert np.allclose(got, ops.clipped_zoom(rows, z), rtol=0, atol=1e-15)  # non-square: the last bits
+
+
 def test_bilinear_reflect_matches_map_coordinates():
     rng = np.random.default_rng(2)
     img = rng.uniform(size=(1, 9, 11, 1))
