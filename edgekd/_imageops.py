@@ -231,15 +231,20 @@ def motion_blur_255(x: np.ndarray, radius: float, sigma: float, angle_deg: np.nd
     are a run: the tap is a slice of the edge-padded batch per run, not a gather per pixel."""
     n, h, w, _ = x.shape
     k, ox, oy = motion_blur_kernel(radius, sigma, angle_deg)
-    m = len(k) - 1  # |offset| < width
     order = np.argsort(np.broadcast_to(angle_deg, (n,)), kind="stable")
-    xp = pad_axis(pad_axis(x[order], 1, m, "edge"), 2, m, "edge")
-    ox, oy = ox[order], oy[order]
+    ox, oy = np.broadcast_to(ox, (n, len(k)))[order], np.broadcast_to(oy, (n, len(k)))[order]
+    # edge padding by the offsets that occur on each side only (not the kernel's full width)
+    top, left = max(0, -int(oy.min())), max(0, -int(ox.min()))
+    rows = np.clip(np.arange(-top, h + max(0, int(oy.max()))), 0, h - 1)
+    cols = np.clip(np.arange(-left, w + max(0, int(ox.max()))), 0, w - 1)
+    xp = take_pixels(np.take(x[order], rows, axis=1), cols, 2)
+    # per tap, where the offset changes along the images sorted by angle: the runs' boundaries
+    changes = ((np.diff(ox, axis=0) != 0) | (np.diff(oy, axis=0) != 0)).T.copy()
     out = np.zeros(x.shape, x.dtype)
     for t in range(len(k)):
-        cut = np.flatnonzero((np.diff(ox[:, t]) != 0) | (np.diff(oy[:, t]) != 0)) + 1
+        cut = np.flatnonzero(changes[t]) + 1
         for a0, a1 in zip([0, *cut], [*cut, n]):
-            dy, dx = m + oy[a0, t], m + ox[a0, t]
+            dy, dx = top + oy[a0, t], left + ox[a0, t]
             out[a0:a1] += x.dtype.type(k[t]) * xp[a0:a1, dy:dy + h, dx:dx + w]
     back = np.empty_like(out)
     back[order] = out
