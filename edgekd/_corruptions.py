@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 
 from ._imageops import (
-    bilinear,
     canny,
     chamfer_distance,
     clipped_zoom,
@@ -36,6 +35,7 @@ from ._imageops import (
     pil_box_resize,
     plasma_fractal,
     pow2,
+    sample_planes,
     take_pixels,
     tint,
     to_unit,
@@ -149,8 +149,8 @@ def glass_blur(u8, rows, rng):
     outs = []
     for sigma, d, iterations in rows:
         k = max((k for s_, d_, k in done if (s_, d_) == (sigma, d) and k <= iterations), default=None)
-        if k is None:
-            k, done[sigma, d, 0] = 0, np.floor(gaussian(to_unit(u8), sigma) * 255)  # np.uint8(...), kept as float
+        if k is None:  # the reference's np.uint8(gaussian(...) * 255): the moves shift bytes, not floats
+            k, done[sigma, d, 0] = 0, (gaussian(to_unit(u8), sigma) * 255).astype(np.uint8)
         x = done[sigma, d, k]
         for it in range(k, iterations):
             x = done[sigma, d, it + 1] = _glass_shuffle(x, d, rng.integers(f"d{it}", (*u8.shape[1:3], 2), -d, d))
@@ -292,9 +292,11 @@ def contrast(u8, rows, rng):
 def elastic_transform(u8, c, rng):
     """c = (alpha, sigma, affine) in pixels. cv2 warpAffine (bilinear, REFLECT_101) by the random
     affine, then scipy map_coordinates(order=1, mode='reflect') by the smoothed displacement."""
+    import torch
+
     alpha, sigma, aff = c
-    x = to_unit(u8, np.float32)
-    n, h, w, _ = x.shape
+    n, h, w, _ = u8.shape
+    planes = torch.from_numpy(to_unit(np.ascontiguousarray(u8.transpose(0, 3, 1, 2)), np.float32))  # (N, C, H, W)
     cs, sq = np.array([h // 2, w // 2], np.float64), min(h, w) // 3
     pts1 = np.array([cs + sq, [cs[0] + sq, cs[1] - sq], cs - sq])  # (x, y) as cv2 reads them
     pts2 = pts1 + rng.uniform("affine", (3, 2), -aff, aff).astype(np.float32)
@@ -307,13 +309,13 @@ def elastic_transform(u8, c, rng):
     v = yy[None] - ty[:, None, None]
     src_x = (d[:, None, None] * u - b[:, None, None] * v) / det[:, None, None]
     src_y = (-cc[:, None, None] * u + a[:, None, None] * v) / det[:, None, None]
-    x = bilinear(x, src_y, src_x, "reflect101")
+    planes = sample_planes(planes, src_y, src_x, "reflect101")
     # the reference's (gaussian(U(-1, 1), sigma, mode='reflect', truncate=3) * alpha).astype(np.float32),
     # the filter as a matrix on each side of every image's field
     gh, gw = gaussian_matrix(h, sigma, "symmetric", 3.0), gaussian_matrix(w, sigma, "symmetric", 3.0).T
     dx = (gh @ rng.uniform("dx", (h, w), -1, 1) @ gw * alpha).astype(np.float32)
     dy = (gh @ rng.uniform("dy", (h, w), -1, 1) @ gw * alpha).astype(np.float32)
-    return bilinear(x, yy[None] + dy, xx[None] + dx, "symmetric")
+    return sample_planes(planes, yy[None] + dy, xx[None] + dx, "symmetric").permute(0, 2, 3, 1).numpy()
 
 
 @perturbation("pixelate", "common", "PIL BOX down then BOX up, byte-exact with Pillow")

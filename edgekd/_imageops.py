@@ -120,26 +120,33 @@ def gaussian_matrix(n: int, sigma: float, mode: str = "edge", truncate: float = 
 
 def bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, mode: str) -> np.ndarray:
     """Sample x (N, H, W, C) at float rows ``ys`` and columns ``xs`` (N, h, w), order 1, in x's
-    dtype, with torch's ``grid_sample`` (one pass instead of four gathers): reflection about the
-    edge pixels' centres (``align_corners=True``) is cv2's BORDER_REFLECT_101 ('reflect101': d c b
-    | a b c d), about their outer edges (``align_corners=False``) scipy's 'reflect' ('symmetric':
-    d c b a | a b c d)."""
+    dtype: ``sample_planes`` on x's channel planes."""
+    import torch
+
+    planes = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return np.ascontiguousarray(sample_planes(planes, ys, xs, mode).permute(0, 2, 3, 1).numpy())
+
+
+def sample_planes(planes, ys: np.ndarray, xs: np.ndarray, mode: str):
+    """Sample images held as a torch tensor (N, C, H, W) at float rows ``ys`` and columns ``xs``
+    (N, h, w), order 1, in their dtype, with torch's ``grid_sample`` (one pass instead of four
+    gathers); returns (N, C, h, w). Reflection about the edge pixels' centres
+    (``align_corners=True``) is cv2's BORDER_REFLECT_101 ('reflect101': d c b | a b c d), about
+    their outer edges (``align_corners=False``) scipy's 'reflect' ('symmetric': d c b a | a b c d)."""
     import torch
     import torch.nn.functional as F
 
     if mode not in ("reflect101", "symmetric"):
         raise ValueError(f"bilinear: mode must be reflect101 or symmetric, got {mode!r}")
-    h, w = x.shape[1:3]
-    grid = np.empty((*np.broadcast_shapes(xs.shape, ys.shape), 2), x.dtype)  # (x, y), computed in float64
+    h, w = planes.shape[2:]
+    grid = np.empty((*np.broadcast_shapes(xs.shape, ys.shape), 2), planes.numpy().dtype)  # (x, y), in float64
     for k, (v, size) in enumerate(((xs, w), (ys, h))):
         if mode == "reflect101":  # pixel i at -1 + 2 i / (size - 1)
             np.subtract(v * (2.0 / max(size - 1, 1)), 1, out=grid[..., k])
         else:  # pixel i at -1 + (2 i + 1) / size
             np.subtract((2 * v + 1) / size, 1, out=grid[..., k])
-    grid = torch.from_numpy(grid)
-    img = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
-    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=mode == "reflect101")
-    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
+    return F.grid_sample(planes, torch.from_numpy(grid), mode="bilinear", padding_mode="reflection",
+                         align_corners=mode == "reflect101")
 
 
 def _zoom_taps(n: int, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
