@@ -6,10 +6,11 @@ Images are ``(N, H, W, C)`` arrays. Work is vectorised over the batch: where the
 library has a batched call that releases the GIL, it is used as it is (scipy.ndimage's Gaussian
 filter and float64 correlation on axes 1, 2; Pillow's BOX resize on the images stacked so that no
 row or column mixes two of them); the rest is element-wise numpy (float32 filters as sums of
-shifted views, resampling as gathers with explicit boundary rules). No rounding-sensitive
-reduction depends on the batch (elastic_transform's torch ``grid_sample`` works per output pixel,
-its displacement filter is one matrix product per image), so an image's bytes do not depend on the
-batch it is processed in.
+shifted views, resampling as gathers with explicit boundary rules), and torch where it is
+faster (``grid_sample``; zoom_blur's zooms as matrix products). No rounding-sensitive reduction
+depends on the batch (elastic_transform's ``grid_sample`` works per output pixel, its displacement
+filter is one matrix product per image, a zoom's products sum each output over one row or column
+of one image), so an image's bytes do not depend on the batch it is processed in.
 """
 
 from __future__ import annotations
@@ -118,15 +119,6 @@ def gaussian_matrix(n: int, sigma: float, mode: str = "edge", truncate: float = 
     return g
 
 
-def bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, mode: str) -> np.ndarray:
-    """Sample x (N, H, W, C) at float rows ``ys`` and columns ``xs`` (N, h, w), order 1, in x's
-    dtype: ``sample_planes`` on x's channel planes."""
-    import torch
-
-    planes = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    return np.ascontiguousarray(sample_planes(planes, ys, xs, mode).permute(0, 2, 3, 1).numpy())
-
-
 def sample_planes(planes, ys: np.ndarray, xs: np.ndarray, mode: str):
     """Sample images held as a torch tensor (N, C, H, W) at float rows ``ys`` and columns ``xs``
     (N, h, w), order 1, in their dtype, with torch's ``grid_sample`` (one pass instead of four
@@ -137,7 +129,7 @@ def sample_planes(planes, ys: np.ndarray, xs: np.ndarray, mode: str):
     import torch.nn.functional as F
 
     if mode not in ("reflect101", "symmetric"):
-        raise ValueError(f"bilinear: mode must be reflect101 or symmetric, got {mode!r}")
+        raise ValueError(f"sample_planes: mode must be reflect101 or symmetric, got {mode!r}")
     h, w = planes.shape[2:]
     grid = np.empty((*np.broadcast_shapes(xs.shape, ys.shape), 2), planes.numpy().dtype)  # (x, y), in float64
     for k, (v, size) in enumerate(((xs, w), (ys, h))):

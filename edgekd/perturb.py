@@ -22,10 +22,11 @@ plasma map, frost's crop) the generalisations of the ``imagecorruptions`` packag
 
 Faithfulness. Pixel values are in [0, 1], results are clipped and stored as the reference does:
 ``np.uint8(np.clip(x, 0, 1) * 255)`` truncates, computed in the reference's dtypes (float64, float32
-where it casts) and, for Gaussian filters and zooms, in scipy's summation order (the Gaussian
-filters are scipy's own); JPEG and pixelate return PIL's bytes (pixelate is Pillow's BOX resize;
-JPEG goes through torchvision's libjpeg where torchvision is loaded and reproduces PIL's bytes,
-checked once per process, else through PIL); motion blur rounds like ImageMagick. Checked against
+where it casts) and, for Gaussian filters, in scipy's summation order (they are scipy's own); a
+zoom sums the same two products per axis as scipy, as matrix products whose float32 results equal
+scipy's but for a few in a million; JPEG and pixelate return PIL's bytes (pixelate is Pillow's BOX
+resize; JPEG goes through torchvision's libjpeg ops where torch is loaded and they reproduce
+PIL's bytes, checked once per process, else through PIL); motion blur rounds like ImageMagick. Checked against
 the reference code (scikit-image 0.26, OpenCV 5.0, scipy 1.17, Pillow 13; same random draws fed in)
 on CIFAR-sized images: byte-identical for every corruption but elastic_transform (+-1 level on ~4 %
 of pixels) and snow / spatter (+-1 on < 0.01 %). Where the reference cannot be reproduced it is approximated, and each ``Perturbation.description`` says so:
