@@ -4,7 +4,8 @@
     python benchmarks/perturb_chunks.py 18 zoom_blur,snow             # some perturbations only
 
 Images: 1,000 CIFAR-10 validation images (perturb_throughput.load_validation). Each cell is the
-best of 2 passes; outputs do not depend on the chunk size (tests/test_perturb.py).
+best of 2 passes; outputs do not depend on the chunk size (tests/test_perturb.py). One thread, torch
+too (zoom blur's matrix products, elastic's grid_sample), as in the sweep's generating workers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from edgekd import perturb  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
+    import torch
+
+    torch.set_num_threads(1)
     chunks = [int(c) for c in argv[0].split(",")]
     names = argv[1].split(",") if len(argv) > 1 else list(perturb.COMMON) + list(perturb.EXTRA)
     x = load_validation(ROOT.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz", 1000)

@@ -168,33 +168,40 @@ def motion_blur(u8, c, rng):
 
 @perturbation("zoom_blur", "common", "mean of centre zooms (scipy order-1 zoom, central crop)", many=True)
 def zoom_blur(u8, rows, rng):
-    """Severities share their zooms: each distinct zoom is made once per block of images (two
-    matrix products, ``zoom_planes``, on the block laid out as rows of planes), and a severity
-    whose zooms start with another's (CIFAR's are prefixes of one another) continues that one's
-    running float32 sum, so each severity's sum is the one of its own loop (ascending zooms added
-    to zeros, like the reference)."""
-    import torch
-
+    """Severities share their zooms: each distinct zoom is made once per block of images, and a
+    severity whose zooms start with another's (CIFAR's are prefixes of one another) continues that
+    one's running float32 sum, so each severity's sum is the one of its own loop (ascending zooms
+    added to zeros, like the reference). Up to CIFAR_TABLE_MAX_PX a zoom is two matrix products on
+    the block laid out as rows of planes (``zoom_planes``: 0.55 -> 0.23 s for the 5 severities of
+    1,000 CIFAR images); above, where a dense matrix costs more per pixel than it saves (1.1 against
+    1.8 s at 128 px), the separable ``clipped_zoom``; the same bytes either way."""
     zooms = [tuple(float(z) for z in np.arange(1, stop, step)) for stop, step in rows]
     distinct = sorted(set().union(*zooms))
     n, h, w, c = u8.shape
+    by_matrix = max(h, w) <= CIFAR_TABLE_MAX_PX
     outs = [np.empty(u8.shape, np.float32) for _ in rows]
     step = max(1, (1 << 16) // u8[0].size)  # blocks that stay in cache across the zooms
     for s in range(0, n, step):
-        x = torch.from_numpy(np.ascontiguousarray(to_unit(u8[s:s + step], np.float32).transpose(1, 0, 3, 2)))
-        b = x.shape[1]  # x: (H, images, C, W)
-        planes = x.double().reshape(h, -1)
-        zoomed = {z: zoom_planes(planes, w, z).float() for z in distinct}  # as scipy's float32 output
-        sums = {(): torch.zeros((h * b * c, w), dtype=torch.float32)}
+        x = to_unit(u8[s:s + step], np.float32)
+        if by_matrix:
+            import torch
+
+            x = np.ascontiguousarray(x.transpose(1, 0, 3, 2))  # (H, images, C, W)
+            planes = torch.from_numpy(x).double().reshape(h, -1)
+            zoomed = {z: zoom_planes(planes, w, z).float().numpy().reshape(x.shape) for z in distinct}
+        else:
+            x64 = x.astype(np.float64)
+            zoomed = {z: clipped_zoom(x64, z, np.float32) for z in distinct}
+        sums: dict[tuple, np.ndarray] = {(): np.zeros_like(x)}
         for zs in sorted(set(zooms), key=len):
             start = max((k for k in sums if zs[:len(k)] == k), key=len)  # the longest prefix summed
-            acc = sums[start].clone()
+            acc = sums[start].copy()
             for z in zs[len(start):]:
                 acc += zoomed[z]
             sums[zs] = acc
-        flat = x.reshape(-1, w)
         for out, zs in zip(outs, zooms):
-            out[s:s + step] = ((flat + sums[zs]) / (len(zs) + 1)).reshape(h, b, c, w).permute(1, 0, 3, 2).numpy()
+            y = (x + sums[zs]) / (len(zs) + 1)
+            out[s:s + step] = y.transpose(1, 0, 3, 2) if by_matrix else y
     return outs
 
 
