@@ -45,7 +45,10 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
-    ap.add_argument("--batch", type=int, default=256)
+    from edgekd.config import MeasureConfig
+
+    ap.add_argument("--batch", type=int, default=MeasureConfig().eval_batch_size,
+                    help="inference batch, of the sweep and of pure inference alike (default: the build's)")
     ap.add_argument("--shared", type=Path, default=Path(os.environ.get("EDGEKD_SHARED", ROOT.parent / "shared")))
     ap.add_argument("--students", nargs="+", default=["digits_student", "resnet8"],
                     help="student architectures, measured one after the other in this run")

@@ -309,7 +309,10 @@ class MeasureConfig:
     latency_runs: int = opt(100, "timed runs at batch 1 per model", min=50)
     warmup_runs: int = opt(10, "untimed runs before timing", min=0)
     threads: int = opt(1, "intra-op threads for torch and onnxruntime during timing", min=1)
-    eval_batch_size: int = opt(256, "batch size for accuracy evaluation", min=1)
+    # 64, not 256: on 2 CPU cores every model measured evaluates as fast or faster at 64 (onnxruntime
+    # INT8 on one thread 9 % faster, as the perturbed sweep runs it while sets are generated; torch
+    # fp32 10-30 %): the activations of 64 images stay in cache (benchmarks/RESULTS.md, issue 21)
+    eval_batch_size: int = opt(64, "batch size for accuracy evaluation", min=1)
 
 
 @dataclass
