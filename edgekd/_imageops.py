@@ -40,10 +40,11 @@ def take_pixels(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
     return out.view(x.dtype).reshape(*out.shape, x.shape[-1])
 
 
-def pad_axis(x: np.ndarray, axis: int, r: int, mode: str) -> np.ndarray:
-    """``np.pad`` of one axis by ``r`` on both sides (any numpy mode that maps to source indices:
-    'edge', 'symmetric', 'reflect', 'wrap'), as one take of whole rows or pixels: the same values,
-    without np.pad's per-call Python work. Padding axis 1 then axis 2 is np.pad of both."""
+def pad_axis(x: np.ndarray, axis: int, r: int | tuple[int, int], mode: str) -> np.ndarray:
+    """``np.pad`` of one axis by ``r`` on both sides, or by ``(before, after)`` (any numpy mode that
+    maps to source indices: 'edge', 'symmetric', 'reflect', 'wrap'), as one take of whole rows or
+    pixels: the same values, without np.pad's per-call Python work. Padding axis 1 then axis 2 is
+    np.pad of both."""
     idx = np.pad(np.arange(x.shape[axis]), r, mode=mode)
     if axis == x.ndim - 2 and x.ndim == 4 and x.flags.c_contiguous:
         return take_pixels(x, idx, axis)
@@ -168,20 +169,21 @@ def zoom_matrix(n: int, z: float) -> np.ndarray:
     return m
 
 
-def zoom_planes(planes, width: int, z: float):
-    """``clipped_zoom`` of float64 images laid out as a torch tensor (H, N * C * W) (the rows of every
-    image and channel side by side), as two matrix products with torch's BLAS (one thread in the
-    sweep's workers), returned (H * N * C, W): the rows by ``zoom_matrix(H)`` from the left, the
-    columns by ``zoom_matrix(W)`` from the right. Each output sums the same two products per axis
-    as ``clipped_zoom`` (the matrices' other entries are 0), with fused multiply-adds: the float64
-    results differ from scipy's in the last bit a little more often (3 against 1.6 float32 values
-    in a million after the cast, on 200 CIFAR-10 images at CIFAR's 26 zooms; zoom_blur's bytes
-    unchanged on 1,000 CIFAR-10 images and at 64 and 224 px), 2.2x faster (benchmarks/RESULTS.md,
-    issue 21)."""
+def zoom_planes(planes: np.ndarray, width: int, z: float) -> np.ndarray:
+    """``clipped_zoom`` of float64 images laid out (H, N * C * W) (the rows of every image and
+    channel side by side), as two matrix products with torch's BLAS (one thread in the sweep's
+    workers), returned float32 in the same layout: the rows by ``zoom_matrix(H)`` from the left,
+    the columns by ``zoom_matrix(W)`` from the right. Each output sums the same two products per
+    axis as ``clipped_zoom`` (the matrices' other entries are 0), with fused multiply-adds: the
+    float64 results differ from scipy's in the last bit a little more often (48 against 25 float32
+    values in 16 million after the cast, on 200 CIFAR-10 images at CIFAR's 26 zooms; zoom_blur's
+    bytes unchanged on 1,000 CIFAR-10 images and 100 at 64 px). zoom_blur at 32 px: 0.56 -> 0.32 s
+    (benchmarks/RESULTS.md, issue 21)."""
     import torch
 
-    rows = torch.from_numpy(zoom_matrix(planes.shape[0], z).copy()) @ planes
-    return rows.reshape(-1, width) @ torch.from_numpy(zoom_matrix(width, z).T.copy())
+    rows = torch.from_numpy(zoom_matrix(planes.shape[0], z).copy()) @ torch.from_numpy(planes)
+    cols = rows.reshape(-1, width) @ torch.from_numpy(zoom_matrix(width, z).T.copy())
+    return cols.float().numpy().reshape(planes.shape)
 
 
 def clipped_zoom(x: np.ndarray, z: float, dtype=None) -> np.ndarray:
@@ -234,9 +236,8 @@ def motion_blur_255(x: np.ndarray, radius: float, sigma: float, angle_deg: np.nd
     ox, oy = np.broadcast_to(ox, (n, len(k)))[order], np.broadcast_to(oy, (n, len(k)))[order]
     # edge padding by the offsets that occur on each side only (not the kernel's full width)
     top, left = max(0, -int(oy.min())), max(0, -int(ox.min()))
-    rows = np.clip(np.arange(-top, h + max(0, int(oy.max()))), 0, h - 1)
-    cols = np.clip(np.arange(-left, w + max(0, int(ox.max()))), 0, w - 1)
-    xp = take_pixels(np.take(x[order], rows, axis=1), cols, 2)
+    xp = pad_axis(x[order], 1, (top, max(0, int(oy.max()))), "edge")
+    xp = pad_axis(xp, 2, (left, max(0, int(ox.max()))), "edge")
     # per tap, where the offset changes along the images sorted by angle: the runs' boundaries
     changes = ((np.diff(ox, axis=0) != 0) | (np.diff(oy, axis=0) != 0)).T.copy()
     out = np.zeros(x.shape, x.dtype)

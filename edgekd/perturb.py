@@ -25,11 +25,12 @@ Faithfulness. Pixel values are in [0, 1], results are clipped and stored as the 
 where it casts) and, for Gaussian filters, in scipy's summation order (they are scipy's own); a
 zoom sums the same two products per axis as scipy, as matrix products whose float32 results equal
 scipy's but for a few in a million; JPEG and pixelate return PIL's bytes (pixelate is Pillow's BOX
-resize; JPEG goes through torchvision's libjpeg ops where torch is loaded and they reproduce
-PIL's bytes, checked once per process, else through PIL); motion blur rounds like ImageMagick. Checked against
-the reference code (scikit-image 0.26, OpenCV 5.0, scipy 1.17, Pillow 13; same random draws fed in)
-on CIFAR-sized images: byte-identical for every corruption but elastic_transform (+-1 level on ~4 %
-of pixels) and snow / spatter (+-1 on < 0.01 %). Where the reference cannot be reproduced it is approximated, and each ``Perturbation.description`` says so:
+resize; JPEG goes through torchvision's libjpeg ops where torch is loaded and they reproduce PIL's
+bytes, checked once per process, else through PIL); motion blur rounds like ImageMagick. Checked
+against the reference code (scikit-image 0.26, OpenCV 5.0, scipy 1.17, Pillow 13; same random draws
+fed in) on CIFAR-sized images: byte-identical for every corruption but elastic_transform (+-1 level
+on ~4 % of pixels) and snow / spatter (+-1 on < 0.01 %). Where the reference cannot be reproduced
+it is approximated, and each ``Perturbation.description`` says so:
 
 - frost: the reference's photographs (Apache-2.0, read from the ``imagecorruptions`` wheel;
   ``_frost.py`` scales them by the reference's rules: 0.2 at 32 px, as they are at 224 px). At 32
