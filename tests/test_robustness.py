@@ -101,6 +101,31 @@ def test_a_generating_process_that_dies_leaves_its_sets_to_the_sweep(digits, tmp
         assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
 
 
+def test_the_sweeps_thread_makes_sets_while_none_is_ready(digits, tmp_path, monkeypatch):
+    import threading
+
+    small = _head(digits.test, 20)
+    real, release, makers = PerturbedSets._load_or_make, threading.Event(), {}
+
+    def held(self, name, severities):  # the worker's group waits until this thread made the rest
+        if not makers.setdefault(name, threading.current_thread() is threading.main_thread()):
+            assert release.wait(30)
+        return real(self, name, severities)
+
+    monkeypatch.setattr(PerturbedSets, "_load_or_make", held)
+    cells = [("fog", 1), ("fog", 2), ("contrast", 1), ("pixelate", 2)]
+    sets, got = PerturbedSets(small, 0, tmp_path), []
+    for n, s, arr in sets.iter_sets(cells, workers=1, processes=False):
+        got.append((n, s))
+        assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
+        if len(got) == 2:
+            release.set()
+    # the worker took the largest group (fog); this thread made the others, smallest first
+    assert got == [("pixelate", 2), ("contrast", 1), ("fog", 1), ("fog", 2)]
+    assert makers == {"fog": False, "contrast": True, "pixelate": True}
+    assert (sets.misses, sets.hits) == (4, 0) and len(list(tmp_path.glob("*.npy"))) == 4
+
+
 def test_a_read_only_cache_is_read_not_filled(digits, tmp_path):
     small = _head(digits.test, 20)
     PerturbedSets(small, 0, tmp_path).get("fog", 1)
