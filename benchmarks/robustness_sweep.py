@@ -85,13 +85,14 @@ def main() -> int:
         export_onnx(model, x[:8], tmp / f"{arch}.onnx", 17)
         quantize_model(tmp / f"{arch}.onnx", tmp / f"{arch}.int8.onnx", x[:200], QuantizeConfig())
         runner = OrtRunner(tmp / f"{arch}.int8.onnx", threads=args.threads)
-        cold_s, eval_s, pure_s = [], [], []
+        cold_s, eval_s, pure_s, cold_cpu = [], [], [], []
         for k in range(args.repeats):  # cold, warm and pure side by side in every repeat
             cache = tmp / f"cache-{arch}-{k}"  # empty: every set is generated
-            t0 = time.perf_counter()
+            cpu0, t0 = _cpu_s(), time.perf_counter()
             sets = PerturbedSets(split, seed=0, cache_dir=cache)
             sweep_predictions({"int8": runner}, sets, names, sevs, args.batch, progress=False)
             cold_s.append(time.perf_counter() - t0)
+            cold_cpu.append({k: v - cpu0[k] for k, v in _cpu_s().items()} | {"generate": sets.generate_cpu_s})
             t0 = time.perf_counter()
             sweep_predictions({"int8": runner}, PerturbedSets(split, 0, cache), names, sevs,
                               args.batch, progress=False)
@@ -105,22 +106,32 @@ def main() -> int:
             del arrays
             shutil.rmtree(cache, ignore_errors=True)
         res["students"][arch] = {
-            "inferences": len(names) * len(sevs) * len(x), "cold_sweep_s": cold_s,
+            "inferences": len(names) * len(sevs) * len(x), "cold_sweep_s": cold_s, "cold_cpu_s": cold_cpu,
             "warm_sweep_s": eval_s, "pure_inference_s": pure_s,
             "cold_median_s": med(cold_s), "warm_sweep_median_s": med(eval_s), "pure_median_s": med(pure_s),
             "ratio_warm_over_pure": med(eval_s) / med(pure_s),
             "ratio_cold_over_pure": med(cold_s) / med(pure_s),
             "ratio_cold_over_pure_each": [c / p for c, p in zip(cold_s, pure_s)]}
         each = ", ".join(f"{c / p:.2f}" for c, p in zip(cold_s, pure_s))
+        cpu = ", ".join(f"{c['self']:.2f} + {c['workers']:.2f} (generating {c['generate']:.2f})" for c in cold_cpu)
         print(f"{arch}: cold median {med(cold_s):.1f} s [{min(cold_s):.1f}, {max(cold_s):.1f}], warm median "
               f"{med(eval_s):.1f} s, pure median {med(pure_s):.1f} s [{min(pure_s):.1f}, {max(pure_s):.1f}]: "
               f"cold / pure {med(cold_s) / med(pure_s):.2f}x (each repeat: {each}), warm / pure "
-              f"{med(eval_s) / med(pure_s):.2f}x", flush=True)
+              f"{med(eval_s) / med(pure_s):.2f}x; cold CPU-s, this process + its workers: {cpu}", flush=True)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _cpu_s() -> dict[str, float]:
+    """CPU seconds so far of this process (every thread) and of its finished child processes (the
+    sweep's generating workers)."""
+    import resource
+
+    mine, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return {"self": mine.ru_utime + mine.ru_stime, "workers": children.ru_utime + children.ru_stime}
 
 
 if __name__ == "__main__":

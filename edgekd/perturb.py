@@ -259,11 +259,13 @@ def apply(name: str, images: np.ndarray, severity: int, seed: int,
 
 
 def apply_severities(name: str, images: np.ndarray, severities: list[int], seed: int,
-                     indices: np.ndarray | None = None) -> dict[int, np.ndarray]:
+                     indices: np.ndarray | None = None, *, chunk_elements: int | None = None
+                     ) -> dict[int, np.ndarray]:
     """``{severity: apply(name, images, severity, seed, indices)}`` for several severities at once,
     each chunk of images read once: the severities share their random draws and, for kernels
     registered ``many=True`` (zoom_blur's zooms, the HSV conversion), their common work. The bytes
-    are those of one ``apply`` per severity."""
+    are those of one ``apply`` per severity. Chunks hold about ``chunk_elements`` values (default:
+    the kernel's registered size, else _CHUNK_ELEMENTS); the bytes do not depend on it."""
     p = PERTURBATIONS.get(name)
     for severity in severities:
         if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
@@ -281,7 +283,7 @@ def apply_severities(name: str, images: np.ndarray, severities: list[int], seed:
     rows = [_row(p, table_for(h), s, h) for s in sevs]
     keys = image_keys(int(seed), name, indices)
     out = {s: np.empty_like(images) for s in sevs}
-    step = max(1, _CHUNK_ELEMENTS // (h * w * c))
+    step = max(1, (chunk_elements or p.chunk_elements or _CHUNK_ELEMENTS) // (h * w * c))
     for s0 in range(0, n, step):
         chunk, rng = images[s0:s0 + step], Rng(keys[s0:s0 + step])  # rng memoises its draws
         ys = p.fn(chunk, rows, rng) if p.many else [p.fn(chunk, row, rng) for row in rows]

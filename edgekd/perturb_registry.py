@@ -48,15 +48,19 @@ class Perturbation:
     # True: fn takes the rows of several severities (a list) and returns one output per row, sharing
     # the work they have in common (perturb.apply_severities); False: fn takes one row
     many: bool = False
+    # N * H * W * C values per chunk of images this kernel runs fastest on (perturb.apply_severities);
+    # None: perturb's default. The bytes never depend on it (each image's output is its own)
+    chunk_elements: int | None = None
 
 
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
 
 
 def perturbation(name: str, family: str, description: str, *, rows: tuple | Mapping[str, tuple] | None = None,
-                 many: bool = False) -> Callable[[Callable], Callable]:
+                 many: bool = False, chunk_elements: int | None = None) -> Callable[[Callable], Callable]:
     """Register the decorated kernel as perturbation ``name`` of ``family``; returns it unchanged.
-    ``many=True``: the kernel takes a list of severity rows and returns a list of outputs."""
+    ``many=True``: the kernel takes a list of severity rows and returns a list of outputs.
+    ``chunk_elements``: the size of the chunks of images it is given, when not perturb's default."""
     if family not in FAMILIES:
         raise ValueError(f"perturbation {name!r}: family {family!r} is not one of {', '.join(FAMILIES)}")
     if (family == "common") != (name in COMMON):
@@ -66,7 +70,7 @@ def perturbation(name: str, family: str, description: str, *, rows: tuple | Mapp
         raise ValueError(f"perturbation {name!r}: the description must be one non-empty line")
 
     def deco(fn: Callable) -> Callable:
-        PERTURBATIONS.add(name, Perturbation(name, family, fn, description, rows, many))
+        PERTURBATIONS.add(name, Perturbation(name, family, fn, description, rows, many, chunk_elements))
         return fn
 
     return deco
