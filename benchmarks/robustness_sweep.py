@@ -2,6 +2,7 @@
 
     python benchmarks/robustness_sweep.py                 # 5000 validation images, 19 x 5 cells
     python benchmarks/robustness_sweep.py --images 1000 --repeats 3 --json sweep.json
+    python benchmarks/robustness_sweep.py --images 153 --size 64 --students digits_student  # larger images
 
 1. cold sweep: the sweep as the build runs it for one model on an empty cache —
    `robustness.sweep_predictions` generates the 19 x 5 (corruption, severity) sets in background
@@ -16,7 +17,8 @@ reported, with each repeat's cold / pure. Each student of `--students` (default:
 CIFAR stem) is measured in turn in the same run. The INT8 students have random weights, exported
 and quantised as the build does: timing does not depend on the weights, and nothing trained on
 the data is made.
-Images: the CIFAR-10 validation split of SHARED/data (see perturb_throughput.py).
+Images: the CIFAR-10 validation split of SHARED/data (see perturb_throughput.py); `--size` upscales
+them (PIL BILINEAR, as perturb_sizes.py; above 64 px the corruptions use ImageNet-C's table).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> int:
     ap.add_argument("--shared", type=Path, default=Path(os.environ.get("EDGEKD_SHARED", ROOT.parent / "shared")))
     ap.add_argument("--students", nargs="+", default=["digits_student", "resnet8"],
                     help="student architectures, measured one after the other in this run")
+    ap.add_argument("--size", type=int, default=32, help="image side in pixels (CIFAR's 32, or upscaled)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -68,12 +71,16 @@ def main() -> int:
     from edgekd.runtimes import OrtRunner
 
     x = load_validation(args.shared / "data" / "cifar10-train-jpeg.tar.gz", args.images)
+    if args.size != x.shape[1]:
+        from PIL import Image
+
+        x = np.stack([np.asarray(Image.fromarray(i).resize((args.size, args.size), Image.BILINEAR)) for i in x])
     split = Split(x, np.zeros(len(x), np.int64), np.arange(len(x)))
     names = list(perturb.COMMON) + list(perturb.EXTRA)
     sevs = [1, 2, 3, 4, 5]
     tmp = Path(tempfile.mkdtemp(prefix="edgekd-sweep-"))
     med = lambda v: float(np.median(v))  # noqa: E731
-    res = {"images": len(x), "cells": len(names) * len(sevs), "batch": args.batch,
+    res = {"images": len(x), "size_px": x.shape[1], "cells": len(names) * len(sevs), "batch": args.batch,
            "threads": args.threads, "students": {},
            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
            "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
