@@ -504,6 +504,21 @@ def test_zoom_blur_is_the_reference_loop_over_scipy_zoom():
         np.testing.assert_array_max_ulp(got, ops.clipped_zoom(images, z, np.float32), maxulp=1)
 
 
+def test_large_kernels_correlate_through_an_fft_with_the_direct_sums_values(monkeypatch):
+    rng = np.random.default_rng(5)
+    x, k = rng.random((3, 40, 50, 2)), rng.random((13, 17))  # non-square image and kernel
+    assert np.count_nonzero(k) >= ops.FFT_MIN_TAPS
+    for mode in ("reflect", "symmetric", "edge"):
+        direct = ndimage.correlate(x, k[None, :, :, None], mode=ops._SCIPY_MODE[mode])
+        np.testing.assert_allclose(ops.correlate2d(x, k, mode), direct, rtol=0, atol=1e-12 * k.sum())
+    # defocus at an ImageNet-C size (disks of up to 21 x 21): the same bytes as the direct sums
+    big = _digits(4, 96)
+    fft = P.apply_severities("defocus_blur", big, [1, 2, 3, 4, 5], 0)
+    monkeypatch.setattr(ops, "FFT_MIN_TAPS", 10**9)
+    direct = P.apply_severities("defocus_blur", big, [1, 2, 3, 4, 5], 0)
+    assert all(np.array_equal(fft[s], direct[s]) for s in range(1, 6))
+
+
 def test_bilinear_reflect_matches_map_coordinates():
     import torch
 
