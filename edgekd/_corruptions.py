@@ -46,11 +46,12 @@ from . import _frost
 from ._rng import Rng
 from .perturb_registry import CIFAR_TABLE_MAX_PX, perturbation
 
-# chunk sizes (N * H * W * C values) for kernels faster away from perturb's default (1 << 18), per
-# benchmarks/perturb_chunks.py (RESULTS.md, issue 21): element-wise float64 kernels that hold the
-# five severities' outputs and their draws at once run 15-25 % faster in chunks a quarter the size
-# (their arrays stay in a core's cache); kernels with a numpy step per run of images sharing an
-# offset (the motion blur taps) run 7-10 % faster in chunks four times larger
+# the chunk size (N * H * W * C values) of the kernels faster away from perturb's default (1 << 18),
+# per benchmarks/perturb_chunks.py (RESULTS.md, issue 21): element-wise float64 kernels that hold the
+# five severities' outputs and their draws at once (and zoom_blur's sums) run 10-25 % faster in
+# chunks a quarter the size, their arrays in a core's cache, at 32, 64 and 128 px alike; spatter,
+# whose steps are on single-channel maps and whose chamfer distance has a numpy step per row of a
+# chunk, in chunks four times larger (32 px: 0.51 -> 0.49 s, 64: 0.30 -> 0.29, 128: 1.63 -> 1.33)
 SMALL_CHUNK, LARGE_CHUNK = 1 << 16, 1 << 20
 
 # ---------------------------------------------------------------- the 15 common corruptions: noise
@@ -169,7 +170,7 @@ def glass_blur(u8, rows, rng):
 
 @perturbation("motion_blur", "common",
               "ImageMagick motion kernel as ported by imagecorruptions (one-sided Gaussian line, "
-              "random angle); approximates ImageMagick", chunk_elements=LARGE_CHUNK)
+              "random angle); approximates ImageMagick")
 def motion_blur(u8, c, rng):
     angle = rng.uniform("angle", (), -45, 45)
     return motion_blur_255(u8.astype(np.float32), c[0], c[1], angle).astype(np.uint8)
@@ -218,7 +219,7 @@ def zoom_blur(u8, rows, rng):
 
 @perturbation("snow", "common",
               "zoomed, thresholded noise streaked by the ImageMagick-style motion kernel; greyed image",
-              many=True, chunk_elements=LARGE_CHUNK)
+              many=True)
 def snow(u8, rows, rng):
     x = to_unit(u8, np.float32)
     n, h, w, _ = x.shape
@@ -434,7 +435,8 @@ def gaussian_blur(u8, c, rng):
 
 
 @perturbation("spatter", "extra",
-              "water (cv2 Canny / chamfer distance / equalizeHist re-implemented in numpy) or mud")
+              "water (cv2 Canny / chamfer distance / equalizeHist re-implemented in numpy) or mud",
+              chunk_elements=LARGE_CHUNK)
 def spatter(u8, c, rng):
     loc, scale, sigma, thresh, intensity, mud = c
     x = to_unit(u8, np.float32)
