@@ -73,7 +73,7 @@ class PerturbedSets:
         self._clean_hash = h.hexdigest()[:24]
         self.hits = 0
         self.misses = 0
-        self.generate_cpu_s = 0.0  # CPU seconds the generating threads spent making sets
+        self.generate_cpu_s = 0.0  # CPU seconds spent making sets (the generating processes' and this one's)
         self._lock = threading.Lock()
 
     def key(self, name: str, severity: int) -> str:
