@@ -75,9 +75,9 @@ _SCIPY_MODE = {"edge": "nearest", "symmetric": "reflect", "reflect": "mirror"}
 
 
 # nonzero taps from which a float64 correlation goes through an FFT (fft_correlate2d): the direct
-# sums' cost grows with the taps, the FFT's barely (5 images at 128 px: 4.7 ms direct against 10 for
-# the FFT at 9 x 9 / 49 taps, 13 against 11 ms at 11 x 11, 60 against 14 at 21 x 21)
-FFT_MIN_TAPS = 96
+# sums' cost grows with the taps, the FFT's barely (5 images at 128 px: 4.7 ms direct against 10.3
+# for the FFT with ImageNet-C defocus's 61 taps, 12.7 against 10.7 ms with 89, 60 against 14 with 429)
+FFT_MIN_TAPS = 80
 
 
 def correlate2d(x: np.ndarray, k: np.ndarray, mode: str) -> np.ndarray:
@@ -101,7 +101,7 @@ def fft_correlate2d(x: np.ndarray, k: np.ndarray, mode: str) -> np.ndarray:
     """``correlate2d`` of float64 images (N, H, W, C) through real FFTs of the padded block, as
     cv2.filter2D itself filters with kernels of 50 or more entries (the reference's defocus blur):
     equal to the direct sums within a few 1e-15 (tests/test_perturb.py); defocus at 128 px, 153
-    images, 5 severities: 4.3 -> 1.6 s (benchmarks/RESULTS.md, issue 21)."""
+    images, 5 severities: 4.37 -> 1.25 s (benchmarks/RESULTS.md, issue 21)."""
     from scipy import fft
 
     ph, pw = k.shape[0] // 2, k.shape[1] // 2
@@ -205,9 +205,9 @@ def zoom_planes(planes: np.ndarray, width: int, zooms: list[float]) -> np.ndarra
     two products per axis as ``clipped_zoom`` (the matrices' other entries are 0), with fused
     multiply-adds: the float64 results differ from scipy's in the last bit a little more often (48
     against 25 float32 values in 16 million after the cast, on 200 CIFAR-10 images at CIFAR's 26
-    zooms; zoom_blur's bytes unchanged on 1,000 CIFAR-10 images and 100 at 64 px). zoom_blur at
-    32 px: 0.56 s with clipped_zoom, 0.39 s with two products per zoom, 0.22 s batched (the 5
-    severities of 1,000 CIFAR images, one thread; benchmarks/RESULTS.md, issue 21)."""
+    zooms; zoom_blur's bytes unchanged on 1,000 CIFAR-10 images and 100 at 64 px). The products
+    of zoom_blur's 5 severities of 1,000 CIFAR images: 0.41 s two per zoom, 0.33 s batched (one
+    thread; benchmarks/RESULTS.md, issue 21)."""
     import torch
 
     h = planes.shape[0]
