@@ -264,13 +264,14 @@ _GENERATOR: PerturbedSets | None = None  # in a generating process: the sets it 
 def _generator_start(sets: PerturbedSets) -> None:
     """A forked generating process: its sets (inherited, not pickled) with a lock of its own (the
     parent's may have been held by another thread at the fork), the lowest priority, and torch
-    (when the parent had imported it) on one thread like the parent's sweep."""
+    (when the parent had imported it) and the BLAS on one thread like the parent's sweep."""
     global _GENERATOR
     sets._lock = threading.Lock()
     _GENERATOR = sets
     _background()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+    one_blas_thread()  # for the life of the process
 
 
 def _generator_fill(name: str, severities: list[int]) -> tuple[int, int, float]:
@@ -333,12 +334,13 @@ class _CoreSplit:
     """While sets are being generated, inference runs on ``threads`` intra-op threads: a parallel
     loop whose threads share their cores with the generating threads waits for the preempted ones
     (benchmarks/RESULTS.md, issue 21), one thread does not. So do torch's own loops (elastic
-    transform's ``grid_sample``: the same time on 1 thread as on 2, at half the CPU). ``end``
-    (called once every set exists, and at the end in any case) gives the runners and torch their
-    own settings back. ``threads`` 0: no change."""
+    transform's ``grid_sample``: the same time on 1 thread as on 2, at half the CPU) and numpy's
+    BLAS (``one_blas_thread``) in the sets this thread makes. ``end`` (called once every set
+    exists, and at the end in any case) gives the runners, torch and the BLAS their own settings
+    back. ``threads`` 0: no change."""
 
     def __init__(self, runners: dict, threads: int) -> None:
-        self.runners, self.before, self.torch_threads = runners, {}, 0
+        self.runners, self.before, self.torch_threads, self.blas = runners, {}, 0, None
         if not threads:
             return
         import torch
@@ -348,6 +350,7 @@ class _CoreSplit:
         for r in runners.values():
             r.set_threads(threads)
         torch.set_num_threads(threads)
+        self.blas = one_blas_thread()
 
     def end(self) -> None:
         before, self.before = self.before, {}
@@ -358,6 +361,24 @@ class _CoreSplit:
 
             torch.set_num_threads(self.torch_threads)
             self.torch_threads = 0
+        if self.blas is not None:
+            self.blas.restore_original_limits()
+            self.blas = None
+
+
+def one_blas_thread():
+    """Limit the BLAS libraries this process has loaded (numpy's and scipy's OpenBLAS: elastic
+    transform's displacement filters are matrix products) to one thread; returns the limiter, whose
+    ``restore_original_limits()`` undoes it. OpenBLAS's threads spin while they wait for work, on
+    the core inference runs on: at 128 px, the sweep's generating process spent 14.7-15.3 CPU-s
+    with numpy's default two threads against 11.8-12.1 with one, and the cold sweep took 15.6-16.1
+    against 12.9-13.3 s (benchmarks/RESULTS.md, issue 21). A product's values do not depend on
+    the number of threads."""
+    from threadpoolctl import ThreadpoolController
+
+    # the BLAS libraries only: threadpool_limits(user_api="blas") would restore OpenMP's (torch's)
+    # threads too, to what they were when it was called
+    return ThreadpoolController().select(user_api="blas").limit(limits=1)
 
 
 def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],

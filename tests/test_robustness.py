@@ -147,12 +147,20 @@ def test_sweep_splits_the_cores_only_while_generating(digits, tmp_path):
 
     from edgekd.robustness import sweep_predictions
 
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
     small = _head(digits.test, 40)
     cold, warm = _Runner(), _Runner()
-    torch_threads = torch.get_num_threads()
+    torch_threads, blas = torch.get_num_threads(), blas_threads()
     preds = sweep_predictions({"m": cold}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
     assert sorted(preds) == ["m/fog/1", "m/fog/2"] and cold.threads == 0  # its own setting back
-    assert torch.get_num_threads() == torch_threads  # and torch's
+    assert torch.get_num_threads() == torch_threads and blas_threads() == blas  # and torch's, the BLAS's
+    with robustness.one_blas_thread() as limits:  # what the sweep sets while sets are made
+        assert set(blas_threads()) <= {1}
+    assert blas_threads() == blas and limits is not None
     cores = os.cpu_count() or 1
     assert cold.calls == ([1, 0] if cores > 1 else [])  # one thread while the sets are made
     sweep_predictions({"m": warm}, PerturbedSets(small, 0, tmp_path), ["fog"], [1, 2], 16, False)
