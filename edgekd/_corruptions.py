@@ -307,15 +307,22 @@ def contrast(u8, rows, rng):
 
 @perturbation("elastic_transform", "common",
               "random affine + smoothed random displacement; exact bilinear where cv2 "
-              "uses 1/32-px fixed point")
-def elastic_transform(u8, c, rng):
-    """c = (alpha, sigma, affine) in pixels. cv2 warpAffine (bilinear, REFLECT_101) by the random
-    affine, then scipy map_coordinates(order=1, mode='reflect') by the smoothed displacement."""
+              "uses 1/32-px fixed point", many=True)
+def elastic_transform(u8, rows, rng):
+    """Rows c = (alpha, sigma, affine) in pixels. cv2 warpAffine (bilinear, REFLECT_101) by the
+    random affine, then scipy map_coordinates(order=1, mode='reflect') by the smoothed
+    displacement. Severities share the planes in floats, the pixel grid and the draws."""
     import torch
 
-    alpha, sigma, aff = c
     n, h, w, _ = u8.shape
     planes = torch.from_numpy(to_unit(np.ascontiguousarray(u8.transpose(0, 3, 1, 2)), np.float32))  # (N, C, H, W)
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    return [_elastic(planes, yy, xx, c, rng) for c in rows]
+
+
+def _elastic(planes, yy, xx, c, rng):
+    alpha, sigma, aff = c
+    n, _, h, w = planes.shape
     cs, sq = np.array([h // 2, w // 2], np.float64), min(h, w) // 3
     pts1 = np.array([cs + sq, [cs[0] + sq, cs[1] - sq], cs - sq])  # (x, y) as cv2 reads them
     pts2 = pts1 + rng.uniform("affine", (3, 2), -aff, aff).astype(np.float32)
@@ -323,7 +330,6 @@ def elastic_transform(u8, c, rng):
     mt = sum(inv_a[:, k, None] * pts2[:, None, k, :] for k in range(3))  # (N, 3, 2): pts2 = [p 1] @ mt
     a, b, tx, cc, d, ty = mt[:, 0, 0], mt[:, 1, 0], mt[:, 2, 0], mt[:, 0, 1], mt[:, 1, 1], mt[:, 2, 1]
     det = a * d - b * cc
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     u = xx[None] - tx[:, None, None]
     v = yy[None] - ty[:, None, None]
     src_x = (d[:, None, None] * u - b[:, None, None] * v) / det[:, None, None]
@@ -438,10 +444,16 @@ def gaussian_blur(u8, c, rng):
 
 @perturbation("spatter", "extra",
               "water (cv2 Canny / chamfer distance / equalizeHist re-implemented in numpy) or mud",
-              chunk_elements=LARGE_CHUNK)
-def spatter(u8, c, rng):
-    loc, scale, sigma, thresh, intensity, mud = c
+              many=True, chunk_elements=LARGE_CHUNK)
+def spatter(u8, rows, rng):
+    """Severities share the image in floats and the liquid layer's normal draw (generated apart, the
+    5 severities of 1,000 CIFAR images took 0.60 s against 0.49 together)."""
     x = to_unit(u8, np.float32)
+    return [_spatter(x, c, rng) for c in rows]
+
+
+def _spatter(x, c, rng):
+    loc, scale, sigma, thresh, intensity, mud = c
     n, h, w, ch = x.shape
     liquid = gaussian(rng.normal("liquid", (h, w), loc=loc, scale=scale), sigma)  # float64, as the reference
     liquid[liquid < thresh] = 0
