@@ -320,7 +320,7 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
                 out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
                 _add_since(seconds, mid, t0)
     finally:
-        split.end()
+        split.close()
     order = [P.perturbed(mid, n, s) for n, s in cells for mid in runners]  # sets may come as made
     return group.merge({k: out[k] for k in order})
 
@@ -336,8 +336,10 @@ class _CoreSplit:
     (benchmarks/RESULTS.md, issue 21), one thread does not. So do torch's own loops (elastic
     transform's ``grid_sample``: the same time on 1 thread as on 2, at half the CPU) and numpy's
     BLAS (``one_blas_thread``) in the sets this thread makes. ``end`` (called once every set
-    exists, and at the end in any case) gives the runners, torch and the BLAS their own settings
-    back. ``threads`` 0: no change."""
+    exists) gives the runners and torch their own settings back; ``close`` (after the sweep) the
+    BLAS too: OpenBLAS starts its threads again when given them back, and they spin about 0.1 s
+    each waiting for work, which took both cores from the first sets inferred on two threads.
+    ``threads`` 0: no change."""
 
     def __init__(self, runners: dict, threads: int) -> None:
         self.runners, self.before, self.torch_threads, self.blas = runners, {}, 0, None
@@ -361,6 +363,9 @@ class _CoreSplit:
 
             torch.set_num_threads(self.torch_threads)
             self.torch_threads = 0
+
+    def close(self) -> None:
+        self.end()
         if self.blas is not None:
             self.blas.restore_original_limits()
             self.blas = None

@@ -206,6 +206,17 @@ def test_severities_share_their_draws():
     assert not np.array_equal(rng.normal("n", (4,)), u)
 
 
+def test_normal_is_box_muller_within_an_ulp():
+    """Rng.normal takes its cosine from torch (vectorised): the draws are libm's Box-Muller within
+    about an ulp, so the noises keep their distribution (and, on 315 hash cells, their bytes)."""
+    rng = Rng(P.image_keys(3, "t", np.arange(50)))
+    z = rng.normal("n", (64, 64))
+    r, t = rng.uniform("n/r", (64, 64)), rng.uniform("n/t", (64, 64))
+    ref = np.sqrt(-2.0 * np.log(r)) * np.cos(2.0 * np.pi * t)
+    assert np.allclose(z, ref, rtol=4e-16, atol=4e-16) and (z == ref).mean() > 0.9
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+
+
 # mean |corrupted - clean| (uint8 levels) per severity on _digits(300, seed=1), mean over seeds 0..3,
 # of the generator as compared with the reference CIFAR-10-C code in issue 21 (magnitudes within
 # 1.5 %), before the work that made it faster: the random corruptions must keep their distribution
