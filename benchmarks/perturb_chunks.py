@@ -2,6 +2,7 @@
 
     python benchmarks/perturb_chunks.py 15,16,17,18,20,22            # chunk = 2^k elements
     python benchmarks/perturb_chunks.py 18 zoom_blur,snow             # some perturbations only
+    python benchmarks/perturb_chunks.py                               # 2^15, 2^16, 2^17, 2^18, 2^20
 
 The last column, "reg", is each kernel's registered chunk size (`chunk_elements`, else perturb's
 default): what the sweep runs. Images: 1,000 CIFAR-10 validation images
@@ -23,14 +24,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from perturb_throughput import load_validation  # noqa: E402
 
 from edgekd import perturb  # noqa: E402
+from edgekd.errors import ConfigError  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(1)
-    chunks = [int(c) for c in argv[0].split(",")] + [None]  # None: as registered
-    names = argv[1].split(",") if len(argv) > 1 else list(perturb.COMMON) + list(perturb.EXTRA)
+    try:
+        chunks = [int(c) for c in (argv[0] if argv else "15,16,17,18,20").split(",")] + [None]  # None: as registered
+        names = perturb.resolve(argv[1].split(",")) if len(argv) > 1 else list(perturb.COMMON) + list(perturb.EXTRA)
+    except (ValueError, ConfigError) as e:
+        print(f"perturb_chunks.py: {e} (usage: perturb_chunks.py [k,k,... [name,name,...]])", file=sys.stderr)
+        return 2
     x = load_validation(ROOT.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz", 1000)
     seconds: dict[str, dict[int, list[float]]] = {n: {c: [] for c in chunks} for n in names}
     for _ in range(2):
