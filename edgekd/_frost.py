@@ -87,8 +87,8 @@ def linear_resize(img: np.ndarray, f: float) -> np.ndarray:
 
     y0, y1, ty = taps(img.shape[0], max(1, round(img.shape[0] * f)))
     x0, x1, tx = taps(img.shape[1], max(1, round(img.shape[1] * f)))
-    x = img.astype(np.float64)
-    rows = x[y0] * (1 - ty)[:, None, None] + x[y1] * ty[:, None, None]
+    f64 = lambda rows: img[rows].astype(np.float64)  # noqa: E731  (only the rows read: a 0.2 scale reads a fifth)
+    rows = f64(y0) * (1 - ty)[:, None, None] + f64(y1) * ty[:, None, None]
     out = rows[:, x0] * (1 - tx)[None, :, None] + rows[:, x1] * tx[None, :, None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

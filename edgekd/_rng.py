@@ -170,8 +170,15 @@ def poisson_table(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pmf = np.where(lam[:, None] > 0, np.exp(logp), (k == 0).astype(np.float64))
         cdf = np.cumsum(pmf, axis=1)
         cdf[:, -1] = 2.0
-        edges = np.arange(_BINS + 1) / _BINS
-        first = np.stack([np.searchsorted(row, edges, side="left") for row in cdf]).astype(np.int32)
+        # the first k with CDF >= b / bins, for every bin edge b: the number of k with CDF < b / bins,
+        # i.e. with floor(CDF * bins) < b (exact: bins is a power of 2), counted for every row at once
+        # (a searchsorted per row took half of the 0.05 s the five shot-noise tables cost)
+        rows = len(cdf)
+        v = np.minimum(np.floor(cdf * _BINS), _BINS).astype(np.intp)  # bins: counted from edge v + 1 on
+        v += (np.arange(rows) * (_BINS + 1))[:, None]
+        counts = np.bincount(v.ravel(), minlength=rows * (_BINS + 1)).reshape(rows, _BINS + 1)
+        first = np.zeros((rows, _BINS + 1), np.int32)
+        np.cumsum(counts[:, :_BINS], axis=1, out=first[:, 1:])
         guide = np.where(first[:, :-1] == first[:, 1:], first[:, :-1], -1 - first[:, :-1])
         if len(_TABLES) > 64:
             _TABLES.clear()

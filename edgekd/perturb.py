@@ -259,13 +259,15 @@ def apply(name: str, images: np.ndarray, severity: int, seed: int,
 
 
 def apply_severities(name: str, images: np.ndarray, severities: list[int], seed: int,
-                     indices: np.ndarray | None = None, *, chunk_elements: int | None = None
-                     ) -> dict[int, np.ndarray]:
+                     indices: np.ndarray | None = None, *, chunk_elements: int | None = None,
+                     out: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """``{severity: apply(name, images, severity, seed, indices)}`` for several severities at once,
     each chunk of images read once: the severities share their random draws and, for kernels
     registered ``many=True`` (zoom_blur's zooms, the HSV conversion), their common work. The bytes
     are those of one ``apply`` per severity. Chunks hold about ``chunk_elements`` values (default:
-    the kernel's registered size, else _CHUNK_ELEMENTS); the bytes do not depend on it."""
+    the kernel's registered size, else _CHUNK_ELEMENTS); the bytes do not depend on it. ``out``:
+    arrays like ``images`` to write some severities into (the sweep's shared memory), instead of
+    new ones."""
     p = PERTURBATIONS.get(name)
     for severity in severities:
         if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
@@ -282,7 +284,10 @@ def apply_severities(name: str, images: np.ndarray, severities: list[int], seed:
     sevs = sorted({int(s) for s in severities})
     rows = [_row(p, table_for(h), s, h) for s in sevs]
     keys = image_keys(int(seed), name, indices)
-    out = {s: np.empty_like(images) for s in sevs}
+    given = out or {}
+    if any(not isinstance(a, np.ndarray) or a.shape != images.shape or a.dtype != np.uint8 for a in given.values()):
+        raise InputError(f"apply_severities: out= needs uint8 arrays of shape {images.shape}")
+    out = {s: given[s] if s in given else np.empty_like(images) for s in sevs}
     step = max(1, (chunk_elements or p.chunk_elements or _CHUNK_ELEMENTS) // (h * w * c))
     for s0 in range(0, n, step):
         chunk, rng = images[s0:s0 + step], Rng(keys[s0:s0 + step])  # rng memoises its draws

@@ -43,8 +43,10 @@ from . import artifacts, perturb
 from . import predictions as P
 from .attacks import ATTACKS, craft_epsilons
 from .cache import cache_root, default_root, folder, load_array, save_array
+from .cores import CoreSplit, one_blas_thread
 from .data import Split
 from .harness import accuracy, evaluate
+from .ring import Ring
 
 CACHE_VERSION = "1"  # bump when a perturbation's definition changes
 # the perturbed sets of one perturbation generated together at most (iter_sets holds workers + 1 groups)
@@ -75,6 +77,7 @@ class PerturbedSets:
         self.misses = 0
         self.generate_cpu_s = 0.0  # CPU seconds spent making sets (the generating processes' and this one's)
         self._lock = threading.Lock()
+        self._ring: Ring | None = None  # while iter_sets runs: the sets' shared slots (Ring)
 
     def key(self, name: str, severity: int) -> str:
         source = f"|{perturb.frost_source()}" if name == "frost" else ""  # photos or the fallback texture
@@ -96,32 +99,79 @@ class PerturbedSets:
         """``{severity: images}``: each from the cache, or generated (all the missing severities of
         ``name`` in one ``perturb.apply_severities``, which shares their work) and cached.
         ``count=False``: not counted in hits / misses (a set read back after ``_fill`` counted it)."""
-        out, hits, misses, cpu_s = self._load_or_make(name, severities)
+        out, hits, misses, cpu_s, _ = self._load_or_make(name, severities)
         if count:
             self._count(hits, misses, cpu_s)
         return out
 
-    def _load_or_make(self, name: str, severities: list[int]) -> tuple[dict[int, np.ndarray], int, int, float]:
+    def _load_or_make(self, name: str, severities: list[int], ring: Ring | None = None
+                      ) -> tuple[dict[int, np.ndarray], int, int, float, dict[int, int]]:
         """``get_many``'s sets, with the cache hits, the sets generated and the CPU seconds spent
-        generating them (the caller counts them: ``_count``)."""
+        generating them (the caller counts them: ``_count``), and ``{severity: slot}``: the sets
+        made straight into ``ring``'s free slots (and written to the cache from there)."""
         out = {s: load_array(self._path(name, s), lambda a: a.shape == self.clean.x.shape and a.dtype == np.uint8)
                for s in severities}
         missing = [s for s, a in out.items() if a is None]
-        cpu_s = 0.0
+        cpu_s, slots = 0.0, {}
         if missing:
             t0 = time.thread_time()
-            made = perturb.apply_severities(name, self.clean.x, missing, self.seed, self.clean.indices)
+            if ring is not None:
+                slots = dict(zip(missing, ring.take(len(missing))))
+            made = perturb.apply_severities(name, self.clean.x, missing, self.seed, self.clean.indices,
+                                            out={s: ring.array(k) for s, k in slots.items()})
             for s in missing:
-                save_array(self._path(name, s), made[s])
+                if s in slots:
+                    ring.save(slots[s], self._path(name, s))
+                else:
+                    save_array(self._path(name, s), made[s])
             out.update(made)
             cpu_s = time.thread_time() - t0
-        return out, len(out) - len(missing), len(missing), cpu_s
+        return out, len(out) - len(missing), len(missing), cpu_s, slots
 
     def _count(self, hits: int, misses: int, cpu_s: float) -> None:
         with self._lock:
             self.hits += hits
             self.misses += misses
             self.generate_cpu_s += cpu_s
+
+    def _make_here(self, name: str, severities: list[int], ring: Ring | None) -> dict[int, np.ndarray]:
+        """``get_many`` in the sweep's thread, made into ``ring``'s free slots where it has them."""
+        out, hits, misses, cpu_s, slots = self._load_or_make(name, severities, ring)
+        self._count(hits, misses, cpu_s)
+        return out | {s: ring.hand_over(k) for s, k in slots.items()}
+
+    def _read_ahead(self, groups: list[tuple[str, list[int]]], ring: Ring | None
+                    ) -> Iterator[tuple[tuple[str, list[int]], dict[int, np.ndarray]]]:
+        """``(group, its sets)`` for cached groups, in order, each group read (``_read``) in a thread
+        while the caller uses the one before."""
+        if not groups:
+            return
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            queue = deque([(groups[0], pool.submit(self._read, *groups[0], ring))])
+            for nxt in [*groups[1:], None]:
+                group, fut = queue.popleft()
+                if nxt is not None:
+                    queue.append((nxt, pool.submit(self._read, *nxt, ring)))
+                yield group, fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, name: str, severities: list[int], ring: Ring | None) -> dict[int, np.ndarray]:
+        """``get_many`` (counted), each set read into a free slot of ``ring`` where there is one
+        and the file is one ``Ring.save`` wrote (O_DIRECT: no page cache, whose fresh pages this
+        VM makes slow; its slots' pages are used over and over)."""
+        out = {}
+        for s in severities:
+            slot = ring.take(1) if ring is not None else []
+            if slot and ring.load(slot[0], self._path(name, s)):
+                out[s] = ring.hand_over(slot[0])
+            elif slot:
+                ring.release(slot[0])
+        if out:
+            self._count(len(out), 0, 0.0)
+        rest = [s for s in severities if s not in out]
+        return out | (self.get_many(name, rest) if rest else {})
 
     def writable(self) -> bool:
         """Whether generated sets can go to the cache (a read-only cache is read, not filled)."""
@@ -133,11 +183,13 @@ class PerturbedSets:
             return False
         return os.access(self.cache_dir, os.W_OK)
 
-    def _fill(self, name: str, severities: list[int]) -> tuple[int, int, float]:
-        """Generate into the cache; keeps nothing in memory (the caller reads the sets back and
-        counts the returned hits, sets generated and CPU seconds: ``_count``). Runs in a
-        generating thread or process (``_iter_ahead``)."""
-        return self._load_or_make(name, severities)[1:]
+    def _fill(self, name: str, severities: list[int], ring: Ring | None = None
+              ) -> tuple[int, int, float, dict[int, int]]:
+        """Generate into the cache (and ``ring``'s free slots); keeps nothing else in memory (the
+        caller takes the sets from their slots or reads them back, and counts the returned hits,
+        sets generated and CPU seconds: ``_count``). Runs in a generating thread or process
+        (``_iter_ahead``)."""
+        return self._load_or_make(name, severities, ring)[1:]
 
     def _groups(self, cells: list[tuple[str, int]]) -> list[tuple[str, list[int]]]:
         """Consecutive cells of one perturbation whose severities share work (registered
@@ -207,6 +259,11 @@ class PerturbedSets:
         # the largest groups first, so the last units of work are short (a core left idle while
         # another finishes a long group is time inference cannot use)
         todo = sorted((g for g, c in zip(groups, cached) if not c), key=lambda g: -len(g[1]))
+        # the sets handed over in shared memory, made there or read there from the cache (Linux): made
+        # before the fork, so the workers share it (Ring)
+        sets_in_ring = sum(len(sevs) for (_, sevs), c in zip(groups, cached) if c or processes)
+        ring = self._ring = Ring.sized(self.clean.x.shape, sets_in_ring, GROUP_BYTES) \
+            if fork_generators() and sets_in_ring else None
         if processes and todo:
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_generator_start, initargs=(self,))
@@ -220,7 +277,8 @@ class PerturbedSets:
 
             def ready():  # (group, its sets when made here, count them): the cached groups at once,
                 # then the others as they are made, never waiting on one while another is ready
-                yield from ((g, None, True) for g, c in zip(groups, cached) if c)
+                yield from ((g, sets, False) for g, sets in self._read_ahead([g for g, c in zip(groups, cached) if c],
+                                                                             ring))
                 left = list(futures)  # in submission order: the largest groups first
                 while left:
                     fut = next((f for f in left if f.done()), None)
@@ -228,16 +286,20 @@ class PerturbedSets:
                         stolen = next((f for f in reversed(left) if f.cancel()), None)
                         if stolen is not None:
                             left.remove(stolen)
-                            yield futures[stolen], self.get_many(*futures[stolen]), False
+                            yield futures[stolen], self._make_here(*futures[stolen], ring), False
                             continue
                         fut = next(iter(wait(left, return_when=FIRST_COMPLETED).done))
                     left.remove(fut)
                     try:
-                        self._count(*fut.result())
+                        hits, made, cpu_s, slots = fut.result()
                     except BrokenProcessPool:  # a worker died (killed, out of memory): made here
                         yield futures[fut], None, True
                         continue
-                    yield futures[fut], None, False
+                    self._count(hits, made, cpu_s)
+                    name, sevs = futures[fut]  # the sets made into shared slots, the others from the cache
+                    sets = {s: ring.hand_over(k) for s, k in slots.items()}
+                    rest = [s for s in sevs if s not in sets]
+                    yield futures[fut], sets | (self.get_many(name, rest, count=False) if rest else {}), False
 
             signalled = on_generated is None
             for (name, sevs), sets, count in ready():
@@ -249,7 +311,10 @@ class PerturbedSets:
                 for sev in sevs:
                     yield name, sev, sets.pop(sev)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # a worker process writes its last sets first
+            if ring is not None:
+                ring.flush()  # the sets this thread made
+            self._ring = None  # the slots still handed out stay mapped until their sets are dropped
 
 
 def fork_generators() -> bool:
@@ -274,9 +339,9 @@ def _generator_start(sets: PerturbedSets) -> None:
     one_blas_thread()  # for the life of the process
 
 
-def _generator_fill(name: str, severities: list[int]) -> tuple[int, int, float]:
-    """``PerturbedSets._fill`` in a generating process."""
-    return _GENERATOR._fill(name, severities)
+def _generator_fill(name: str, severities: list[int]) -> tuple[int, int, float, dict[int, int]]:
+    """``PerturbedSets._fill`` in a generating process, into the shared slots its sweep made."""
+    return _GENERATOR._fill(name, severities, _GENERATOR._ring)
 
 
 def _background() -> None:
@@ -306,11 +371,11 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     cores = max(1, (os.cpu_count() or 1) // group.world)
     # sets to make (and a cache to run ahead into): cores - 1 workers generate while inference keeps
     # one thread busy, and the sweep's thread makes a set itself whenever none is ready (iter_sets);
-    # once every set exists, inference gets every core back (_CoreSplit). With a worker per core, the
+    # once every set exists, inference gets every core back (CoreSplit). With a worker per core, the
     # two on one core cost a fifth more CPU than alone (benchmarks/RESULTS.md, issue 21)
     generating = cores > 1 and any(not sets.cached(*c) for c in cells) and sets.writable()
     workers = cores - 1 if generating else 2
-    split = _CoreSplit(runners, 1 if generating else 0)
+    split = CoreSplit(runners, 1 if generating else 0)
     try:
         it = sets.iter_sets(cells, workers, on_generated=split.end)
         for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
@@ -328,62 +393,6 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
 def _add_since(seconds: dict[str, float], key: str, t0: float) -> None:
     """Add the wall time since ``t0`` (``time.perf_counter``) to ``seconds[key]``."""
     seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
-
-
-class _CoreSplit:
-    """While sets are being generated, inference runs on ``threads`` intra-op threads: a parallel
-    loop whose threads share their cores with the generating threads waits for the preempted ones
-    (benchmarks/RESULTS.md, issue 21), one thread does not. So do torch's own loops (elastic
-    transform's ``grid_sample``: the same time on 1 thread as on 2, at half the CPU) and numpy's
-    BLAS (``one_blas_thread``) in the sets this thread makes. ``end`` (called once every set
-    exists) gives the runners and torch their own settings back; ``close`` (after the sweep) the
-    BLAS too: OpenBLAS starts its threads again when given them back, and they spin about 0.1 s
-    each waiting for work, which took both cores from the first sets inferred on two threads.
-    ``threads`` 0: no change."""
-
-    def __init__(self, runners: dict, threads: int) -> None:
-        self.runners, self.before, self.torch_threads, self.blas = runners, {}, 0, None
-        if not threads:
-            return
-        import torch
-
-        self.before = {mid: r.threads for mid, r in runners.items()}
-        self.torch_threads = torch.get_num_threads()
-        for r in runners.values():
-            r.set_threads(threads)
-        torch.set_num_threads(threads)
-        self.blas = one_blas_thread()
-
-    def end(self) -> None:
-        before, self.before = self.before, {}
-        for mid, t in before.items():
-            self.runners[mid].set_threads(t)
-        if self.torch_threads:
-            import torch
-
-            torch.set_num_threads(self.torch_threads)
-            self.torch_threads = 0
-
-    def close(self) -> None:
-        self.end()
-        if self.blas is not None:
-            self.blas.restore_original_limits()
-            self.blas = None
-
-
-def one_blas_thread():
-    """Limit the BLAS libraries this process has loaded (numpy's and scipy's OpenBLAS: elastic
-    transform's displacement filters are matrix products) to one thread; returns the limiter, whose
-    ``restore_original_limits()`` undoes it. OpenBLAS's threads spin while they wait for work, on
-    the core inference runs on: at 128 px, the sweep's generating process spent 14.7-15.3 CPU-s
-    with numpy's default two threads against 11.8-12.1 with one, and the cold sweep took 15.6-16.1
-    against 12.9-13.3 s (benchmarks/RESULTS.md, issue 21). A product's values do not depend on
-    the number of threads."""
-    from threadpoolctl import ThreadpoolController
-
-    # the BLAS libraries only: threadpool_limits(user_api="blas") would restore OpenMP's (torch's)
-    # threads too, to what they were when it was called
-    return ThreadpoolController().select(user_api="blas").limit(limits=1)
 
 
 def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons: list[int],

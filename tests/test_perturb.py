@@ -422,9 +422,12 @@ def test_poisson_is_the_exact_inversion_of_its_cdf(monkeypatch):
     rng = Rng(P.image_keys(0, "t", np.arange(2)))
     monkeypatch.setattr(rng, "uniform", lambda tag, shape: np.broadcast_to(u, (2, *shape)).copy())
     k = rng.poisson("p", level, lam)
-    cdf, _ = poisson_table(lam)
+    cdf, guide = poisson_table(lam)
     ref = np.array([np.searchsorted(cdf[lv], uu, side="left") for lv, uu in zip(level[0], u)])
     assert np.array_equal(k[0], ref) and np.array_equal(k[1], ref)
+    edges = np.arange(guide.shape[1] + 1) / guide.shape[1]  # the guide: each bin's count, or a step inside
+    first = np.stack([np.searchsorted(row, edges, side="left") for row in cdf])
+    assert np.array_equal(guide, np.where(first[:, :-1] == first[:, 1:], first[:, :-1], -1 - first[:, :-1]))
 
 
 def test_impulse_noise_fraction():

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from edgekd import perturb, robustness
+from edgekd.cache import PAGE_BYTES
+from edgekd.ring import Ring
 from edgekd.robustness import PerturbedSets, corruption_metrics
 
 
@@ -79,6 +81,46 @@ def test_iter_sets_runs_ahead_into_the_cache(digits, tmp_path, workers, processe
     assert [(n, s) for n, s, _ in got][-1] == ("snow", 1) and (more.misses, more.hits) == (1, 6)
 
 
+def test_a_shared_slot_is_written_to_the_cache_and_taken_again_only_once_its_set_is_dropped(digits, tmp_path):
+    if not robustness.fork_generators():
+        pytest.skip("the shared slots are made on Linux only")
+    small = _head(digits.test, 30)
+    ring = Ring(small.x.shape, 2)
+    a, b = ring.take(5)
+    ring.array(a)[:] = small.x
+    ring.save(a, tmp_path / "a.npy")
+    ring.flush()
+    assert np.array_equal(np.load(tmp_path / "a.npy"), small.x)  # a .npy file np.load reads
+    view = ring.hand_over(a)
+    part = view[3:7]  # a view of the set keeps its slot
+    del view
+    assert ring.take(1) == []
+    del part
+    assert ring.take(1) == [a]
+    ring.free[b] = 1
+    assert ring.load(b, tmp_path / "a.npy") and np.array_equal(ring.array(b), small.x)
+    np.save(tmp_path / "b.npy", small.x)  # not one the ring wrote: read by np.load instead
+    assert not ring.load(b, tmp_path / "b.npy") and not ring.load(b, tmp_path / "missing.npy")
+
+
+def test_sets_kept_by_the_caller_are_never_overwritten_by_later_ones(digits, tmp_path, monkeypatch):
+    if not robustness.fork_generators():
+        pytest.skip("the shared slots are made on Linux only")
+    small = _head(digits.test, 30)
+    stride = PAGE_BYTES * (2 + small.x.nbytes // PAGE_BYTES)
+    monkeypatch.setattr(robustness, "GROUP_BYTES", 3 * stride // 2)  # 3 slots for 9 sets
+    handed, real = [], Ring.hand_over
+    monkeypatch.setattr(Ring, "hand_over", lambda self, k: handed.append(k) or real(self, k))
+    cells = [(n, s) for n in ("fog", "contrast", "zoom_blur") for s in (1, 2, 3)]
+    kept = list(PerturbedSets(small, 0, tmp_path).iter_sets(cells, workers=1, processes=True))
+    assert 1 <= len(handed) <= 3 and len(kept) == 9  # the others came through the cache
+    for n, s, arr in kept:
+        assert np.array_equal(arr, perturb.apply(n, small.x, s, 0, small.indices))
+    again = PerturbedSets(small, 0, tmp_path)  # read back into the slots, three at most at a time
+    assert {(n, s): a.tobytes() for n, s, a in again.iter_sets(cells, workers=1)} == \
+        {(n, s): a.tobytes() for n, s, a in kept} and again.hits == 9
+
+
 def test_a_generating_process_that_dies_leaves_its_sets_to_the_sweep(digits, tmp_path, monkeypatch):
     import os
 
@@ -87,10 +129,10 @@ def test_a_generating_process_that_dies_leaves_its_sets_to_the_sweep(digits, tmp
     small = _head(digits.test, 20)
     real, parent = perturb.apply_severities, os.getpid()
 
-    def dies_on_fog(name, *args):  # a forked worker exits making fog; this process makes it
+    def dies_on_fog(name, *args, **kwargs):  # a forked worker exits making fog; this process makes it
         if name == "fog" and os.getpid() != parent:
             os._exit(1)
-        return real(name, *args)
+        return real(name, *args, **kwargs)
 
     monkeypatch.setattr(perturb, "apply_severities", dies_on_fog)
     cells = [("fog", 1), ("contrast", 2), ("fog", 2)]
@@ -107,10 +149,10 @@ def test_the_sweeps_thread_makes_sets_while_none_is_ready(digits, tmp_path, monk
     small = _head(digits.test, 20)
     real, release, makers = PerturbedSets._load_or_make, threading.Event(), {}
 
-    def held(self, name, severities):  # the worker's group waits until this thread made the rest
+    def held(self, name, severities, *ring):  # the worker's group waits until this thread made the rest
         if not makers.setdefault(name, threading.current_thread() is threading.main_thread()):
             assert release.wait(30)
-        return real(self, name, severities)
+        return real(self, name, severities, *ring)
 
     monkeypatch.setattr(PerturbedSets, "_load_or_make", held)
     cells = [("fog", 1), ("fog", 2), ("contrast", 1), ("pixelate", 2)]

@@ -1,0 +1,62 @@
+"""How the perturbed-input sweep shares the cores between inference and its generating processes
+(``robustness.sweep_predictions``): one inference thread while sets are being made, every core
+once they exist, and the BLAS on one thread meanwhile.
+"""
+
+from __future__ import annotations
+
+
+class CoreSplit:
+    """While sets are being generated, inference runs on ``threads`` intra-op threads: a parallel
+    loop whose threads share their cores with the generating threads waits for the preempted ones
+    (benchmarks/RESULTS.md, issue 21), one thread does not. So do torch's own loops (elastic
+    transform's ``grid_sample``: the same time on 1 thread as on 2, at half the CPU) and numpy's
+    BLAS (``one_blas_thread``) in the sets this thread makes. ``end`` (called once every set
+    exists) gives the runners and torch their own settings back; ``close`` (after the sweep) the
+    BLAS too: OpenBLAS starts its threads again when given them back, and they spin about 0.1 s
+    each waiting for work, which took both cores from the first sets inferred on two threads.
+    ``threads`` 0: no change."""
+
+    def __init__(self, runners: dict, threads: int) -> None:
+        self.runners, self.before, self.torch_threads, self.blas = runners, {}, 0, None
+        if not threads:
+            return
+        import torch
+
+        self.before = {mid: r.threads for mid, r in runners.items()}
+        self.torch_threads = torch.get_num_threads()
+        for r in runners.values():
+            r.set_threads(threads)
+        torch.set_num_threads(threads)
+        self.blas = one_blas_thread()
+
+    def end(self) -> None:
+        before, self.before = self.before, {}
+        for mid, t in before.items():
+            self.runners[mid].set_threads(t)
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+            self.torch_threads = 0
+
+    def close(self) -> None:
+        self.end()
+        if self.blas is not None:
+            self.blas.restore_original_limits()
+            self.blas = None
+
+
+def one_blas_thread():
+    """Limit the BLAS libraries this process has loaded (numpy's and scipy's OpenBLAS: elastic
+    transform's displacement filters are matrix products) to one thread; returns the limiter, whose
+    ``restore_original_limits()`` undoes it. OpenBLAS's threads spin while they wait for work, on
+    the core inference runs on: at 128 px, the sweep's generating process spent 14.7-15.3 CPU-s
+    with numpy's default two threads against 11.8-12.1 with one, and the cold sweep took 15.6-16.1
+    against 12.9-13.3 s (benchmarks/RESULTS.md, issue 21). A product's values do not depend on
+    the number of threads."""
+    from threadpoolctl import ThreadpoolController
+
+    # the BLAS libraries only: threadpool_limits(user_api="blas") would restore OpenMP's (torch's)
+    # threads too, to what they were when it was called
+    return ThreadpoolController().select(user_api="blas").limit(limits=1)
