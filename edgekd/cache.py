@@ -14,6 +14,7 @@ read, so the cache can be deleted at any time. The ``[cache] dir`` config key se
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -97,14 +98,9 @@ def save_aligned(path: Path | None, buf: memoryview, nbytes: int) -> None:
     if path is None:
         return
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}-{threading.get_ident()}{path.suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-        direct = getattr(os, "O_DIRECT", 0)
-        try:
-            fd = os.open(tmp, flags | direct, 0o644)
-        except OSError:  # EINVAL: no O_DIRECT on this file system
-            fd, direct = os.open(tmp, flags, 0o644), 0
+
+    def write(direct: int) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | direct, 0o644)
         try:
             view = buf if direct else buf[:nbytes]
             done = 0
@@ -114,7 +110,15 @@ def save_aligned(path: Path | None, buf: memoryview, nbytes: int) -> None:
                 os.ftruncate(fd, nbytes)  # the last page was written whole
         finally:
             os.close(fd)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write(getattr(os, "O_DIRECT", 0))
+        except OSError as e:  # EINVAL: no O_DIRECT on this file system (tmpfs), or not with this alignment
+            if e.errno != errno.EINVAL:
+                raise
+            write(0)
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
-

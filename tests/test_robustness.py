@@ -103,6 +103,34 @@ def test_a_shared_slot_is_written_to_the_cache_and_taken_again_only_once_its_set
     assert not ring.load(b, tmp_path / "b.npy") and not ring.load(b, tmp_path / "missing.npy")
 
 
+def test_a_file_system_without_o_direct_gets_an_ordinary_write(digits, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    if not hasattr(os, "O_DIRECT"):
+        pytest.skip("no O_DIRECT on this platform")
+    real, tried = os.open, []
+
+    def no_direct(path, flags, *mode):  # what tmpfs answers
+        if flags & os.O_DIRECT:
+            tried.append(path)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(path, flags, *mode)
+
+    small = _head(digits.test, 30)
+    ring = Ring(small.x.shape, 1)
+    [slot] = ring.take(1)
+    ring.array(slot)[:] = small.x
+    monkeypatch.setattr(os, "open", no_direct)
+    ring.save(slot, tmp_path / "a.npy")
+    ring.flush()
+    assert tried and np.array_equal(np.load(tmp_path / "a.npy"), small.x) and list(tmp_path.iterdir()) == [
+        tmp_path / "a.npy"]  # no temporary file left
+    ring.release(slot)
+    assert ring.take(1) == [slot] and ring.load(slot, tmp_path / "a.npy")  # read without O_DIRECT too
+    assert np.array_equal(ring.array(slot), small.x)
+
+
 def test_sets_kept_by_the_caller_are_never_overwritten_by_later_ones(digits, tmp_path, monkeypatch):
     if not robustness.fork_generators():
         pytest.skip("the shared slots are made on Linux only")
