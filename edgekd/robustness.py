@@ -213,8 +213,9 @@ class PerturbedSets:
 
         With a cache it can write, the workers run ahead as fast as they can, at the lowest
         priority (``_background``), on the groups with a set missing, each written to the cache and
-        read back as soon as it is made: the cached groups come first, then the others in the order
-        they are finished (memory holds one group, whatever the number of cells);
+        handed over as soon as it is made (on Linux in shared memory, ``ring.Ring``; else read back
+        from the cache): the cached groups come first, read one group ahead, then the others in the
+        order they are finished (memory holds about two groups, whatever the number of cells);
         ``on_generated()`` is called once every set exists. The workers are processes forked from
         this one where ``processes`` (default: where fork is safe to use, ``fork_generators``): with
         both cores to themselves, two generating threads wait on each other's GIL (the 19 x 5 sets
