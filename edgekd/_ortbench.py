@@ -191,12 +191,13 @@ def session_providers(providers: str | Sequence[str]) -> tuple[list[str], str | 
                   f"({', '.join(have)}); used {used[0]}")
 
 
-def make_session(model: str | os.PathLike, threads: int = 0, providers: str | Sequence[str] = CPU_PROVIDER
-                 ) -> tuple:
+def make_session(model: str | os.PathLike, threads: int = 0, providers: str | Sequence[str] = CPU_PROVIDER,
+                 spinning: bool = True) -> tuple:
     """An onnxruntime session of ``model`` (.onnx or .ort): ``threads`` intra-op threads (0: the
     onnxruntime default), one inter-op thread, errors-only logging, ``providers`` with the CPU
-    fallback. Returns (session, warning or None); a file onnxruntime cannot load is a
-    :class:`ModelLoadError`."""
+    fallback; ``spinning=False``: its intra-op threads sleep rather than spin while they wait for
+    work (for runs that alternate with another runtime's, whose threads they would slow).
+    Returns (session, warning or None); a file onnxruntime cannot load is a :class:`ModelLoadError`."""
     model = os.fspath(model)
     if ort is None:
         raise ModelLoadError(f"{model}: onnxruntime is not installed (pip install onnxruntime)")
@@ -204,6 +205,8 @@ def make_session(model: str | os.PathLike, threads: int = 0, providers: str | Se
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     used, warning = session_providers(providers)
     if not os.path.exists(model):
         raise ModelLoadError(f"{model}: model file does not exist")

@@ -1,9 +1,13 @@
 """How the perturbed-input sweep shares the cores between inference and its generating processes
 (``robustness.sweep_predictions``): one inference thread while sets are being made, every core
-once they exist, and the BLAS on one thread meanwhile.
+once they exist, and the BLAS on one thread meanwhile; and onnxruntime's threads asleep between
+runs while another runtime's models alternate with them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class CoreSplit:
@@ -60,3 +64,24 @@ def one_blas_thread():
     # the BLAS libraries only: threadpool_limits(user_api="blas") would restore OpenMP's (torch's)
     # threads too, to what they were when it was called
     return ThreadpoolController().select(user_api="blas").limit(limits=1)
+
+
+@contextmanager
+def no_spinning_between(runners: dict) -> Iterator[None]:
+    """While runners of more than one runtime take turns on each set (the build's sweep: the torch
+    teacher and student, then the ONNX files), onnxruntime's intra-op threads sleep between runs
+    instead of spinning (``OrtRunner.set_spinning``): spinning on both cores after each run, they
+    took the torch student from 21-23 to 64-85 ms a set, and the two ONNX files ran faster
+    without (30-31 against 36 ms a set). One runtime alone keeps its spinning, which makes
+    back-to-back runs faster (11 against 16-17 ms a set; benchmarks/RESULTS.md, issue 21, eighth
+    pass)."""
+    mixed = len({getattr(r, "runtime", None) for r in runners.values()}) > 1
+    changed = [r for r in runners.values() if mixed and getattr(r, "spinning", False)]
+    for r in changed:
+        r.set_spinning(False)
+    try:
+        yield
+    finally:
+        for r in changed:
+            r.set_spinning(True)
+

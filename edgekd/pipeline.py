@@ -314,7 +314,12 @@ def _evaluate(cfg: BuildConfig, ds: Dataset, runners: dict, in_memory: dict, pro
         from .robustness import run_sweep
 
         t0 = time.perf_counter()
-        sweep = run_sweep(cfg, ds, runners, in_memory, clean_preds, progress, say, current())
+        from .teachers import model_key
+
+        teacher, runner = in_memory.get(artifacts.TEACHER), runners.get(artifacts.TEACHER)
+        fixed = None if teacher is None or runner is None else \
+            {artifacts.TEACHER: model_key(teacher, runner.runtime, runner.device)}
+        sweep = run_sweep(cfg, ds, runners, in_memory, clean_preds, progress, say, current(), fixed)
         sweep.meta.update(training_meta(cfg.distill))  # what the student saw: are the figures inflated?
         predictions.update(sweep.predictions)
         stage("evaluate_perturbed", t0)

@@ -43,7 +43,7 @@ from . import artifacts, perturb
 from . import predictions as P
 from .attacks import ATTACKS, craft_epsilons
 from .cache import cache_root, default_root, folder, load_array, save_array
-from .cores import CoreSplit, one_blas_thread
+from .cores import CoreSplit, no_spinning_between, one_blas_thread
 from .data import Split
 from .harness import accuracy, evaluate
 from .ring import Ring
@@ -87,6 +87,15 @@ class PerturbedSets:
     def _path(self, name: str, severity: int) -> Path | None:
         return None if self.cache_dir is None else \
             self.cache_dir / f"{name}-s{severity}-{self.key(name, severity)}.npy"
+
+    def predictions_path(self, model_key: str, name: str, severity: int, batch_size: int) -> Path | None:
+        """Where a model's predicted classes on set (name, severity) are cached (``model_key``: what
+        the model computes, ``sweep_predictions``' ``fixed``; the batch, in case it changes a
+        float sum)."""
+        if self.cache_dir is None:
+            return None
+        text = f"{self.key(name, severity)}|{model_key}|batch {batch_size}"
+        return self.cache_dir / "predictions" / f"{name}-s{severity}-{hashlib.sha256(text.encode()).hexdigest()[:32]}.npy"
 
     def get(self, name: str, severity: int) -> np.ndarray:
         return self.get_many(name, [severity])[severity]
@@ -359,10 +368,15 @@ def _background() -> None:
 
 def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], severities: list[int],
                       batch_size: int, progress: bool, group=None,
-                      seconds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+                      seconds: dict[str, float] | None = None,
+                      fixed: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """``{"{model}/{name}/{severity}": predicted classes}`` for every model on every perturbed set;
     under torchrun (``group``) each process generates and runs its share of the cells.
-    ``seconds[model]`` (when given) gathers each model's inference wall time."""
+    ``seconds[model]`` (when given) gathers each model's inference wall time. ``fixed``: ``{model:
+    key}`` for models that are the same from build to build (the teacher; the key names its
+    weights, structure and runtime): their predictions on each set are cached beside it and read
+    back instead of running the model (the default build's warm sweep: 10.3 of its 15.8 s were
+    the teacher's; benchmarks/RESULTS.md, issue 21)."""
     from .distributed import SINGLE
 
     group = group or SINGLE
@@ -377,16 +391,24 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     generating = cores > 1 and any(not sets.cached(*c) for c in cells) and sets.writable()
     workers = cores - 1 if generating else 2
     split = CoreSplit(runners, 1 if generating else 0)
-    try:
-        it = sets.iter_sets(cells, workers, on_generated=split.end)
-        for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
-                                      leave=False):
-            for mid, r in runners.items():
-                t0 = time.perf_counter()
-                out[P.perturbed(mid, name, sev)] = evaluate(r, images, batch_size)
-                _add_since(seconds, mid, t0)
-    finally:
-        split.close()
+    keep = fixed if fixed and sets.writable() else {}
+    with no_spinning_between(runners):
+        try:
+            it = sets.iter_sets(cells, workers, on_generated=split.end)
+            for name, sev, images in tqdm(it, total=len(cells), desc="perturbed sweep", disable=not progress,
+                                          leave=False):
+                fits = (len(images),)
+                for mid, r in runners.items():
+                    t0 = time.perf_counter()
+                    path = sets.predictions_path(keep[mid], name, sev, batch_size) if mid in keep else None
+                    pred = load_array(path, lambda a: a.shape == fits and a.dtype == np.int16)  # noqa: B023
+                    if pred is None:
+                        pred = evaluate(r, images, batch_size)
+                        save_array(path, pred)
+                    out[P.perturbed(mid, name, sev)] = pred
+                    _add_since(seconds, mid, t0)
+        finally:
+            split.close()
     order = [P.perturbed(mid, n, s) for n, s in cells for mid in runners]  # sets may come as made
     return group.merge({k: out[k] for k in order})
 
@@ -412,15 +434,16 @@ def adversarial_predictions(runners: dict, sources: dict, clean: Split, epsilons
     seconds = {} if seconds is None else seconds
     craft_s, infer_s = seconds.setdefault("craft", {}), seconds.setdefault("inference", {})
     jobs = group.shard([(s, a) for s in sources for a in ATTACKS])
-    for src, attack in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
-        t0 = time.perf_counter()
-        advs = craft_epsilons(attack, sources[src], clean.x, clean.y, epsilons, steps, seed, batch_size)
-        _add_since(craft_s, src, t0)
-        for eps, adv in advs.items():
-            for mid, r in runners.items():
-                t0 = time.perf_counter()
-                out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
-                _add_since(infer_s, mid, t0)
+    with no_spinning_between(runners):  # torch's crafting and inference take turns with onnxruntime's
+        for src, attack in tqdm(jobs, desc="adversarial", disable=not progress, leave=False):
+            t0 = time.perf_counter()
+            advs = craft_epsilons(attack, sources[src], clean.x, clean.y, epsilons, steps, seed, batch_size)
+            _add_since(craft_s, src, t0)
+            for eps, adv in advs.items():
+                for mid, r in runners.items():
+                    t0 = time.perf_counter()
+                    out[P.adversarial_from(mid, src, attack, eps)] = evaluate(r, adv, batch_size)
+                    _add_since(infer_s, mid, t0)
     return group.merge(out)
 
 
@@ -483,10 +506,11 @@ class SweepResult:
 
 
 def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str, np.ndarray],
-              progress: bool, say, group=None) -> SweepResult:
+              progress: bool, say, group=None, fixed: dict[str, str] | None = None) -> SweepResult:
     """The build's perturbed-input stage: every model on every perturbed set and adversarial
     examples; ``clean_preds[id]`` are the models' predictions on the whole clean test split. Under
-    torchrun (``group``) the cells and attacks are shared out and the predictions gathered."""
+    torchrun (``group``) the cells and attacks are shared out and the predictions gathered.
+    ``fixed``: the models whose predictions on each set are cached (``sweep_predictions``)."""
     rc = cfg.robustness
     names = perturb.resolve(rc.perturbations)
     sevs = sorted(set(rc.severities))
@@ -498,7 +522,7 @@ def run_sweep(cfg, ds, runners: dict, torch_models: dict, clean_preds: dict[str,
     bs = cfg.measure.eval_batch_size
     t_sweep = time.perf_counter()
     inference_s: dict[str, float] = {}
-    predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress, group, inference_s))
+    predictions.update(sweep_predictions(runners, sets, names, sevs, bs, progress, group, inference_s, fixed))
     timings = {"perturbed_s": time.perf_counter() - t_sweep, "generate_cpu_s": sets.generate_cpu_s,
                "perturbed_inference_s": inference_s}
     if group is not None:

@@ -77,6 +77,7 @@ class OrtRunner:
                  providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
         self.path = Path(path)
         self.providers = providers
+        self.spinning = True  # onnxruntime's default: its threads spin while they wait for work
         self._make(threads)
 
     def _make(self, threads: int) -> None:
@@ -86,7 +87,7 @@ class OrtRunner:
             raise InputError(f"{self.path}: ONNX file does not exist")
         check_regular(self.path, "model")
         try:
-            self.session, self.warning = make_session(str(self.path), threads, self.providers)
+            self.session, self.warning = make_session(str(self.path), threads, self.providers, self.spinning)
         except ModelLoadError as e:
             raise InputError(str(e)) from None
         self.input_name = self.session.get_inputs()[0].name
@@ -98,6 +99,12 @@ class OrtRunner:
     def set_threads(self, threads: int) -> None:
         if threads != self.threads:
             self._make(threads)
+
+    def set_spinning(self, spinning: bool) -> None:
+        """Whether its intra-op threads spin while they wait (``make_session``)."""
+        if spinning != self.spinning:
+            self.spinning = spinning
+            self._make(self.threads)
 
     def synchronize(self) -> None:
         pass

@@ -186,6 +186,15 @@ def state_dict_sha256(model: nn.Module) -> str:
 VIEWS = ("clean", "hflip")
 
 
+def model_key(model: nn.Module, runtime: str, device: str) -> str:
+    """What a torch model computes, for outputs cached from build to build (the teacher's
+    predictions on each perturbed set: ``robustness.sweep_predictions``' ``fixed``): its parameters
+    and buffers (``state_dict_sha256``; a teacher's normalisation is a buffer of its
+    ``Preprocessed``), its structure as printed, the runtime, the device and torch's version."""
+    text = f"{state_dict_sha256(model)}|{model!r}|{runtime}|{device}|torch {torch.__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x, device: str,
                     cache_root: Path | None, view: str = "clean", group=None) -> tuple[np.ndarray, bool]:
     """The teacher's logits on ``x`` (``view = "hflip"``: on the mirrored images), from the disk

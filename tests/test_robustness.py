@@ -259,6 +259,38 @@ def test_metrics_against_hand_computation():
     assert s["retention"] == pytest.approx(0.375 / 0.625)
 
 
+def test_a_fixed_models_predictions_are_cached_beside_each_set_and_read_back(digits, tmp_path):
+    from edgekd.robustness import sweep_predictions
+
+    class Counting(_Runner):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def predict(self, x):
+            self.batches.append(len(x))
+            return super().predict(x)
+
+    small = _head(digits.test, 40)
+    names, sevs = ["fog", "contrast"], [1, 3]
+
+    def sweep(key):
+        teacher, student = Counting(), Counting()
+        got = sweep_predictions({"teacher": teacher, "student": student}, PerturbedSets(small, 0, tmp_path),
+                                names, sevs, 16, False, fixed={"teacher": key})
+        return got, len(teacher.batches), len(student.batches)
+
+    first, t1, s1 = sweep("weights-a")
+    again, t2, s2 = sweep("weights-a")  # the same teacher: its predictions read back, the student's run again
+    other, t3, _ = sweep("weights-b")  # another teacher runs
+    assert t1 == s1 == s2 == t3 == 4 * 3 and t2 == 0  # 4 sets of 40 images in batches of 16
+    assert all(np.array_equal(first[k], again[k]) and np.array_equal(first[k], other[k]) for k in first)
+    assert len(list((tmp_path / "predictions").glob("*.npy"))) == 8
+    for f in (tmp_path / "predictions").glob("*.npy"):  # a damaged entry is run again, not trusted
+        f.write_bytes(b"garbage")
+    assert sweep("weights-a")[1] == 12
+
+
 def test_sweep_returns_cells_in_order_and_generates_in_the_background(digits, tmp_path):
     import os
     import sys

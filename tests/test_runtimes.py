@@ -57,6 +57,28 @@ def test_registry_runners_predict_the_same(tiny):
     ort_runner.synchronize()
 
 
+def test_onnxruntime_threads_sleep_between_runs_only_while_another_runtime_takes_turns(tiny):
+    from edgekd.cores import no_spinning_between
+
+    def spins(runner):  # onnxruntime's default is to spin (the entry is absent)
+        try:
+            return runner.session.get_session_options().get_session_config_entry(
+                "session.intra_op.allow_spinning") != "0"
+        except RuntimeError:  # not set
+            return True
+
+    model, path, images = tiny
+    ort_runner, torch_runner = OrtRunner(path), TorchRunner(model)
+    got, first = ort_runner.predict(images), ort_runner.session
+    assert ort_runner.spinning and spins(ort_runner)
+    with no_spinning_between({"a": ort_runner}):  # one runtime: unchanged
+        assert ort_runner.spinning and ort_runner.session is first
+    with no_spinning_between({"t": torch_runner, "a": ort_runner}):
+        assert not ort_runner.spinning and not spins(ort_runner) and ort_runner.session is not first
+        np.testing.assert_array_equal(ort_runner.predict(images), got)
+    assert ort_runner.spinning and spins(ort_runner)
+
+
 def test_unavailable_provider_falls_back_to_cpu_with_a_warning(tiny):
     _, path, images = tiny
     r = OrtRunner(path, providers=("NoSuchExecutionProvider",))
