@@ -36,7 +36,7 @@ class Ring:
     def __init__(self, shape: tuple[int, ...], slots: int) -> None:
         self.shape = shape
         self.nbytes = int(np.prod(shape))
-        self.stride = PAGE_BYTES + -(-self.nbytes // PAGE_BYTES) * PAGE_BYTES  # header page, images
+        self.stride = self.slot_bytes(shape)
         self.mem = mmap.mmap(-1, slots * self.stride)  # anonymous, MAP_SHARED: forked processes share it
         self.free = mmap.mmap(-1, slots)  # 1: free; taken under the lock, freed by the sweep alone
         self.free.write(b"\x01" * slots)
@@ -50,9 +50,13 @@ class Ring:
         being made while the sweep runs its models on the other; at 32 px, 1,000 images: 85 sets of
         3 MB, where inference falls up to about 20 behind; the first free slots are taken first,
         so only as many pages are touched as are in use at once); None when not one fits."""
-        stride = PAGE_BYTES + -(-int(np.prod(shape)) // PAGE_BYTES) * PAGE_BYTES
-        slots = min(sets, 2 * group_bytes // stride)
+        slots = min(sets, 2 * group_bytes // cls.slot_bytes(shape))
         return cls(shape, slots) if slots > 0 else None
+
+    @staticmethod
+    def slot_bytes(shape: tuple[int, ...]) -> int:
+        """A slot's size: a page of .npy header, then the uint8 images in whole pages."""
+        return PAGE_BYTES + -(-int(np.prod(shape)) // PAGE_BYTES) * PAGE_BYTES
 
     def take(self, k: int) -> list[int]:
         """Up to ``k`` free slots, now taken (fewer, or none, when the sweep has not freed them)."""
@@ -131,6 +135,6 @@ class Ring:
     def hand_over(self, slot: int) -> np.ndarray:
         """Slot ``slot``'s images for the sweep; the slot is freed when the last view of them goes
         (every view's base is the array the finalizer watches)."""
-        base = np.frombuffer(self.mem, np.uint8, self.nbytes, slot * self.stride + PAGE_BYTES)
-        weakref.finalize(base, self.release, slot)
-        return base.reshape(self.shape)
+        images = self.array(slot)
+        weakref.finalize(images.base, self.release, slot)
+        return images

@@ -153,18 +153,7 @@ class PerturbedSets:
                     ) -> Iterator[tuple[tuple[str, list[int]], dict[int, np.ndarray]]]:
         """``(group, its sets)`` for cached groups, in order, each group read (``_read``) in a thread
         while the caller uses the one before."""
-        if not groups:
-            return
-        pool = ThreadPoolExecutor(max_workers=1)
-        try:
-            queue = deque([(groups[0], pool.submit(self._read, *groups[0], ring))])
-            for nxt in [*groups[1:], None]:
-                group, fut = queue.popleft()
-                if nxt is not None:
-                    queue.append((nxt, pool.submit(self._read, *nxt, ring)))
-                yield group, fut.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        yield from _ahead(lambda name, sevs: self._read(name, sevs, ring), groups, ahead=0, threads=1)
 
     def _read(self, name: str, severities: list[int], ring: Ring | None) -> dict[int, np.ndarray]:
         """``get_many`` (counted), each set read into a free slot of ``ring`` where there is one
@@ -243,24 +232,9 @@ class PerturbedSets:
             yield from self._iter_ahead(groups, workers, on_generated,
                                         fork_generators() if processes is None else processes)
             return
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            queue: deque = deque()
-            todo = iter(groups)
-            for group in todo:
-                queue.append((group, pool.submit(self.get_many, *group)))
-                if len(queue) > workers:
-                    break
-            while queue:
-                (name, sevs), fut = queue.popleft()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    queue.append((nxt, pool.submit(self.get_many, *nxt)))
-                sets = fut.result()
-                for sev in sevs:
-                    yield name, sev, sets.pop(sev)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for (name, sevs), sets in _ahead(self.get_many, groups, ahead=workers, threads=workers):
+            for sev in sevs:
+                yield name, sev, sets.pop(sev)
 
     def _iter_ahead(self, groups: list[tuple[str, list[int]]], workers: int, on_generated,
                     processes: bool) -> Iterator[tuple[str, int, np.ndarray]]:
@@ -327,6 +301,27 @@ class PerturbedSets:
             self._ring = None  # the slots still handed out stay mapped until their sets are dropped
 
 
+def _ahead(fn, items: list[tuple], ahead: int, threads: int) -> Iterator[tuple[tuple, object]]:
+    """``(item, fn(*item))`` for each item in order, made in ``threads`` threads up to ``ahead`` + 1
+    items beyond the one the caller is using."""
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        queue: deque = deque()
+        todo = iter(items)
+        for item in todo:
+            queue.append((item, pool.submit(fn, *item)))
+            if len(queue) > ahead:
+                break
+        while queue:
+            item, fut = queue.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(fn, *nxt)))
+            yield item, fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def fork_generators() -> bool:
     """Whether perturbed sets are generated in forked worker processes: on Linux (fork is the
     start method DataLoader workers use there; macOS and Windows keep threads)."""
@@ -388,10 +383,11 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     # one thread busy, and the sweep's thread makes a set itself whenever none is ready (iter_sets);
     # once every set exists, inference gets every core back (CoreSplit). With a worker per core, the
     # two on one core cost a fifth more CPU than alone (benchmarks/RESULTS.md, issue 21)
-    generating = cores > 1 and any(not sets.cached(*c) for c in cells) and sets.writable()
+    writable = sets.writable()
+    generating = cores > 1 and writable and any(not sets.cached(*c) for c in cells)
     workers = cores - 1 if generating else 2
     split = CoreSplit(runners, 1 if generating else 0)
-    keep = fixed if fixed and sets.writable() else {}
+    keep = fixed if fixed and writable else {}
     with no_spinning_between(runners):
         try:
             it = sets.iter_sets(cells, workers, on_generated=split.end)
