@@ -153,7 +153,7 @@ def student_options(cfg: BuildConfig, image_size: int) -> dict:
     return {"width": cfg.student.width, "stem": cfg.student.stem, "image_size": image_size}
 
 
-def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Dataset, device: str
+def teacher_train_targets(cfg: BuildConfig, teacher, ds: Dataset, device: str
                           ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The teacher's logits on the training images (and on their mirror images when the student
     trains with flips), from the disk cache when the same teacher has seen the same images."""
@@ -170,8 +170,7 @@ def teacher_train_targets(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Data
     views = ["clean", "hflip"] if cfg.distill.crop_flip else ["clean"]
     out, hits = {}, 0
     for view in views:  # sharded over the processes under torchrun
-        out[view], hit = teacher_outputs(teacher, teacher_rec["sha256"], ds.train.x, device, cache, view,
-                                         current())
+        out[view], hit = teacher_outputs(teacher, ds.train.x, device, cache, view, current())
         hits += hit
     return out["clean"], out.get("hflip"), {"views": views, "from_cache": hits,
                                             "computed": len(views) - hits,
@@ -250,7 +249,7 @@ def _train(cfg: BuildConfig, progress: bool, say: Callable[[str], None], timings
 
     # 2. student by distillation, against teacher logits computed once
     t0 = time.perf_counter()
-    student, dist = distill_stage(cfg, ds, teacher, teacher_rec, device, progress)
+    student, dist = distill_stage(cfg, ds, teacher, device, progress)
     training, t_params, s_params = dist["training"], dist["teacher_params"], dist["student_params"]
     timings["teacher_outputs"] = dist["teacher_outputs_s"]
     stage("distill", t0)
@@ -367,7 +366,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
 
     calib_cache = folder(cache_root(cfg.cache.dir), "calibration") or work / "calibration"
     cands, tune_rec = make_candidates(cfg, ds, fp32, work, profile, calib_cache, say,
-                                      qat_inputs=lambda: _qat_inputs(cfg, teacher, teacher_rec, ds, device, student))
+                                      qat_inputs=lambda: _qat_inputs(cfg, teacher, ds, device, student))
     stage("quantize", t0)
 
     # 5. measure every model and every candidate (shared out among torchrun's processes)
@@ -469,7 +468,7 @@ def _build_into(cfg: BuildConfig, out: Path, policy, progress: bool,
     return BuildResult(out, report, manifest, exit_code, gate_text, timings)
 
 
-def distill_stage(cfg: BuildConfig, ds: Dataset, teacher, teacher_rec: dict, device: str,
+def distill_stage(cfg: BuildConfig, ds: Dataset, teacher, device: str,
                   progress: bool) -> tuple[Preprocessed, dict]:
     """The student distilled from ``teacher`` on ``ds.train`` (on the CPU, in eval mode) and its
     record: ``training`` (epochs, log, kept epoch), the teacher's training targets, parameter counts."""
@@ -479,7 +478,7 @@ def distill_stage(cfg: BuildConfig, ds: Dataset, teacher, teacher_rec: dict, dev
     t_params, s_params = count_params(teacher.net), count_params(student.net)
     check_compression(cfg, t_params, s_params)  # known only now for TorchScript / exported teachers
     t1 = time.perf_counter()
-    logits, logits_flip, targets_rec = teacher_train_targets(cfg, teacher, teacher_rec, ds, device)
+    logits, logits_flip, targets_rec = teacher_train_targets(cfg, teacher, ds, device)
     targets_s = round(time.perf_counter() - t1, 3)
     training = distill(student, logits, ds.train, cfg.distill, device, progress, teacher=teacher,
                        teacher_logits_hflip=logits_flip, val=ds.val)
@@ -568,7 +567,7 @@ def measure_speed(runners: dict, files: dict[str, Path], sample: np.ndarray, mc)
     return rec
 
 
-def _qat_inputs(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Dataset, device: str, student) -> dict:
+def _qat_inputs(cfg: BuildConfig, teacher, ds: Dataset, device: str, student) -> dict:
     """What QAT fine-tunes with: the student and the teacher's logits on the training images (from
     the disk cache when the distillation stage computed them)."""
     from .losses import loss_spec
@@ -579,5 +578,5 @@ def _qat_inputs(cfg: BuildConfig, teacher, teacher_rec: dict, ds: Dataset, devic
         from .teachers import teacher_outputs
 
         cache = cache_root(cfg.cache.dir) if cfg.distill.cache_teacher_outputs else None
-        logits, _ = teacher_outputs(teacher, teacher_rec["sha256"], ds.train.x, device, cache, "clean")
+        logits, _ = teacher_outputs(teacher, ds.train.x, device, cache, "clean")
     return {"student": student, "teacher_logits": logits}

@@ -2,7 +2,7 @@
 and cache its outputs on the training images.
 
     teacher, record = load_teacher(cfg.teacher, ds, device)   # Preprocessed: uint8 NHWC in
-    logits = teacher_outputs(teacher, record["sha256"], ds.train.x, device, cache_dir)
+    logits = teacher_outputs(teacher, ds.train.x, device, cache_dir)
 
 Formats (``teacher.format``, ``auto`` tells them apart from the file):
 
@@ -195,11 +195,13 @@ def model_key(model: nn.Module, runtime: str, device: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x, device: str,
-                    cache_root: Path | None, view: str = "clean", group=None) -> tuple[np.ndarray, bool]:
+def teacher_outputs(teacher: nn.Module, x, device: str, cache_root: Path | None, view: str = "clean",
+                    group=None) -> tuple[np.ndarray, bool]:
     """The teacher's logits on ``x`` (``view = "hflip"``: on the mirrored images), from the disk
     cache (``cache_root``/teacher-outputs, :mod:`edgekd.cache`) when an entry for (teacher, images,
-    view) exists; returns (logits, cache_hit). ``x`` is an array or a streamed ``LazyImages``
+    view) exists; returns (logits, cache_hit). The teacher is keyed by what it computes
+    (``model_key``: its weights and its normalisation buffers, structure, device, torch version),
+    not by its weights file: a loaded teacher given another mean / std computes other logits. ``x`` is an array or a streamed ``LazyImages``
     (keyed by what its images are, decoded by its workers). Under torchrun each process computes
     a contiguous shard (``group``, a ``distributed.Group``; default: this process alone); rank 0
     reads and writes the cache, every process gets the whole array."""
@@ -210,7 +212,7 @@ def teacher_outputs(teacher: nn.Module, teacher_sha256: str, x, device: str,
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}")
     group = group or SINGLE
-    key = hashlib.sha256(f"{teacher_sha256}|{view}|{x.shape}".encode())
+    key = hashlib.sha256(f"{model_key(teacher, 'torch', device)}|{view}|{x.shape}".encode())
     key.update(x.fingerprint().encode() if is_lazy(x) else np.ascontiguousarray(x).data)
     path = entry(cache_root, "teacher-outputs", f"{key.hexdigest()[:32]}.npy")
     logits = load_array(path, lambda a: a.shape[:1] == (len(x),)) if group.is_main else None

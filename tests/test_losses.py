@@ -135,7 +135,7 @@ def test_a_new_method_is_accepted_everywhere_without_editing_config(new_methods,
     # ... preflight's advice and the build's soft targets (none for a labels-only loss)
     assert "test_soft" in L.loss_names(uses_teacher=True, feature_layers=False)
     cfg = load_config(None, ["distill.loss=test_labels"])
-    logits, _, rec = teacher_train_targets(cfg, None, {}, digits, "cpu")
+    logits, _, rec = teacher_train_targets(cfg, None, digits, "cpu")
     assert not logits.any() and rec == {"computed": 0, "from_cache": 0}
     # ... and training
     train = _subset(digits.train, 64)

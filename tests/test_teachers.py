@@ -3,6 +3,7 @@ class checks; the teacher-output cache; student architectures and their options.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 
@@ -110,17 +111,22 @@ def test_wrong_class_count_and_unreadable_files(tmp_path, digits):
 def test_teacher_output_cache_hits_and_views(tmp_path, digits, trained_pair):
     teacher = trained_pair[0]
     x = digits.train.x[:100]
-    a, hit_a = teacher_outputs(teacher, "abc", x, "cpu", tmp_path)
-    b, hit_b = teacher_outputs(teacher, "abc", x, "cpu", tmp_path)
+    a, hit_a = teacher_outputs(teacher, x, "cpu", tmp_path)
+    b, hit_b = teacher_outputs(teacher, x, "cpu", tmp_path)
     assert (hit_a, hit_b) == (False, True) and np.array_equal(a, b)
     np.testing.assert_allclose(a, predict_logits(teacher, x, "cpu"), atol=1e-6)
-    f, _ = teacher_outputs(teacher, "abc", x, "cpu", tmp_path, view="hflip")
+    f, _ = teacher_outputs(teacher, x, "cpu", tmp_path, view="hflip")
     np.testing.assert_allclose(f, predict_logits(teacher, np.ascontiguousarray(x[:, :, ::-1]), "cpu"), atol=1e-6)
-    _, hit_other = teacher_outputs(teacher, "another-teacher", x, "cpu", tmp_path)
-    assert not hit_other  # the key includes the teacher
+    # the same weights under another normalisation (a loaded teacher whose mean / std changed):
+    # another teacher, so a miss, and its own logits
+    other = copy.deepcopy(teacher)
+    other.mean += 10.0
+    o, hit_other = teacher_outputs(other, x, "cpu", tmp_path)
+    assert not hit_other and not np.allclose(o, a)
+    np.testing.assert_allclose(o, predict_logits(other, x, "cpu"), atol=1e-6)
     for p in (tmp_path / "teacher-outputs").iterdir():  # a damaged entry is recomputed, not trusted
         p.write_bytes(b"broken")
-    c, hit_c = teacher_outputs(teacher, "abc", x, "cpu", tmp_path)
+    c, hit_c = teacher_outputs(teacher, x, "cpu", tmp_path)
     assert not hit_c and np.array_equal(c, a)
 
 

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(out, (".pt",))  # refuse a bad -o now, not after training
     ds = load_dataset(cfg.data)
     device = resolve_device(cfg.compute.device)
-    teacher, teacher_rec = prepare_teacher(cfg, ds, device, not args.quiet)
-    student, dist = distill_stage(cfg, ds, teacher, teacher_rec, device, not args.quiet)
+    teacher, _ = prepare_teacher(cfg, ds, device, not args.quiet)
+    student, dist = distill_stage(cfg, ds, teacher, device, not args.quiet)
     write_output(out, (".pt",), lambda tmp: save_student(cfg, ds, student, dist, tmp))
     bs = cfg.measure.eval_batch_size
     acc = {name: accuracy(evaluate(RUNTIMES.get("torch")(m, dev), ds.test.x, bs), ds.test.y)
