@@ -290,10 +290,11 @@ def motion_blur_kernel(radius: float, sigma: float, angle_deg: np.ndarray):
 
 def _taps_that_count(k: np.ndarray, dtype) -> int:
     """How many of a decreasing kernel's first taps can change a rounded 0..255 result summed in
-    ``dtype``, tap by tap, over values in 0..255. A later tap adds at most k * 255; below a quarter
-    of an ulp of 0.25 it leaves any running sum of 0.25 or more as it is (round to nearest), and a
-    sum under 0.25 rounds to 0 with or without the tail (13 taps of that add < 1e-6): the bytes are
-    the same. CIFAR's motion blur keeps 62 of its 75 taps (sigma 1: 7 of 13)."""
+    ``dtype``, tap by tap, over values in 0..255: the taps after them each add at most k * 255 (the
+    product rounded), under a quarter of an ulp of 0.25. Such a term leaves a running sum of 0.25 or
+    more as it is (round to nearest), and a sum under 0.25 stays under 0.5 with them (in float32
+    each adds under 2^-27) and rounds to 0 either way: the bytes are those of the whole kernel.
+    CIFAR's motion blur keeps 62 of its 75 taps (sigma 1: 7 of 13); ImageNet's and snow's keep all."""
     tiny = 0.25 * np.finfo(dtype).eps / 4  # a quarter of ulp(0.25)
     small = np.asarray(k, dtype).astype(np.float64) * 255 < tiny
     if not small.any() or np.any(np.diff(k) > 0):
