@@ -442,8 +442,8 @@ def _hsv_sectors(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h6 = h * 6
     hi = np.floor(h6)
     sector = hi.astype(np.int64)
-    if sector.size and (sector.min() < 0 or sector.max() > 5):  # not from rgb2hsv (h in [0, 1))
-        sector %= 6
+    if sector.size and (sector.min() < 0 or sector.max() > 5):  # rgb2hsv's h is 1.0 where a hue just
+        sector %= 6  # below 0 rounds up (sector 6, i.e. 0); other callers' h may be anything
     return sector, h6 - hi
 
 

@@ -7,10 +7,11 @@
 
 Kinds: ``perturbed`` (perturbed test sets, keyed by the clean images, perturbation, severity and
 seed; in ``perturbed/predictions``, the teacher's predicted classes on each, keyed also by the
-teacher: ``robustness.sweep_predictions``) and ``teacher-outputs`` (the teacher's logits on the training images, keyed by the
-teacher's weights, the images and the view) and ``calibration`` (INT8 calibration ranges, JSON, keyed
-by the fp32 model, the calibration images and the calibrator). Entries are content-addressed: a stale entry is never
-read, so the cache can be deleted at any time. The ``[cache] dir`` config key sets the root.
+teacher: ``robustness.sweep_predictions``) and ``teacher-outputs`` (the teacher's logits on the
+training images, keyed by what the teacher computes, ``teachers.model_key``, the images and the
+view) and ``calibration`` (INT8 calibration ranges, JSON, keyed by the fp32 model, the calibration
+images and the calibrator). Entries are content-addressed: a stale entry is never read, so the
+cache can be deleted at any time. The ``[cache] dir`` config key sets the root.
 """
 
 from __future__ import annotations

@@ -201,10 +201,11 @@ def teacher_outputs(teacher: nn.Module, x, device: str, cache_root: Path | None,
     cache (``cache_root``/teacher-outputs, :mod:`edgekd.cache`) when an entry for (teacher, images,
     view) exists; returns (logits, cache_hit). The teacher is keyed by what it computes
     (``model_key``: its weights and its normalisation buffers, structure, device, torch version),
-    not by its weights file: a loaded teacher given another mean / std computes other logits. ``x`` is an array or a streamed ``LazyImages``
-    (keyed by what its images are, decoded by its workers). Under torchrun each process computes
-    a contiguous shard (``group``, a ``distributed.Group``; default: this process alone); rank 0
-    reads and writes the cache, every process gets the whole array."""
+    not by its weights file: a loaded teacher given another mean / std computes other logits.
+    ``x`` is an array or a streamed ``LazyImages`` (keyed by what its images are, decoded by its
+    workers). Under torchrun each process computes a contiguous shard (``group``, a
+    ``distributed.Group``; default: this process alone); rank 0 reads and writes the cache, every
+    process gets the whole array."""
     from .cache import entry, load_array, save_array
     from .distributed import SINGLE
     from .streaming import chunks, is_lazy, stream
