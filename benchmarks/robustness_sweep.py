@@ -8,7 +8,9 @@
    `robustness.sweep_predictions` generates the 19 x 5 (corruption, severity) sets in background
    threads, ahead of the INT8 student run on each in turn (onnxruntime, argmax);
 2. warm sweep: the same with every set already in the cache (what every later build pays);
-3. pure inference: the same 475,000 (at 5000 images) onnxruntime calls on arrays already in memory.
+3. pure inference: the same inference (``harness.evaluate``: the batches shared out over the runner's
+   single-thread sessions, ``OrtRunner.lanes``) on arrays already in memory; and, for comparison
+   with the passes before the tenth, every batch on one session's intra-op threads.
 
 Steps 1, 2 and 3 run side by side `--repeats` times (each cold sweep on a new empty cache), so a
 change of the machine's speed reaches all three; medians, ranges and the ratio of the medians are
@@ -65,6 +67,7 @@ def main() -> int:
     from edgekd.config import QuantizeConfig
     from edgekd.data import Split
     from edgekd.export import export_onnx
+    from edgekd.harness import evaluate
     from edgekd.models import Preprocessed, build_model
     from edgekd.quantize import quantize_model
     from edgekd.robustness import PerturbedSets, sweep_predictions
@@ -92,7 +95,7 @@ def main() -> int:
         export_onnx(model, x[:8], tmp / f"{arch}.onnx", 17)
         quantize_model(tmp / f"{arch}.onnx", tmp / f"{arch}.int8.onnx", x[:200], QuantizeConfig())
         runner = OrtRunner(tmp / f"{arch}.int8.onnx", threads=args.threads)
-        cold_s, eval_s, pure_s, cold_cpu = [], [], [], []
+        cold_s, eval_s, pure_s, one_s, cold_cpu = [], [], [], [], []
         for k in range(args.repeats):  # cold, warm and pure side by side in every repeat
             cache = tmp / f"cache-{arch}-{k}"  # empty: every set is generated
             cpu0, t0 = _cpu_s(), time.perf_counter()
@@ -107,9 +110,13 @@ def main() -> int:
             arrays = [sets.get(n, s) for n in names for s in sevs]  # in memory for the pure-inference pass
             t0 = time.perf_counter()
             for a in arrays:
+                evaluate(runner, a, args.batch)  # the sweep's inference: the batches over runner.lanes()
+            pure_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for a in arrays:  # the passes before the tenth: every batch on the one session's intra-op threads
                 for i in range(0, len(a), args.batch):
                     runner.predict(a[i:i + args.batch])
-            pure_s.append(time.perf_counter() - t0)
+            one_s.append(time.perf_counter() - t0)
             del arrays
             shutil.rmtree(cache, ignore_errors=True)
         res["students"][arch] = {
@@ -118,13 +125,17 @@ def main() -> int:
             "cold_median_s": med(cold_s), "warm_sweep_median_s": med(eval_s), "pure_median_s": med(pure_s),
             "ratio_warm_over_pure": med(eval_s) / med(pure_s),
             "ratio_cold_over_pure": med(cold_s) / med(pure_s),
-            "ratio_cold_over_pure_each": [c / p for c, p in zip(cold_s, pure_s)]}
+            "ratio_cold_over_pure_each": [c / p for c, p in zip(cold_s, pure_s)],
+            "pure_one_session_s": one_s, "pure_one_session_median_s": med(one_s),
+            "ratio_cold_over_pure_one_session": med(cold_s) / med(one_s)}
         each = ", ".join(f"{c / p:.2f}" for c, p in zip(cold_s, pure_s))
         cpu = ", ".join(f"{c['self']:.2f} + {c['workers']:.2f} (generating {c['generate']:.2f})" for c in cold_cpu)
         print(f"{arch}: cold median {med(cold_s):.1f} s [{min(cold_s):.1f}, {max(cold_s):.1f}], warm median "
               f"{med(eval_s):.1f} s, pure median {med(pure_s):.1f} s [{min(pure_s):.1f}, {max(pure_s):.1f}]: "
               f"cold / pure {med(cold_s) / med(pure_s):.2f}x (each repeat: {each}), warm / pure "
-              f"{med(eval_s) / med(pure_s):.2f}x; cold CPU-s, this process + its workers: {cpu}", flush=True)
+              f"{med(eval_s) / med(pure_s):.2f}x; pure on one session's intra-op threads (before the tenth "
+              f"pass) median {med(one_s):.1f} s, cold / that {med(cold_s) / med(one_s):.2f}x; cold CPU-s, this "
+              f"process + its workers: {cpu}", flush=True)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -14,6 +14,8 @@ so a build's ``latency_ms`` and a device run's have the same statistics from the
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
@@ -21,10 +23,40 @@ from tqdm import tqdm
 
 def evaluate(runner, images: np.ndarray, batch_size: int = 256, progress: bool = False,
              desc: str = "evaluate") -> np.ndarray:
-    """Predicted class of every image (uint8 NHWC), as int16, batched."""
-    preds = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
-        preds.append(runner.predict(images[i:i + batch_size]).argmax(1).astype(np.int16))
+    """Predicted class of every image (uint8 NHWC), as int16, batched; the batches are shared out
+    over the runner's ``lanes()`` where it has several (each takes the next batch not started)."""
+    starts = range(0, len(images), batch_size)
+    lanes = runner.lanes() if hasattr(runner, "lanes") and len(starts) > 1 else [runner.predict]
+    preds: list = [None] * len(starts)
+    bar = tqdm(total=len(starts), desc=desc, disable=not progress, leave=False)
+    todo, lock, failed = iter(enumerate(starts)), threading.Lock(), threading.Event()
+
+    def run(predict) -> None:
+        while not failed.is_set():
+            with lock:
+                k, i = next(todo, (None, None))
+            if k is None:
+                return
+            try:
+                preds[k] = predict(images[i:i + batch_size]).argmax(1).astype(np.int16)
+            except BaseException:
+                failed.set()  # the other lanes stop at their next batch
+                raise
+            bar.update()
+
+    with bar:
+        if len(lanes) == 1:
+            run(lanes[0])
+        else:
+            with ThreadPoolExecutor(len(lanes) - 1) as pool:
+                others = [pool.submit(run, p) for p in lanes[1:]]
+                try:
+                    run(lanes[0])
+                finally:
+                    errors = [f.exception() for f in others]  # waits for them
+                for e in errors:
+                    if e is not None:
+                        raise e
     return np.concatenate(preds) if preds else np.zeros(0, np.int16)
 
 

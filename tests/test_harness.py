@@ -24,3 +24,43 @@ def test_latency_fields(trained_pair, digits):
     assert lat["min"] <= lat["mean"] <= lat["max"] and lat["std"] >= 0 and lat["wall_s"] > 0
     assert lat["device"] == "cpu" and lat["warmup"] == 2 and lat["cpu_count"] >= 1
     assert len(lat["samples"]) == 50 and min(lat["samples"]) == pytest.approx(lat["min"], abs=1e-4)
+
+
+def test_batches_shared_over_single_thread_sessions(trained_pair, digits, tmp_path):
+    """evaluate shares the batches out over OrtRunner.lanes(): the same classes, in order, as one
+    single-thread session running them one after the other; one lane where one thread is asked for
+    or a provider other than the CPU's is used."""
+    path = tmp_path / "s.onnx"
+    export_onnx(trained_pair[1], digits.calib.x, path, 17)
+    one = OrtRunner(path, threads=1)
+    assert one.lanes() == [one.predict]
+    x = digits.test.x
+    want = np.concatenate([one.predict(x[i:i + 16]).argmax(1) for i in range(0, len(x), 16)]).astype(np.int16)
+    three = OrtRunner(path, threads=3)
+    assert len(three.lanes()) == 3 and len(three._lanes) == 3
+    calls = []
+    lanes = three.lanes()
+    three.lanes = lambda: [lambda b, k=k, p=p: calls.append(k) or p(b) for k, p in enumerate(lanes)]
+    got = evaluate(three, x, batch_size=16)
+    assert got.dtype == np.int16 and np.array_equal(got, want)
+    assert len(calls) == -(-len(x) // 16) and len(set(calls)) > 1
+    assert len(OrtRunner(path, threads=2).lanes()) == 2
+    gpu = OrtRunner(path, threads=2, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    assert gpu.lanes() == [gpu.predict]
+
+
+def test_a_failing_lane_stops_evaluate_with_its_error(trained_pair, digits, tmp_path):
+    path = tmp_path / "s.onnx"
+    export_onnx(trained_pair[1], digits.calib.x, path, 17)
+    runner = OrtRunner(path, threads=2)
+    good = runner.lanes()[0]
+    seen = []
+
+    def bad(batch):
+        seen.append(len(batch))
+        raise RuntimeError("lane failed")
+
+    runner.lanes = lambda: [good, bad]
+    with pytest.raises(RuntimeError, match="lane failed"):
+        evaluate(runner, digits.test.x, batch_size=8)
+    assert len(seen) == 1  # the failing lane took one batch and stopped
