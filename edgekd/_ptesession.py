@@ -75,13 +75,24 @@ def _pte_backend():
             log.setLevel(level)
 
 
+# (distribution, module) of each ExecuTorch runtime, lightest first: the order _pte_backend tries them
+_PTE_RUNTIMES = (("executorch-numpy-runtime", "executorch_numpy_runtime"), ("executorch", "executorch"))
+
+
 def pte_runtime_version() -> str | None:
-    """'executorch 1.5.1' / 'executorch-numpy-runtime 1.4.0' (the runtime a .pte runs in), or None."""
-    name, _ = _pte_backend()
+    """'executorch 1.5.1' / 'executorch-numpy-runtime 1.4.0' (the runtime a .pte runs in), or None.
+    Unless this process has loaded it (``_pte_backend``), found without importing it: executorch's
+    pybindings import torch and its export stack, 6 s of every ONNX model's measurement in a fresh
+    process (``machine_facts``: two per build, benchmarks/RESULTS.md, issue 21, tenth pass)."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    if _pte_backend.cache_info().currsize:
+        name = _pte_backend()[0]
+    else:
+        name = next((dist for dist, module in _PTE_RUNTIMES if find_spec(module) is not None), None)
     if name is None:
         return None
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return f"{name} {version(name)}"
     except PackageNotFoundError:

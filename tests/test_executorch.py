@@ -215,3 +215,23 @@ def test_gate_naming_a_skipped_runtime_model_says_why(monkeypatch):
     with pytest.raises(ConfigError) as e:
         build_policy(cfg)
     assert "student_int8_pte" in str(e.value) and "executorch: skipped" in str(e.value)
+
+
+def test_measuring_an_onnx_model_names_the_runtime_without_importing_it():
+    """machine_facts (every measurement's record) names the installed ExecuTorch runtime from its
+    package metadata: importing executorch (and torch with it) cost every ONNX measurement 6 s."""
+    _need("executorch")
+    from importlib.metadata import PackageNotFoundError, version
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import _ortbench, json; "
+            "print(json.dumps([_ortbench.machine_facts()['executorch'], 'torch' in sys.modules, "
+            "any(m.startswith('executorch') for m in sys.modules)]))")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__import__("edgekd").__file__)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    name, torch_loaded, et_loaded = json.loads(proc.stdout)
+    try:
+        want = f"executorch-numpy-runtime {version('executorch-numpy-runtime')}"
+    except PackageNotFoundError:
+        want = f"executorch {version('executorch')}"
+    assert name == want and not torch_loaded and not et_loaded
