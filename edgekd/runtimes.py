@@ -66,6 +66,9 @@ class TorchRunner:
             self._torch.cuda.synchronize()
 
 
+LANES_MAX = 4  # OrtRunner.lanes(): sessions of one file running at once (each holds the weights)
+
+
 @RUNTIMES.register("onnxruntime")
 class OrtRunner:
     """A model file (.onnx or .ort) in onnxruntime; the session is made by the device runner's
@@ -79,7 +82,7 @@ class OrtRunner:
         self.path = Path(path)
         self.providers = providers
         self.spinning = True  # onnxruntime's default: its threads spin while they wait for work
-        self._lanes: list = []  # lanes(): single-thread sessions of the same file
+        self._lanes: list = []  # lanes(): (intra-op threads, session) of the same file
         self._make(threads)
 
     def _make(self, threads: int) -> None:
@@ -102,21 +105,25 @@ class OrtRunner:
         """``predict`` functions that may run at the same time on different batches
         (``harness.evaluate``): with more than one thread to use (``threads``; 0: every core this
         process may run on, shared with the other processes of a torchrun job) and the CPU provider,
-        one single-thread session per thread, made on first use; else ``[predict]``. Batches split
-        over single-thread sessions keep every core busy, where one session's intra-op threads wait
-        on each other at every operator: the INT8 digits student's 95 sets of 1,000 images took
-        2.4 s against 3.3 s on two intra-op threads, resnet8's 6.3 against 7.2 s
-        (benchmarks/RESULTS.md, issue 21, tenth pass). A batch's logits are a single-thread
-        session's whatever the number of cores."""
+        up to LANES_MAX sessions of the same file, the threads divided among them (one each on up to
+        LANES_MAX cores), made on first use; else ``[predict]``. Batches split over single-thread
+        sessions keep every core busy, where one session's intra-op threads wait on each other at
+        every operator: on 2 cores, the INT8 digits student's 95 sets of 1,000 images took 2.4 s
+        against 3.3 s on two intra-op threads, resnet8's 6.3 against 7.2 s (benchmarks/RESULTS.md,
+        issue 21, tenth pass). Each session holds its own copy of the weights, hence the bound."""
         n = self.threads or _cores_per_process()
-        if n < 2 or tuple(self.providers) != ("CPUExecutionProvider",):
+        count = min(n, LANES_MAX)
+        if count < 2 or tuple(self.providers) != ("CPUExecutionProvider",):
             return [self.predict]
         from ._ortbench import make_session
 
-        while len(self._lanes) < n:
-            self._lanes.append(make_session(str(self.path), 1, self.providers)[0])
+        each = n // count
+        if self._lanes and self._lanes[0][0] != each:
+            self._lanes = []
+        while len(self._lanes) < count:
+            self._lanes.append((each, make_session(str(self.path), each, self.providers)[0]))
         name = self.input_name
-        return [lambda x, s=s: s.run(None, {name: np.ascontiguousarray(x)})[0] for s in self._lanes[:n]]
+        return [lambda x, s=s: s.run(None, {name: np.ascontiguousarray(x)})[0] for _, s in self._lanes[:count]]
 
     def set_threads(self, threads: int) -> None:
         if threads != self.threads:

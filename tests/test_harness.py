@@ -3,7 +3,7 @@ import pytest
 
 from edgekd.export import export_onnx
 from edgekd.harness import accuracy, agreement, evaluate, measure_latency
-from edgekd.runtimes import OrtRunner, TorchRunner
+from edgekd.runtimes import LANES_MAX, OrtRunner, TorchRunner
 
 
 def test_one_evaluate_for_torch_and_onnx(trained_pair, digits, tmp_path):
@@ -37,7 +37,7 @@ def test_batches_shared_over_single_thread_sessions(trained_pair, digits, tmp_pa
     x = digits.test.x
     want = np.concatenate([one.predict(x[i:i + 16]).argmax(1) for i in range(0, len(x), 16)]).astype(np.int16)
     three = OrtRunner(path, threads=3)
-    assert len(three.lanes()) == 3 and len(three._lanes) == 3
+    assert len(three.lanes()) == 3 and [t for t, _ in three._lanes] == [1, 1, 1]
     calls = []
     lanes = three.lanes()
     three.lanes = lambda: [lambda b, k=k, p=p: calls.append(k) or p(b) for k, p in enumerate(lanes)]
@@ -45,6 +45,12 @@ def test_batches_shared_over_single_thread_sessions(trained_pair, digits, tmp_pa
     assert got.dtype == np.int16 and np.array_equal(got, want)
     assert len(calls) == -(-len(x) // 16) and len(set(calls)) > 1
     assert len(OrtRunner(path, threads=2).lanes()) == 2
+    nine = OrtRunner(path, threads=9)  # at most LANES_MAX sessions (each holds the weights), the threads shared
+    assert len(nine.lanes()) == LANES_MAX == 4 and [t for t, _ in nine._lanes] == [2, 2, 2, 2]
+    assert [s.get_session_options().intra_op_num_threads for _, s in nine._lanes] == [2, 2, 2, 2]
+    assert np.array_equal(evaluate(nine, x, batch_size=16), want)
+    nine.set_threads(2)
+    assert len(nine.lanes()) == 2 and [t for t, _ in nine._lanes] == [1, 1]
     gpu = OrtRunner(path, threads=2, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
     assert gpu.lanes() == [gpu.predict]
 
