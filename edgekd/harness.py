@@ -26,7 +26,7 @@ def evaluate(runner, images: np.ndarray, batch_size: int = 256, progress: bool =
     """Predicted class of every image (uint8 NHWC), as int16, batched; the batches are shared out
     over the runner's ``lanes()`` where it has several (each takes the next batch not started)."""
     starts = range(0, len(images), batch_size)
-    lanes = runner.lanes() if hasattr(runner, "lanes") and len(starts) > 1 else [runner.predict]
+    lanes = runner.lanes(len(starts)) if hasattr(runner, "lanes") else [runner.predict]
     preds: list = [None] * len(starts)
     bar = tqdm(total=len(starts), desc=desc, disable=not progress, leave=False)
     todo, lock, failed = iter(enumerate(starts)), threading.Lock(), threading.Event()

@@ -101,23 +101,26 @@ class OrtRunner:
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
 
-    def lanes(self) -> list:
-        """``predict`` functions that may run at the same time on different batches
+    def lanes(self, batches: int) -> list:
+        """``predict`` functions that may run at the same time on ``batches`` batches
         (``harness.evaluate``): with more than one thread to use (``threads``; 0: every core this
-        process may run on, shared with the other processes of a torchrun job) and the CPU provider,
-        up to LANES_MAX sessions of the same file, the threads divided among them (one each on up to
-        LANES_MAX cores), made on first use; else ``[predict]``. Batches split over single-thread
-        sessions keep every core busy, where one session's intra-op threads wait on each other at
-        every operator: on 2 cores, the INT8 digits student's 95 sets of 1,000 images took 2.4 s
-        against 3.3 s on two intra-op threads, resnet8's 6.3 against 7.2 s (benchmarks/RESULTS.md,
-        issue 21, tenth pass). Each session holds its own copy of the weights, hence the bound."""
+        process may run on, shared with the other processes of a torchrun job), the CPU provider and
+        at least two batches a lane, up to LANES_MAX sessions of the same file, the threads divided
+        among them (one each on up to LANES_MAX cores), made on first use; else ``[predict]``.
+        Batches split over single-thread sessions keep every core busy, where one session's
+        intra-op threads wait on each other at every operator: on 2 cores, the INT8 digits
+        student's 95 sets of 1,000 images took 2.4 s against 3.3 s on two intra-op threads,
+        resnet8's 6.3 against 7.2 s. With fewer batches, a lane would sit idle while another runs
+        the last one: 153 images at 64 px (batches of 64, 64, 25) ran slower in two lanes
+        (benchmarks/RESULTS.md, issue 21, tenth pass). Each session holds its own copy of the
+        weights, hence the bound."""
         n = self.threads or _cores_per_process()
-        count = min(n, LANES_MAX)
+        count = min(n, LANES_MAX, batches // 2)
         if count < 2 or tuple(self.providers) != ("CPUExecutionProvider",):
             return [self.predict]
         from ._ortbench import make_session
 
-        each = n // count
+        each = n // min(n, LANES_MAX)  # whatever the batches: the sessions are made once
         if self._lanes and self._lanes[0][0] != each:
             self._lanes = []
         while len(self._lanes) < count:

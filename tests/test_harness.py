@@ -33,40 +33,44 @@ def test_batches_shared_over_single_thread_sessions(trained_pair, digits, tmp_pa
     path = tmp_path / "s.onnx"
     export_onnx(trained_pair[1], digits.calib.x, path, 17)
     one = OrtRunner(path, threads=1)
-    assert one.lanes() == [one.predict]
+    assert one.lanes(50) == [one.predict]
     x = digits.test.x
     want = np.concatenate([one.predict(x[i:i + 16]).argmax(1) for i in range(0, len(x), 16)]).astype(np.int16)
     three = OrtRunner(path, threads=3)
-    assert len(three.lanes()) == 3 and [t for t, _ in three._lanes] == [1, 1, 1]
+    assert len(three.lanes(6)) == 3 and [t for t, _ in three._lanes] == [1, 1, 1]
+    # at least two batches a lane (else one idles while another runs the last batch)
+    assert len(three.lanes(5)) == 2 and three.lanes(3) == [three.predict]
     calls = []
-    lanes = three.lanes()
-    three.lanes = lambda: [lambda b, k=k, p=p: calls.append(k) or p(b) for k, p in enumerate(lanes)]
+    lanes = three.lanes(6)
+    three.lanes = lambda batches: [lambda b, k=k, p=p: calls.append(k) or p(b) for k, p in enumerate(lanes)]
     got = evaluate(three, x, batch_size=16)
     assert got.dtype == np.int16 and np.array_equal(got, want)
     assert len(calls) == -(-len(x) // 16) and len(set(calls)) > 1
-    assert len(OrtRunner(path, threads=2).lanes()) == 2
+    assert len(OrtRunner(path, threads=2).lanes(4)) == 2
     nine = OrtRunner(path, threads=9)  # at most LANES_MAX sessions (each holds the weights), the threads shared
-    assert len(nine.lanes()) == LANES_MAX == 4 and [t for t, _ in nine._lanes] == [2, 2, 2, 2]
+    assert len(nine.lanes(50)) == LANES_MAX == 4 and [t for t, _ in nine._lanes] == [2, 2, 2, 2]
     assert [s.get_session_options().intra_op_num_threads for _, s in nine._lanes] == [2, 2, 2, 2]
+    made = [s for _, s in nine._lanes]
+    assert len(nine.lanes(6)) == 3 and [s for _, s in nine._lanes] == made  # fewer lanes, not new sessions
     assert np.array_equal(evaluate(nine, x, batch_size=16), want)
     nine.set_threads(2)
-    assert len(nine.lanes()) == 2 and [t for t, _ in nine._lanes] == [1, 1]
+    assert len(nine.lanes(50)) == 2 and [t for t, _ in nine._lanes] == [1, 1]
     gpu = OrtRunner(path, threads=2, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
-    assert gpu.lanes() == [gpu.predict]
+    assert gpu.lanes(50) == [gpu.predict]
 
 
 def test_a_failing_lane_stops_evaluate_with_its_error(trained_pair, digits, tmp_path):
     path = tmp_path / "s.onnx"
     export_onnx(trained_pair[1], digits.calib.x, path, 17)
     runner = OrtRunner(path, threads=2)
-    good = runner.lanes()[0]
+    good = runner.lanes(50)[0]
     seen = []
 
     def bad(batch):
         seen.append(len(batch))
         raise RuntimeError("lane failed")
 
-    runner.lanes = lambda: [good, bad]
+    runner.lanes = lambda batches: [good, bad]
     with pytest.raises(RuntimeError, match="lane failed"):
         evaluate(runner, digits.test.x, batch_size=8)
     assert len(seen) == 1  # the failing lane took one batch and stopped
