@@ -118,13 +118,16 @@ class OrtRunner:
         count = min(n, LANES_MAX, batches // 2)
         if count < 2 or tuple(self.providers) != ("CPUExecutionProvider",):
             return [self.predict]
-        from ._ortbench import make_session
+        from ._ortbench import ModelLoadError, make_session
 
         each = n // min(n, LANES_MAX)  # whatever the batches: the sessions are made once
         if self._lanes and self._lanes[0][0] != each:
             self._lanes = []
-        while len(self._lanes) < count:
-            self._lanes.append((each, make_session(str(self.path), each, self.providers)[0]))
+        try:
+            while len(self._lanes) < count:
+                self._lanes.append((each, make_session(str(self.path), each, self.providers)[0]))
+        except ModelLoadError:  # the file went since predict's session was made: that session alone
+            return [self.predict]
         name = self.input_name
         return [lambda x, s=s: s.run(None, {name: np.ascontiguousarray(x)})[0] for _, s in self._lanes[:count]]
 

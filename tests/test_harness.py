@@ -57,6 +57,9 @@ def test_batches_shared_over_single_thread_sessions(trained_pair, digits, tmp_pa
     assert len(nine.lanes(50)) == 2 and [t for t, _ in nine._lanes] == [1, 1]
     gpu = OrtRunner(path, threads=2, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
     assert gpu.lanes(50) == [gpu.predict]
+    late = OrtRunner(path, threads=2)
+    path.unlink()  # gone before its lanes are made: its one session still runs every batch
+    assert late.lanes(50) == [late.predict] and np.array_equal(evaluate(late, x, batch_size=16), want)
 
 
 def test_a_failing_lane_stops_evaluate_with_its_error(trained_pair, digits, tmp_path):
