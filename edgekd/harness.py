@@ -24,7 +24,7 @@ from tqdm import tqdm
 def evaluate(runner, images: np.ndarray, batch_size: int = 256, progress: bool = False,
              desc: str = "evaluate") -> np.ndarray:
     """Predicted class of every image (uint8 NHWC), as int16, batched; the batches are shared out
-    over the runner's ``lanes()`` where it has several (each takes the next batch not started)."""
+    over the runner's ``lanes(batches)`` where it has several (each takes the next batch not started)."""
     starts = range(0, len(images), batch_size)
     lanes = runner.lanes(len(starts)) if hasattr(runner, "lanes") else [runner.predict]
     preds: list = [None] * len(starts)
