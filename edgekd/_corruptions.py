@@ -33,6 +33,7 @@ from ._imageops import (
     hsv_op,
     motion_blur_255,
     motion_blurs_255,
+    neighbours,
     pad_axis,
     pil_box_resize,
     plasma_fractal,
@@ -480,7 +481,7 @@ def _spatter(x, c, rng):
         # |sums| <= 9 * 255) in float32, exactly, so int16 sums in any order are the same numbers
         p = pad_axis(pad_axis(equalize_hist(dist[..., 0].astype(np.int64)).astype(np.int16), 1, 1, "reflect"),
                      2, 1, "reflect")
-        s = lambda dy, dx: p[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # noqa: E731
+        s = neighbours(p, h, w)
         emb = s(0, 0) + s(0, 1) + s(1, 0) - s(-1, 0) - s(0, -1) + 2 * (s(1, 1) - s(-1, -1))
         np.clip(emb, 0, 255, out=emb)
         p = pad_axis(pad_axis(emb, 1, 1, "reflect"), 2, 1, "reflect")

@@ -33,6 +33,12 @@ def _shifted(xp: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
     return xp[tuple(idx)]
 
 
+def neighbours(p: np.ndarray, h: int, w: int):
+    """For ``p``, a batch (N, h + 2, w + 2, ...) padded by one pixel on axes 1 and 2: ``v(dy, dx)``,
+    the (N, h, w, ...) view whose every pixel is its neighbour at offset (dy, dx), each in -1..1."""
+    return lambda dy, dx: p[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+
 def take_pixels(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
     """``np.take(x, idx, axis)`` along an axis before the last (channel) axis of a C-contiguous
     array, each pixel's C values taken as one item: numpy copies a pixel per index, not C values."""
@@ -491,12 +497,12 @@ def canny(img: np.ndarray, low: int, high: int) -> np.ndarray:
     hysteresis). img (N, H, W) int."""
     n, h, w = img.shape
     p = pad_axis(pad_axis(img.astype(np.int32), 1, 1, "edge"), 2, 1, "edge")  # |terms| < 2^31
-    s = lambda dy, dx: p[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # noqa: E731
+    s = neighbours(p, h, w)
     gx = s(-1, 1) + 2 * s(0, 1) + s(1, 1) - s(-1, -1) - 2 * s(0, -1) - s(1, -1)
     gy = s(1, -1) + 2 * s(1, 0) + s(1, 1) - s(-1, -1) - 2 * s(-1, 0) - s(-1, 1)
     mag = np.abs(gx) + np.abs(gy)
     mp = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
-    m = lambda dy, dx: mp[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # noqa: E731
+    m = neighbours(mp, h, w)
     ax, ay = np.abs(gx), np.abs(gy) << 15
     tg22 = ax * 13573  # round(tan(22.5 deg) * 2^15)
     horiz = ay < tg22
