@@ -6,8 +6,15 @@ runs while another runtime's models alternate with them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+def cores_per_process(world: int) -> int:
+    """The cores each of ``world`` processes sharing this machine may use (the sweep's generating
+    workers beside its inference, an ONNX runner's lanes)."""
+    return max(1, (os.cpu_count() or 1) // max(1, world))
 
 
 class CoreSplit:

@@ -43,7 +43,7 @@ from . import artifacts, perturb
 from . import predictions as P
 from .attacks import ATTACKS, craft_epsilons
 from .cache import cache_root, default_root, folder, load_array, save_array
-from .cores import CoreSplit, no_spinning_between, one_blas_thread
+from .cores import CoreSplit, cores_per_process, no_spinning_between, one_blas_thread
 from .data import Split
 from .harness import accuracy, evaluate
 from .ring import Ring
@@ -384,7 +384,7 @@ def sweep_predictions(runners: dict, sets: PerturbedSets, names: list[str], seve
     out: dict[str, np.ndarray] = {}
     seconds = {} if seconds is None else seconds
     cells = group.shard([(n, s) for n in names for s in severities])
-    cores = max(1, (os.cpu_count() or 1) // group.world)
+    cores = cores_per_process(group.world)
     # sets to make (and a cache to run ahead into): cores - 1 workers generate while inference keeps
     # one thread busy, and the sweep's thread makes a set itself whenever none is ready (iter_sets);
     # once every set exists, inference gets every core back (CoreSplit). With a worker per core, the

@@ -11,7 +11,6 @@ same code. Latency of any runner: ``edgekd.harness.measure_latency``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -103,8 +102,8 @@ class OrtRunner:
 
     def lanes(self, batches: int) -> list:
         """``predict`` functions that may run at the same time on ``batches`` batches
-        (``harness.evaluate``): with more than one thread to use (``threads``; 0: every core this
-        process may run on, shared with the other processes of a torchrun job), the CPU provider and
+        (``harness.evaluate``): with more than one thread to use (``threads``; 0: this process's
+        share of the cores under torchrun, ``cores.cores_per_process``), the CPU provider and
         at least two batches a lane, up to LANES_MAX sessions of the same file, the threads divided
         among them (one each on up to LANES_MAX cores), made on first use; else ``[predict]``.
         Batches split over single-thread sessions keep every core busy, where one session's
@@ -114,7 +113,10 @@ class OrtRunner:
         the last one: 153 images at 64 px (batches of 64, 64, 25) ran slower in two lanes
         (benchmarks/RESULTS.md, issue 21, tenth pass). Each session holds its own copy of the
         weights, hence the bound."""
-        n = self.threads or _cores_per_process()
+        from .cores import cores_per_process
+        from .distributed import world_size
+
+        n = self.threads or cores_per_process(world_size())
         count = min(n, LANES_MAX, batches // 2)
         if count < 2 or tuple(self.providers) != ("CPUExecutionProvider",):
             return [self.predict]
@@ -143,17 +145,6 @@ class OrtRunner:
 
     def synchronize(self) -> None:
         pass
-
-
-def _cores_per_process() -> int:
-    """The cores this process may run on, shared with the other processes of its torchrun job on
-    this machine (LOCAL_WORLD_SIZE)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    except ValueError:
-        local = 1
-    return max(1, cores // max(1, local))
 
 
 @RUNTIMES.register("executorch")
