@@ -14,9 +14,11 @@
 
 Steps 1, 2 and 3 run side by side `--repeats` times (each cold sweep on a new empty cache), so a
 change of the machine's speed reaches all three; medians, ranges and the ratio of the medians are
-reported, with each repeat's cold / pure. Each student of `--students` (default: `digits_student`,
-24k parameters, the default build's student, and `resnet8`, the CIFAR recipe's student with its
-CIFAR stem) is measured in turn in the same run. The INT8 students have random weights, exported
+reported, with each repeat's cold / pure. Each cold sweep's CPU-s (this process; its generating
+workers, of which the kernels' own) give its floor, that work spread over every core, and the
+generation CPU-s a cold / pure of 1.5 would allow with the rest of the work as measured. Each
+student of `--students` (default: `digits_student`, 24k parameters, the default build's student,
+and `resnet8`, the CIFAR recipe's student with its CIFAR stem) is measured in turn in the same run. The INT8 students have random weights, exported
 and quantised as the build does: timing does not depend on the weights, and nothing trained on
 the data is made.
 Images: the CIFAR-10 validation split of SHARED/data (see perturb_throughput.py); `--size` upscales
@@ -119,6 +121,11 @@ def main() -> int:
             one_s.append(time.perf_counter() - t0)
             del arrays
             shutil.rmtree(cache, ignore_errors=True)
+        # the cold sweep can take no less than its CPU work spread over every core: its floor, and
+        # the most generation may cost for cold / pure <= 1.5 with this process's CPU-s as measured
+        cores = os.cpu_count() or 1
+        floor_s = [(c["self"] + c["workers"]) / cores for c in cold_cpu]
+        budget = [1.5 * cores * p - c["self"] - (c["workers"] - c["generate"]) for c, p in zip(cold_cpu, pure_s)]
         res["students"][arch] = {
             "inferences": len(names) * len(sevs) * len(x), "cold_sweep_s": cold_s, "cold_cpu_s": cold_cpu,
             "warm_sweep_s": eval_s, "pure_inference_s": pure_s,
@@ -127,7 +134,9 @@ def main() -> int:
             "ratio_cold_over_pure": med(cold_s) / med(pure_s),
             "ratio_cold_over_pure_each": [c / p for c, p in zip(cold_s, pure_s)],
             "pure_one_session_s": one_s, "pure_one_session_median_s": med(one_s),
-            "ratio_cold_over_pure_one_session": med(cold_s) / med(one_s)}
+            "ratio_cold_over_pure_one_session": med(cold_s) / med(one_s),
+            "cold_floor_s": floor_s, "ratio_floor_over_pure": med(floor_s) / med(pure_s),
+            "generate_budget_cpu_s_for_1_5x": budget}
         each = ", ".join(f"{c / p:.2f}" for c, p in zip(cold_s, pure_s))
         cpu = ", ".join(f"{c['self']:.2f} + {c['workers']:.2f} (generating {c['generate']:.2f})" for c in cold_cpu)
         print(f"{arch}: cold median {med(cold_s):.1f} s [{min(cold_s):.1f}, {max(cold_s):.1f}], warm median "
@@ -135,7 +144,9 @@ def main() -> int:
               f"cold / pure {med(cold_s) / med(pure_s):.2f}x (each repeat: {each}), warm / pure "
               f"{med(eval_s) / med(pure_s):.2f}x; pure on one session's intra-op threads (before the tenth "
               f"pass) median {med(one_s):.1f} s, cold / that {med(cold_s) / med(one_s):.2f}x; cold CPU-s, this "
-              f"process + its workers: {cpu}", flush=True)
+              f"process + its workers: {cpu}; that CPU work over {cores} cores (the floor of a cold sweep) "
+              f"median {med(floor_s):.2f} s, {med(floor_s) / med(pure_s):.2f}x pure; generation's CPU-s "
+              f"allowed for 1.5x, the rest as measured: {', '.join(f'{b:.2f}' for b in budget)}", flush=True)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
