@@ -14,13 +14,13 @@
 
 Steps 1, 2 and 3 run side by side `--repeats` times (each cold sweep on a new empty cache), so a
 change of the machine's speed reaches all three; medians, ranges and the ratio of the medians are
-reported, with each repeat's cold / pure. Each cold sweep's CPU-s (this process; its generating
-workers, of which the kernels' own) give its floor, that work spread over every core, and the
-generation CPU-s a cold / pure of 1.5 would allow with the rest of the work as measured. Each
-student of `--students` (default: `digits_student`, 24k parameters, the default build's student,
-and `resnet8`, the CIFAR recipe's student with its CIFAR stem) is measured in turn in the same run. The INT8 students have random weights, exported
-and quantised as the build does: timing does not depend on the weights, and nothing trained on
-the data is made.
+reported, with each repeat's cold / pure. Each cold sweep's CPU-s (this process and its generating
+workers; the kernels' own among them) give its floor, that work spread over every core, and the
+generation CPU-s a cold / pure of 1.5 would allow, the rest of the work as measured. Each student of
+`--students` (default: `digits_student`, 24k parameters, the default build's student, and
+`resnet8`, the CIFAR recipe's student with its CIFAR stem) is measured in turn in the same run. The
+INT8 students have random weights, exported and quantised as the build does: timing does not
+depend on the weights, and nothing trained on the data is made.
 Images: the CIFAR-10 validation split of SHARED/data (see perturb_throughput.py); `--size` upscales
 them (PIL BILINEAR, as perturb_sizes.py; above 64 px the corruptions use ImageNet-C's table).
 """
@@ -122,7 +122,7 @@ def main() -> int:
             del arrays
             shutil.rmtree(cache, ignore_errors=True)
         # the cold sweep can take no less than its CPU work spread over every core: its floor, and
-        # the most generation may cost for cold / pure <= 1.5 with this process's CPU-s as measured
+        # the most generation may cost for cold / pure <= 1.5, the sweep's other CPU-s as measured
         cores = os.cpu_count() or 1
         floor_s = [(c["self"] + c["workers"]) / cores for c in cold_cpu]
         budget = [1.5 * cores * p - c["self"] - (c["workers"] - c["generate"]) for c, p in zip(cold_cpu, pure_s)]
