@@ -15,7 +15,7 @@ import sys
 import threading
 import traceback
 
-from .errors import EdgekdError, Terminated
+from .errors import EdgekdError, Terminated, clear_termination, terminate
 
 # name -> module under edgekd.commands; listed explicitly so `edgekd --help` is complete.
 COMMANDS = ("build", "distill", "export", "quantize", "eval", "perturb", "gate", "config", "models", "bench",
@@ -48,7 +48,18 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
+    terminate()
+
+
+def _unraisable(previous):
+    """A ``sys.unraisablehook`` that says nothing of a Terminated that Python dropped where it
+    landed (a weakref callback, a ``__del__``): ``errors.terminate`` noted it, and the command
+    stops at its next check with the one-line message; anything else goes to ``previous``."""
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, Terminated):
+            return
+        previous(unraisable)
+    return hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM (CI runners, container stops) unwinds like Ctrl-C: partial outputs are removed
     # (and a mask inherited from the parent that blocks them would keep the handlers from running)
-    previous = None
+    previous, hook = None, sys.unraisablehook
+    clear_termination()
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        sys.unraisablehook = _unraisable(hook)
     try:
         return int(args._run(args))
     except Terminated:
@@ -85,3 +98,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+            sys.unraisablehook = hook
+        clear_termination()

@@ -30,3 +30,29 @@ class ParityError(EdgekdError):
 class Terminated(BaseException):
     """SIGTERM arrived (a CI runner or a container stop): unwinds like Ctrl-C, so every stage's
     clean-up runs, and the CLI exits 143."""
+
+
+_TERMINATION = {"asked": False}  # a SIGTERM arrived in this process (terminate), until cleared
+
+
+def terminate() -> None:
+    """What the CLI's SIGTERM handler does: note that the process is to stop, and raise
+    :class:`Terminated` where the main thread is. The note outlives the exception, which Python
+    drops ("Exception ignored in ...") when it lands in a weakref callback or a ``__del__`` (CI saw
+    it land in importlib's module-lock callback, and the build then ran on and replaced the
+    previous one): the points where a command makes its output visible call
+    :func:`check_terminated`, so nothing is published after a SIGTERM, wherever it landed."""
+    _TERMINATION["asked"] = True
+    raise Terminated()
+
+
+def check_terminated() -> None:
+    """Raise :class:`Terminated` if a SIGTERM arrived (:func:`terminate`), even one whose exception
+    was dropped where it landed."""
+    if _TERMINATION["asked"]:
+        raise Terminated()
+
+
+def clear_termination() -> None:
+    """Forget a SIGTERM (the CLI, once it has answered it or before a command starts)."""
+    _TERMINATION["asked"] = False

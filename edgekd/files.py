@@ -15,6 +15,8 @@ import re
 import stat
 from pathlib import Path
 
+from .errors import check_terminated
+
 # JSON / TOML documents edgekd reads (configs, policies, profiles, manifests, device results) are
 # small; a bigger one is refused before it is read
 MAX_DOCUMENT_BYTES = 64 << 20
@@ -177,9 +179,11 @@ def move_into_place(tmp: Path, dest: Path) -> None:
     """Replace ``dest`` by the finished folder ``tmp``. Where the system can, the two are swapped
     in one atomic rename, so ``dest`` is always either the old or the new folder, even if the
     process is killed; elsewhere two renames (and :func:`recover_interrupted` puts the old one back
-    if the process died between them)."""
+    if the process died between them). Not after a SIGTERM (``errors.check_terminated``: raises
+    Terminated, ``dest`` untouched)."""
     import shutil
 
+    check_terminated()
     if not dest.exists():
         tmp.rename(dest)
         return

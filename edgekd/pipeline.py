@@ -30,7 +30,7 @@ from . import predictions as P
 from .config import BuildConfig
 from .data import Dataset, load_dataset
 from .distill import distill, resolve_device, train_teacher
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, check_terminated
 from .export import check_parity, export_onnx
 from .files import (
     BUILD_FORMAT,
@@ -218,6 +218,7 @@ def build(cfg: BuildConfig, out_dir: Path, progress: bool = True,
 def _stages(timings: dict[str, float]) -> Callable[[str, float], None]:
     def stage(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 3)
+        check_terminated()  # a SIGTERM dropped where it landed stops the build here, not at the end
 
     return stage
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import EdgekdError, InputError
+from ..errors import EdgekdError, InputError, check_terminated
 
 T = TypeVar("T")
 
@@ -106,6 +106,7 @@ def write_output(target: str | Path, suffixes: tuple[str, ...], produce: Callabl
     tmp = target.parent / f".{target.stem}.partial-{os.getpid()}{target.suffix}"
     try:
         rec = produce(tmp)
+        check_terminated()  # nothing made visible after a SIGTERM, even one dropped where it landed
         os.replace(tmp, target)
     except OSError as e:
         raise InputError(f"cannot write {target}: {e.strerror or e}") from None
