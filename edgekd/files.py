@@ -132,9 +132,11 @@ def read_toml(path: Path, missing: str) -> dict:
 def write_atomic(target: str | Path, data: str | bytes) -> None:
     """Write ``target`` whole or not at all: the bytes go to a temporary file beside it, are
     flushed to disk, then renamed over it. On failure (a full disk, a read-only folder) the
-    temporary file is removed, ``target`` is as it was, and the error names the file."""
+    temporary file is removed, ``target`` is as it was, and the error names the file. Not after a
+    SIGTERM (``errors.check_terminated``)."""
     from .errors import InputError
 
+    check_terminated()
     target = Path(target)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"

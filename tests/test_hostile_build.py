@@ -206,6 +206,8 @@ def test_a_dropped_sigterm_stops_a_stages_output_and_the_build_at_its_next_stage
         with pytest.raises(errors.Terminated):
             write_output(target, (".onnx",), lambda tmp: tmp.write_bytes(b"new"))
         with pytest.raises(errors.Terminated):
+            files.write_atomic(tmp_path / "gate.json", "{}\n")
+        with pytest.raises(errors.Terminated):
             pipeline._stages(timings)("teacher", time.perf_counter())
     finally:
         errors.clear_termination()
