@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from perturb_throughput import load_validation  # noqa: E402
+from perturb_throughput import load_validation, upscaled  # noqa: E402
 
 # the Rng methods the kernels call (the others are called by these)
 DRAWS = ("uniform", "normal", "integers", "poisson_many")
@@ -76,10 +76,7 @@ def main() -> int:
     torch.set_num_threads(1)  # one thread, as in the sweep's generating process
     one_blas_thread()
     x = load_validation(args.shared / "data" / "cifar10-train-jpeg.tar.gz", args.images)
-    if args.size != x.shape[1]:
-        from PIL import Image
-
-        x = np.stack([np.asarray(Image.fromarray(i).resize((args.size, args.size), Image.BILINEAR)) for i in x])
+    x = upscaled(x, args.size)
     names = list(perturb.COMMON) + list(perturb.EXTRA)
     clock = timed_draws(_rng.Rng)
     runs: dict[str, list[tuple[float, float]]] = {n: [] for n in names}

@@ -24,17 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from perturb_throughput import load_validation  # noqa: E402
+from perturb_throughput import load_validation, upscaled  # noqa: E402
 
 
 def cells(shared: Path) -> dict[str, str]:
-    from PIL import Image
 
     from edgekd import perturb
 
     x = load_validation(shared / "data" / "cifar10-train-jpeg.tar.gz", 1000)
     sets = {"cifar": x,
-            "px64": np.stack([np.asarray(Image.fromarray(i).resize((64, 64), Image.BILINEAR)) for i in x[:100]]),
+            "px64": upscaled(x[:100], 64),
             "grey": x[:200].mean(axis=3, keepdims=True).astype(np.uint8)}
     out = {}
     for tag, images in sets.items():

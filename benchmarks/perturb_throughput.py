@@ -53,6 +53,14 @@ def load_validation(archive: Path, n: int) -> np.ndarray:
     return np.stack([found[k] for k in sorted(found)])
 
 
+def upscaled(x: np.ndarray, size: int) -> np.ndarray:
+    """The images at ``size`` x ``size`` px (PIL BILINEAR, one image at a time): the larger images
+    of the size benchmarks; ``x`` itself at its own size."""
+    if size == x.shape[1] == x.shape[2]:
+        return x
+    return np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.BILINEAR)) for i in x])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=5000, help="number of validation images (max 5000)")

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from perturb_throughput import load_validation  # noqa: E402
+from perturb_throughput import load_validation, upscaled  # noqa: E402
 
 
 def main() -> int:
@@ -76,10 +76,7 @@ def main() -> int:
     from edgekd.runtimes import OrtRunner
 
     x = load_validation(args.shared / "data" / "cifar10-train-jpeg.tar.gz", args.images)
-    if args.size != x.shape[1]:
-        from PIL import Image
-
-        x = np.stack([np.asarray(Image.fromarray(i).resize((args.size, args.size), Image.BILINEAR)) for i in x])
+    x = upscaled(x, args.size)
     split = Split(x, np.zeros(len(x), np.int64), np.arange(len(x)))
     names = list(perturb.COMMON) + list(perturb.EXTRA)
     sevs = [1, 2, 3, 4, 5]
