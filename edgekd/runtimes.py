@@ -11,6 +11,7 @@ same code. Latency of any runner: ``edgekd.harness.measure_latency``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Protocol
 
@@ -68,6 +69,11 @@ class TorchRunner:
 LANES_MAX = 4  # OrtRunner.lanes(): sessions of one file running at once (each holds the weights)
 
 
+def _ort_predict(session, input_name: str, images: np.ndarray) -> np.ndarray:
+    """One batch through an onnxruntime session: OrtRunner.predict and each of its lanes."""
+    return session.run(None, {input_name: np.ascontiguousarray(images)})[0]
+
+
 @RUNTIMES.register("onnxruntime")
 class OrtRunner:
     """A model file (.onnx or .ort) in onnxruntime; the session is made by the device runner's
@@ -98,7 +104,7 @@ class OrtRunner:
         self.threads = threads
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
+        return _ort_predict(self.session, self.input_name, images)
 
     def lanes(self, batches: int) -> list:
         """``predict`` functions that may run at the same time on ``batches`` batches
@@ -130,8 +136,7 @@ class OrtRunner:
                 self._lanes.append((each, make_session(str(self.path), each, self.providers)[0]))
         except ModelLoadError:  # the file went since predict's session was made: that session alone
             return [self.predict]
-        name = self.input_name
-        return [lambda x, s=s: s.run(None, {name: np.ascontiguousarray(x)})[0] for _, s in self._lanes[:count]]
+        return [functools.partial(_ort_predict, s, self.input_name) for _, s in self._lanes[:count]]
 
     def set_threads(self, threads: int) -> None:
         if threads != self.threads:
